@@ -1,0 +1,129 @@
+"""The comparer's consumer loop: store the parts, compare what is complete, then acknowledge."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from comparer.store import Store
+from shadow import metrics
+from shadow.bus import Entry, GroupReader, default_consumer_name
+from shadow.codec import decode_event
+from shadow.compare import compare
+from shadow.errors import EventError
+from shadow.keys import COMPARERS, Keys
+from shadow.model import Comparison, Event
+from shadow.settings import Settings
+
+log = logging.getLogger("shadow.comparer")
+
+_SWEEP_EVERY_S = 1.0
+
+
+class Comparer:
+    """Consumer group "comparers" on both streams. The only writer of the store."""
+
+    def __init__(self, settings: Settings, redis: aioredis.Redis, store: Store, *,
+                 keys: Keys | None = None, batch: int = 500) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.store = store
+        self.keys = keys or Keys(settings.stream_prefix)
+        self.reader = GroupReader(
+            redis, [self.keys.v1, self.keys.v2], COMPARERS,
+            settings.consumer or default_consumer_name("comparer"),
+            count=batch, block_ms=200, claim_idle_s=settings.claim_idle_s)
+        self.completed = 0
+        self._task: asyncio.Task[None] | None = None
+        self._next_sweep = 0.0
+
+    async def start(self) -> None:
+        if self._task is None:
+            await self.reader.ensure_groups()
+            self._task = asyncio.create_task(self._run(), name="shadow-comparer")
+
+    async def stop(self) -> None:
+        """Stop reading; a batch being stored finishes first (shielded). Idempotent."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                await self.run_once()
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as e:
+                log.warning("Redis unavailable (%s); retrying in %.1f s", e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            except Exception:
+                log.exception("comparer batch failed; it stays pending and will be retried")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def run_once(self) -> int:
+        """Read one batch, store it, compare, acknowledge. Returns entries handled."""
+        await self._sweep()
+        entries = await self.reader.read()
+        if not entries:
+            return 0
+        # Store-then-acknowledge must not be cut in half by a shutdown.
+        await asyncio.shield(self._handle(entries))
+        return len(entries)
+
+    async def _handle(self, entries: list[Entry]) -> None:
+        events: list[Event] = []
+        good: list[Entry] = []
+        for entry in entries:
+            if entry.data is None:
+                good.append(entry)  # trimmed away before we read it: nothing to store
+                continue
+            try:
+                events.append(decode_event(entry.data))
+                good.append(entry)
+            except EventError as e:
+                metrics.POISON_EVENTS.labels(COMPARERS).inc()
+                log.warning("dead-lettering entry %s of %s: %s", entry.id, entry.stream, e)
+                await self.reader.dead_letter(self.keys.dead, entry, str(e),
+                                              self.settings.stream_maxlen)
+        ready = await self.store.apply(events)
+        for e in events:
+            metrics.EVENTS_INGESTED.labels(e.type).inc()
+        results: list[tuple[str, Comparison]] = []
+        for x in ready:
+            assert x.v1 is not None and x.v2 is not None
+            started = time.perf_counter()
+            try:
+                result = compare(x.request, x.v1, x.v2, x.route)
+            except Exception as e:  # one odd exchange must not stop the others
+                log.exception("exchange %s: comparison failed", x.id)
+                result = Comparison("mismatch", [], None, [f"compare_error:{type(e).__name__}"])
+            metrics.COMPARE_DURATION.observe(time.perf_counter() - started)
+            results.append((x.id, result))
+        recorded = set(await self.store.complete(results))
+        self.completed += len(recorded)
+        for ident, r in results:
+            if ident in recorded:
+                metrics.COMPARISONS.labels(r.outcome).inc()
+        await self.reader.ack(good)
+
+    async def _sweep(self) -> None:
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + _SWEEP_EVERY_S
+        expired = await self.store.expire(time.time() - self.settings.join_timeout_s)
+        if expired:
+            log.info("%d exchanges got no V2 answer within %.0f s: v1_only", expired,
+                     self.settings.join_timeout_s)

@@ -1,0 +1,8 @@
+"""The intercepting reverse proxy: serves every client from V1, hands events to the publisher."""
+
+from __future__ import annotations
+
+from proxy.app import Proxy
+from proxy.publisher import Publisher
+
+__all__ = ["Proxy", "Publisher"]

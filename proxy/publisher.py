@@ -1,0 +1,119 @@
+"""Fail-open event publishing: a bounded queue drained into Redis in pipelined batches.
+
+`offer()` never awaits: the client path only ever does a `put_nowait`. When the
+queue is full, or Redis is slow or down, events are dropped and counted, and
+the count reaches Redis (stats hash) with the next successful batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from shadow import metrics
+from shadow.codec import encode_event
+from shadow.keys import EVENT_FIELD, Keys
+from shadow.model import Event
+
+log = logging.getLogger("shadow.proxy.publisher")
+
+_BACKOFF_MIN_S = 0.05
+_BACKOFF_MAX_S = 2.0
+
+
+class Publisher:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, *, max_queue: int = 10_000,
+                 batch: int = 256, maxlen: int = 1_000_000) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.batch = batch
+        self.maxlen = maxlen
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=max_queue)
+        self.published = 0
+        self.dropped = 0
+        self._unreported_drops = 0
+        self._task: asyncio.Task[None] | None = None
+        self._healthy = True
+
+    def offer(self, event: Event) -> bool:
+        """Queue an event for Redis without waiting. False (and counted) when full."""
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._drop(1, "queue_full")
+            return False
+        metrics.EVENTS_QUEUED.inc()
+        return True
+
+    def _drop(self, n: int, reason: str) -> None:
+        self.dropped += n
+        self._unreported_drops += n
+        metrics.EVENTS_DROPPED.labels(reason).inc(n)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="shadow-publisher")
+
+    async def stop(self, flush_timeout_s: float = 2.0) -> None:
+        """Flush what is queued within the deadline, then stop. Idempotent."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._drained(), flush_timeout_s)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        left = self.queue.qsize()
+        if left:
+            self._drop(left, "shutdown")
+            log.warning("shutdown: %d events could not be published in %.1f s", left, flush_timeout_s)
+
+    async def _drained(self) -> None:
+        while not self.queue.empty():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # let an in-flight batch finish
+
+    async def _run(self) -> None:
+        backoff = _BACKOFF_MIN_S
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < self.batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            metrics.PUBLISH_QUEUE.set(self.queue.qsize())
+            try:
+                await self._publish(batch)
+            except (RedisError, OSError, asyncio.TimeoutError) as e:
+                self._drop(len(batch), "redis")
+                if self._healthy:
+                    log.warning("Redis unavailable (%s): dropping events, clients unaffected", e)
+                    self._healthy = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                continue
+            except Exception:  # a bug must not stop publishing for good
+                self._drop(len(batch), "error")
+                log.exception("publisher: unexpected error, %d events dropped", len(batch))
+                continue
+            if not self._healthy:
+                log.info("Redis is back: publishing resumed")
+                self._healthy = True
+            backoff = _BACKOFF_MIN_S
+            self.published += len(batch)
+            metrics.EVENTS_PUBLISHED.inc(len(batch))
+
+    async def _publish(self, batch: list[Event]) -> None:
+        stream = self.keys.v1
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event in batch:
+                pipe.xadd(stream, {EVENT_FIELD: encode_event(event)}, maxlen=self.maxlen,
+                          approximate=True)
+            drops = self._unreported_drops
+            if drops:
+                pipe.hincrby(self.keys.stats, "dropped_events", drops)
+            await pipe.execute()
+        self._unreported_drops -= drops

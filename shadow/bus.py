@@ -1,0 +1,130 @@
+"""The Redis bus: connections, consumer-group reading, acknowledging, dead letters.
+
+Delivery is at-least-once: a consumer first re-reads its own pending entries,
+takes over entries left idle by consumers that died (XAUTOCLAIM), then reads new
+ones; an entry is acknowledged only after its effect is durable elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from shadow.keys import EVENT_FIELD
+
+
+def connect(url: str, timeout_s: float) -> aioredis.Redis:
+    """One client (with its pool) per component, never per message."""
+    return aioredis.from_url(
+        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+        decode_responses=False, retry_on_timeout=False,
+    )
+
+
+def default_consumer_name(role: str) -> str:
+    return f"{role}-{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(slots=True)
+class Entry:
+    stream: str
+    id: bytes
+    data: bytes | None  # the event JSON; None when the entry was trimmed or has no `e` field
+
+
+class GroupReader:
+    """Reads `streams` as `consumer` in `group`: own pending first, then claimed, then new."""
+
+    def __init__(self, redis: aioredis.Redis, streams: list[str], group: str, consumer: str, *,
+                 count: int = 100, block_ms: int = 1000, claim_idle_s: float = 30.0) -> None:
+        self.redis = redis
+        self.streams = streams
+        self.group = group
+        self.consumer = consumer
+        self.count = count
+        self.block_ms = block_ms
+        self.claim_idle_ms = int(claim_idle_s * 1000)
+        self._cursor = {s: "0" for s in streams}  # "0" = replaying our own pending entries
+        self._next_claim = 0.0
+
+    async def ensure_groups(self) -> None:
+        for stream in self.streams:
+            try:
+                await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+
+    async def read(self) -> list[Entry]:
+        try:
+            entries = await self._claim()
+            if entries:
+                return entries
+            return await self._read()
+        except ResponseError as e:
+            if "NOGROUP" not in str(e):
+                raise
+            # Redis restarted without its data: recreate the groups and go on.
+            await self.ensure_groups()
+            self._cursor = {s: "0" for s in self.streams}
+            return []
+
+    async def _read(self) -> list[Entry]:
+        replaying = [s for s, c in self._cursor.items() if c != ">"]
+        reply = await self.redis.xreadgroup(
+            self.group, self.consumer, dict(self._cursor), count=self.count,
+            block=None if replaying else self.block_ms,
+        )
+        out: list[Entry] = []
+        for stream_name, items in reply or []:
+            stream = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
+            for entry_id, fields in items:
+                out.append(Entry(stream, entry_id, (fields or {}).get(EVENT_FIELD)))
+            if stream in replaying and items:
+                # our own pending entries come back in order: go on after the last one
+                self._cursor[stream] = items[-1][0].decode()
+        for stream in replaying:
+            if not any(e.stream == stream for e in out):
+                self._cursor[stream] = ">"  # our pending backlog is done: new entries now
+        if not out and replaying:
+            return await self._read()
+        return out
+
+    async def _claim(self) -> list[Entry]:
+        now = time.monotonic()
+        if now < self._next_claim:
+            return []
+        self._next_claim = now + max(self.claim_idle_ms / 2000, 0.05)
+        out: list[Entry] = []
+        for stream in self.streams:
+            reply = await self.redis.xautoclaim(stream, self.group, self.consumer,
+                                                min_idle_time=self.claim_idle_ms, start_id="0-0",
+                                                count=self.count)
+            for entry_id, fields in reply[1]:
+                out.append(Entry(stream, entry_id, (fields or {}).get(EVENT_FIELD)))
+        return out
+
+    async def ack(self, entries: list[Entry]) -> None:
+        by_stream: dict[str, list[bytes]] = {}
+        for e in entries:
+            by_stream.setdefault(e.stream, []).append(e.id)
+        if not by_stream:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, self.group, *ids)
+            await pipe.execute()
+
+    async def dead_letter(self, dead_stream: str, entry: Entry, reason: str, maxlen: int) -> None:
+        """Move an entry that can never be processed aside, with the reason, and ack it."""
+        fields = {b"stream": entry.stream, b"entry": entry.id, b"reason": reason,
+                  b"group": self.group, EVENT_FIELD: entry.data or b""}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(dead_stream, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+            pipe.xack(entry.stream, self.group, entry.id)
+            await pipe.execute()

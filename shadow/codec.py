@@ -1,0 +1,215 @@
+"""Wire formats, in one module: events <-> JSON stream entries, parts <-> store JSON.
+
+Stream events are JSON (one object per entry, field `e`) so any dashboard can
+read them. Bodies travel base64-encoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import orjson
+
+from shadow.errors import EventError
+from shadow.model import (
+    Answer,
+    CandidateEvent,
+    Difference,
+    Event,
+    Exchange,
+    Headers,
+    Request,
+    RequestEvent,
+    ResponseEvent,
+)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+def _dumps(obj: Any) -> bytes:
+    try:
+        return orjson.dumps(obj)
+    except (orjson.JSONEncodeError, TypeError):
+        # Header bytes that are not UTF-8 arrive as lone surrogates
+        # (surrogateescape); JSON cannot carry them, so they become U+FFFD.
+        return orjson.dumps(_scrub(obj))
+
+
+def _scrub(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return obj.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if isinstance(obj, dict):
+        return {k: _scrub(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_scrub(v) for v in obj]
+    return obj
+
+
+# ---- parts (shared by events and store documents) ----
+
+def request_to_dict(r: Request) -> dict[str, Any]:
+    return {
+        "method": r.method,
+        "url": r.url,
+        "headers": r.headers,
+        "body": _b64(r.body),
+        "body_size": r.body_size,
+        "body_truncated": r.body_truncated,
+    }
+
+
+def request_from_dict(d: dict[str, Any]) -> Request:
+    return Request(
+        method=str(d["method"]),
+        url=str(d["url"]),
+        headers=_headers(d.get("headers")),
+        body=_unb64(d.get("body") or ""),
+        body_size=int(d.get("body_size") or 0),
+        body_truncated=bool(d.get("body_truncated")),
+    )
+
+
+def answer_to_dict(a: Answer) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "status": a.status,
+        "headers": a.headers,
+        "body": _b64(a.body),
+        "body_size": a.body_size,
+        "body_truncated": a.body_truncated,
+        "latency_ms": a.latency_ms,
+        "error": a.error,
+    }
+    if a.skipped is not None:
+        out["skipped"] = a.skipped
+    if a.target is not None:
+        out["target"] = a.target
+    return out
+
+
+def answer_from_dict(d: dict[str, Any]) -> Answer:
+    status = d.get("status")
+    latency = d.get("latency_ms")
+    return Answer(
+        status=None if status is None else int(status),
+        headers=_headers(d.get("headers")),
+        body=_unb64(d.get("body") or ""),
+        body_size=int(d.get("body_size") or 0),
+        body_truncated=bool(d.get("body_truncated")),
+        latency_ms=None if latency is None else float(latency),
+        error=d.get("error"),
+        skipped=d.get("skipped"),
+        target=d.get("target"),
+    )
+
+
+def _headers(raw: Any) -> Headers:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ValueError("headers must be a list of [name, value] pairs")
+    out: Headers = []
+    for pair in raw:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError("headers must be a list of [name, value] pairs")
+        out.append((str(pair[0]), str(pair[1])))
+    return out
+
+
+# ---- events ----
+
+def encode_event(event: Event) -> bytes:
+    if isinstance(event, RequestEvent):
+        body = {"type": "request", "id": event.id, "request_id": event.request_id,
+                "ts": event.ts, **request_to_dict(event.request)}
+    else:
+        body = {"type": event.type, "id": event.id, "ts": event.ts,
+                **answer_to_dict(event.answer)}
+    return _dumps(body)
+
+
+_TYPE_PREFIX = b'{"type":"'
+
+
+def peek_type(data: bytes) -> str | None:
+    """The event type without parsing the whole entry (encode_event writes `type` first).
+    None when the entry does not look like a shadow event at all."""
+    if not data.startswith(_TYPE_PREFIX):
+        return None
+    end = data.find(b'"', len(_TYPE_PREFIX))
+    return data[len(_TYPE_PREFIX):end].decode("ascii", "replace") if end > 0 else None
+
+
+def decode_event(data: bytes | str) -> Event:
+    """Parse one stream entry; anything malformed raises EventError (a poison message)."""
+    try:
+        d = orjson.loads(data)
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
+        kind = d.get("type")
+        ident = d.get("id")
+        if not isinstance(ident, str) or not ident:
+            raise ValueError("missing id")
+        ts = float(d.get("ts") or 0.0)
+        if kind == "request":
+            return RequestEvent(id=ident, request_id=str(d.get("request_id") or ident), ts=ts,
+                                request=request_from_dict(d))
+        if kind == "response":
+            return ResponseEvent(id=ident, ts=ts, answer=answer_from_dict(d))
+        if kind == "candidate":
+            return CandidateEvent(id=ident, ts=ts, answer=answer_from_dict(d))
+        raise ValueError(f"unknown event type {kind!r}")
+    except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, binascii.Error) as e:
+        raise EventError(f"malformed event: {e}") from e
+
+
+# ---- store documents ----
+
+def dumps(obj: Any) -> bytes:
+    return _dumps(obj)
+
+
+def loads(data: bytes | str) -> Any:
+    return orjson.loads(data)
+
+
+def diff_to_list(diff: list[Difference]) -> list[dict[str, Any]]:
+    return [{"path": d.path, "kind": d.kind, "v1": d.v1, "v2": d.v2} for d in diff]
+
+
+def diff_from_list(raw: list[dict[str, Any]] | None) -> list[Difference]:
+    return [Difference(d["path"], d["kind"], d.get("v1"), d.get("v2")) for d in raw or []]
+
+
+def body_for_display(body: bytes, truncated: bool = False) -> dict[str, Any]:
+    """Bodies decoded for people: text when it is UTF-8, else base64, said so."""
+    try:
+        return {"text": body.decode("utf-8"), "encoding": "utf-8", "truncated": truncated}
+    except UnicodeDecodeError:
+        return {"base64": _b64(body), "encoding": "base64", "truncated": truncated}
+
+
+def exchange_for_display(x: Exchange) -> dict[str, Any]:
+    """The exchange document as the reports API shows it: bodies decoded for people."""
+
+    def part(p: Request | Answer | None) -> dict[str, Any] | None:
+        if p is None:
+            return None
+        d = request_to_dict(p) if isinstance(p, Request) else answer_to_dict(p)
+        d["headers"] = [list(h) for h in p.headers]
+        d["body"] = body_for_display(p.body, p.body_truncated)
+        return d
+
+    return {
+        "id": x.id, "request_id": x.request_id, "ts": x.ts, "method": x.method, "url": x.url,
+        "route": x.route, "outcome": x.outcome, "signature": x.signature, "flags": x.flags,
+        "compared_at": x.compared_at, "request": part(x.request), "v1": part(x.v1),
+        "v2": part(x.v2), "diff": diff_to_list(x.diff),
+    }

@@ -1,0 +1,201 @@
+"""Structural differences between two HTTP answers (pure: no I/O, no logging).
+
+Status and a few meaningful headers are always compared; bodies are compared as
+JSON (structurally, via deepdiff, after a fast path on canonical bytes) when both
+parse, else byte for byte. Compressed bodies are decoded first.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+import zlib
+from typing import Any
+
+import orjson
+from deepdiff import DeepDiff
+
+from shadow.model import Answer, Difference, Headers
+
+MAX_DECODED_BYTES = 16 * 1024 * 1024  # decompression-bomb guard
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+_KINDS = {
+    "values_changed": "changed",
+    "type_changes": "type",
+    "dictionary_item_added": "added",
+    "iterable_item_added": "added",
+    "attribute_added": "added",
+    "set_item_added": "added",
+    "dictionary_item_removed": "removed",
+    "iterable_item_removed": "removed",
+    "attribute_removed": "removed",
+    "set_item_removed": "removed",
+}
+
+
+# ---- headers ----
+
+def _all(headers: Headers, name: str) -> list[str]:
+    lname = name.lower()
+    return [v for k, v in headers if k.lower() == lname]
+
+
+def _media_type(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = [p.strip().lower() for p in value.split(";")]
+    params = sorted(p.replace(" ", "") for p in parts[1:] if p.startswith("charset"))
+    return ";".join([parts[0], *params])
+
+
+def _cache_control(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return ", ".join(sorted(t.strip().lower() for t in value.split(",") if t.strip()))
+
+
+def _location(value: str | None) -> str | None:
+    if value is None:
+        return None
+    m = re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*(.*)$", value)
+    return (m.group(1) or "/") if m else value
+
+
+def _cookie_names(headers: Headers) -> list[str] | None:
+    values = _all(headers, "set-cookie")
+    if not values:
+        return None
+    return sorted({v.split("=", 1)[0].strip() for v in values})
+
+
+def header_differences(v1: Headers, v2: Headers) -> list[Difference]:
+    out: list[Difference] = []
+    for name, norm in (("content-type", _media_type), ("cache-control", _cache_control),
+                       ("location", _location)):
+        a = norm(next(iter(_all(v1, name)), None))
+        b = norm(next(iter(_all(v2, name)), None))
+        if a != b:
+            out.append(Difference(name, "header", a, b))
+    ca, cb = _cookie_names(v1), _cookie_names(v2)
+    if ca != cb:
+        out.append(Difference("set-cookie", "header", ca, cb))
+    return out
+
+
+# ---- bodies ----
+
+def decoded_body(answer: Answer) -> bytes | None:
+    """The body after Content-Encoding (gzip, deflate, br when available); None if undecodable."""
+    encoding = (answer.header("content-encoding") or "").strip().lower()
+    body = answer.body
+    if not encoding or encoding == "identity" or not body:
+        return body
+    try:
+        if encoding in ("gzip", "x-gzip"):
+            if answer.body_truncated:
+                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                return d.decompress(body, MAX_DECODED_BYTES)
+            return _bounded(gzip.decompress(body))
+        if encoding == "deflate":
+            try:
+                d = zlib.decompressobj()
+                return d.decompress(body, MAX_DECODED_BYTES)
+            except zlib.error:
+                d = zlib.decompressobj(-zlib.MAX_WBITS)
+                return d.decompress(body, MAX_DECODED_BYTES)
+        if encoding == "br":
+            try:
+                import brotli  # type: ignore[import-not-found]
+            except ImportError:
+                return None
+            return _bounded(brotli.decompress(body))
+    except (OSError, zlib.error, EOFError, ValueError):
+        return None
+    return None
+
+
+def _bounded(data: bytes) -> bytes:
+    return data[:MAX_DECODED_BYTES]
+
+
+def is_json_media(answer: Answer) -> bool:
+    ctype = (answer.header("content-type") or "").lower()
+    return "json" in ctype.split(";", 1)[0]
+
+
+def parse_json(body: bytes) -> tuple[bool, Any]:
+    if not body:
+        return False, None
+    try:
+        return True, orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False, None
+
+
+def json_path(parts: list[Any]) -> str:
+    out = ["$"]
+    for p in parts:
+        if isinstance(p, int):
+            out.append(f"[{p}]")
+        elif isinstance(p, str) and _IDENT.match(p):
+            out.append(f".{p}")
+        else:
+            out.append("[" + orjson.dumps(str(p)).decode() + "]")
+    return "".join(out)
+
+
+def _canonical(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def json_differences(a: Any, b: Any) -> list[Difference]:
+    """Structural JSON differences, sorted by path. Key order never matters."""
+    if _canonical(a) == _canonical(b):
+        return []
+    tree = DeepDiff(a, b, view="tree", verbose_level=2)
+    out: list[Difference] = []
+    for report, items in tree.items():
+        kind = _KINDS.get(report, "changed")
+        for item in items:
+            t1 = None if kind == "added" else _plain(item.t1)
+            t2 = None if kind == "removed" else _plain(item.t2)
+            out.append(Difference(json_path(item.path(output_format="list")), kind, t1, t2))
+    out.sort(key=lambda d: (d.path, d.kind))
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str, list, dict)):
+        return value
+    return repr(value)  # deepdiff's NotPresent and friends
+
+
+def body_preview(body: bytes, size: int) -> dict[str, Any]:
+    try:
+        text = body.decode("utf-8")
+        return {"size": size, "text": text[:200]}
+    except UnicodeDecodeError:
+        return {"size": size, "sha256": hashlib.sha256(body).hexdigest()[:16]}
+
+
+def body_differences(v1: Answer, v2: Answer) -> tuple[list[Difference], list[str]]:
+    """(differences, flags). Flags say what was odd about the bodies."""
+    flags: list[str] = []
+    b1, b2 = decoded_body(v1), decoded_body(v2)
+    if b1 is None:
+        flags.append("v1_undecodable_encoding")
+        b1 = v1.body
+    if b2 is None:
+        flags.append("v2_undecodable_encoding")
+        b2 = v2.body
+    if b1 == b2 and v1.body_size == v2.body_size:
+        return [], flags
+    json1, json2 = is_json_media(v1), is_json_media(v2)
+    ok1, doc1 = parse_json(b1) if (json1 or b1[:1] in (b"{", b"[")) else (False, None)
+    ok2, doc2 = parse_json(b2) if (json2 or b2[:1] in (b"{", b"[")) else (False, None)
+    if ok1 and ok2 and not v1.body_truncated and not v2.body_truncated:
+        return json_differences(doc1, doc2), flags
+    return [Difference("$", "body", body_preview(b1, v1.body_size),
+                       body_preview(b2, v2.body_size))], flags

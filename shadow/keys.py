@@ -1,0 +1,43 @@
+"""Every Redis key name shadow uses, in one place.
+
+A prefix (setting `stream_prefix`, default "shadow") lets several shadow setups,
+or several tests, share one Redis without seeing each other's data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+REPLAYERS = "replayers"
+COMPARERS = "comparers"
+EVENT_FIELD = b"e"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "shadow"
+
+    @property
+    def v1(self) -> str:
+        """Requests and V1's responses, written by the proxy."""
+        return f"{self.prefix}:v1"
+
+    @property
+    def v2(self) -> str:
+        """Candidates (V2's answers), written by the subscriber."""
+        return f"{self.prefix}:v2"
+
+    @property
+    def dead(self) -> str:
+        """Entries that could not be processed, with the reason."""
+        return f"{self.prefix}:dead"
+
+    @property
+    def stats(self) -> str:
+        """Hash of counters the services share (dropped events, ...)."""
+        return f"{self.prefix}:stats"
+
+    @property
+    def firehose(self) -> str:
+        """Pub/sub channel of redacted exchanges."""
+        return f"{self.prefix}:firehose"

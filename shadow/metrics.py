@@ -1,0 +1,36 @@
+"""Every Prometheus metric, defined once. Components only increment them."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# proxy
+PROXY_REQUESTS = Counter("shadow_proxy_requests_total", "Client requests the proxy answered",
+                         ["result"])  # ok, v1_error, v1_timeout, refused
+PROXY_V1_DURATION = Histogram("shadow_proxy_v1_duration_seconds",
+                              "Time from request to V1's response headers")
+EVENTS_QUEUED = Counter("shadow_proxy_events_queued_total", "Events put on the publish queue")
+EVENTS_PUBLISHED = Counter("shadow_proxy_events_published_total", "Events written to Redis")
+EVENTS_DROPPED = Counter("shadow_proxy_events_dropped_total",
+                         "Events dropped instead of delaying clients", ["reason"])  # queue_full, redis
+PUBLISH_QUEUE = Gauge("shadow_proxy_publish_queue_depth", "Events waiting to be published")
+
+# subscriber
+REPLAYS = Counter("shadow_replays_total", "Requests handled by the subscriber",
+                  ["result"])  # answered, error, skipped
+REPLAY_DURATION = Histogram("shadow_replay_duration_seconds", "Time V2 took to answer a replay")
+REPLAYS_IN_FLIGHT = Gauge("shadow_replays_in_flight", "Replays waiting on V2")
+
+# comparer
+COMPARISONS = Counter("shadow_comparisons_total", "Exchanges compared", ["outcome"])
+COMPARE_DURATION = Histogram("shadow_compare_duration_seconds", "Time the pure diff took",
+                             buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0))
+EVENTS_INGESTED = Counter("shadow_comparer_events_total", "Events written to the store", ["type"])
+
+# shared
+POISON_EVENTS = Counter("shadow_poison_events_total", "Malformed stream entries dead-lettered",
+                        ["group"])
+STREAM_LENGTH = Gauge("shadow_stream_length", "Entries in a stream", ["stream"])
+STREAM_PENDING = Gauge("shadow_stream_pending", "Entries delivered but not acknowledged",
+                       ["stream", "group"])
+STREAM_LAG = Gauge("shadow_stream_lag", "Entries not yet delivered to a group", ["stream", "group"])

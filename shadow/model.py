@@ -1,0 +1,121 @@
+"""The one model that flows from proxy to dashboard.
+
+Headers are lists of (name, value) pairs: order and repeats are kept. Bodies are
+bytes (at most the capture cap; `body_size` is the real size). A failed upstream
+is data (`error`), never an exception that unwinds a pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Headers = list[tuple[str, str]]
+
+PENDING = "pending"
+MATCH = "match"
+MISMATCH = "mismatch"
+V2_ERROR = "v2_error"
+SKIPPED = "skipped"
+V1_ONLY = "v1_only"
+OUTCOMES = (PENDING, MATCH, MISMATCH, V2_ERROR, SKIPPED, V1_ONLY)
+
+DiffKind = Literal["changed", "added", "removed", "type", "status", "header", "body"]
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    url: str  # path + query, exactly as the client sent it
+    headers: Headers
+    body: bytes = b""
+    body_size: int = 0
+    body_truncated: bool = False
+
+
+@dataclass(slots=True)
+class Answer:
+    """An HTTP answer from V1 or V2, or why there is none."""
+
+    status: int | None
+    headers: Headers = field(default_factory=list)
+    body: bytes = b""
+    body_size: int = 0
+    body_truncated: bool = False
+    latency_ms: float | None = None
+    error: str | None = None
+    skipped: str | None = None  # candidates only: why V2 was not called
+    target: str | None = None  # candidates only: which V2 answered
+
+    def header(self, name: str) -> str | None:
+        lname = name.lower()
+        for k, v in self.headers:
+            if k.lower() == lname:
+                return v
+        return None
+
+
+@dataclass(slots=True)
+class RequestEvent:
+    id: str
+    request_id: str
+    ts: float
+    request: Request
+    type: Literal["request"] = "request"
+
+
+@dataclass(slots=True)
+class ResponseEvent:
+    id: str
+    ts: float
+    answer: Answer
+    type: Literal["response"] = "response"
+
+
+@dataclass(slots=True)
+class CandidateEvent:
+    id: str
+    ts: float
+    answer: Answer
+    type: Literal["candidate"] = "candidate"
+
+
+Event = RequestEvent | ResponseEvent | CandidateEvent
+
+
+@dataclass(slots=True)
+class Difference:
+    path: str  # JSONPath-like: $.items[3].id, or the header / status name
+    kind: str  # changed, added, removed, type, status, header, body
+    v1: object = None
+    v2: object = None
+
+
+@dataclass(slots=True)
+class Comparison:
+    """What the pure engine concludes about one V1/V2 pair."""
+
+    outcome: str
+    diff: list[Difference]
+    signature: str | None
+    flags: list[str]
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One document per request: the join of request, V1 answer and V2 answer."""
+
+    id: str
+    request_id: str | None = None
+    ts: float | None = None
+    method: str | None = None
+    url: str | None = None
+    route: str | None = None
+    request: Request | None = None
+    v1: Answer | None = None
+    v2: Answer | None = None
+    outcome: str = PENDING
+    diff: list[Difference] = field(default_factory=list)
+    signature: str | None = None
+    flags: list[str] = field(default_factory=list)
+    compared_at: float | None = None

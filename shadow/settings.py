@@ -1,0 +1,209 @@
+"""One settings object for every service.
+
+Precedence: command-line flags, then SHADOW_* environment variables, then an
+optional TOML file (`--config`, SHADOW_CONFIG, or ./shadow.toml), then defaults.
+This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from shadow.errors import ConfigError
+
+ENV_PREFIX = "SHADOW_"
+DEFAULT_CONFIG_FILE = "shadow.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # where things are
+    v1: str | None = None
+    v2: str | None = None
+    v1_secondary: str | None = None
+    listen: str = "127.0.0.1:8080"
+    api: str = "127.0.0.1:8081"
+    redis: str | None = None  # None: start the embedded Redis
+    store: str = "sqlite:///.shadow/shadow.db"
+    data_dir: str = ".shadow"
+    rules: str | None = None
+    # proxy
+    request_id_header: str = "X-Request-Id"
+    capture_cap_bytes: int = 65536
+    max_queue: int = 10_000
+    publish_batch: int = 256
+    v1_connect_timeout_s: float = 5.0
+    v1_read_timeout_s: float = 60.0
+    # streams
+    stream_prefix: str = "shadow"
+    stream_maxlen: int = 1_000_000
+    redis_timeout_s: float = 2.0
+    claim_idle_s: float = 30.0
+    consumer: str | None = None  # default: host-pid, unique per process
+    # subscriber
+    allow_side_effects: bool = False
+    v2_connect_timeout_s: float = 5.0
+    v2_read_timeout_s: float = 30.0
+    replay_concurrency: int = 64
+    # comparer
+    join_timeout_s: float = 60.0
+    api_token: str | None = None
+    # misc
+    log_level: str = "info"
+
+    def require(self, *names: str) -> None:
+        """Fail start-up with a message naming each missing setting and how to set it."""
+        missing = [n for n in names if getattr(self, n) in (None, "")]
+        if missing:
+            hints = ", ".join(f"--{n.replace('_', '-')} (or {ENV_PREFIX}{n.upper()})" for n in missing)
+            raise ConfigError(f"missing required setting: {hints}")
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> Settings:
+    """Merge flags > env > TOML file > defaults, coerce types, validate."""
+    env = os.environ if env is None else env
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    path = config_file or flags.pop("config", None) or env.get(f"{ENV_PREFIX}CONFIG")
+    values: dict[str, Any] = {}
+    values.update(_from_toml(path))
+    for name in _FIELDS:
+        raw = env.get(f"{ENV_PREFIX}{name.upper()}")
+        if raw is not None:
+            values[name] = _coerce(name, raw, f"environment variable {ENV_PREFIX}{name.upper()}")
+    for name, raw in flags.items():
+        if name not in _FIELDS:
+            continue
+        values[name] = _coerce(name, raw, f"--{name.replace('_', '-')}")
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+def _from_toml(path: str | None) -> dict[str, Any]:
+    explicit = path is not None
+    file = Path(path or DEFAULT_CONFIG_FILE)
+    if not file.exists():
+        if explicit:
+            raise ConfigError(f"config file {file} does not exist")
+        return {}
+    try:
+        data = tomllib.loads(file.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot parse config file {file}: {e}") from e
+    section = data.get("shadow", data)
+    out: dict[str, Any] = {}
+    for key, raw in section.items():
+        name = key.replace("-", "_")
+        if name not in _FIELDS:
+            if isinstance(raw, dict):
+                continue  # other sections (rules, ...) belong to other readers
+            raise ConfigError(f"{file}: unknown setting {key!r}; known: {', '.join(sorted(_FIELDS))}")
+        out[name] = _coerce(name, raw, f"{file}: {key}")
+    return out
+
+
+def _coerce(name: str, raw: Any, where: str) -> Any:
+    kind = str(_FIELDS[name].type)
+    try:
+        if "bool" in kind:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(f"expected true or false, got {raw!r}")
+        if "int" in kind:
+            if isinstance(raw, bool):
+                raise ValueError("expected an integer")
+            return int(raw)
+        if "float" in kind:
+            return float(raw)
+        return None if raw is None else str(raw)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from e
+
+
+def parse_hostport(value: str, what: str) -> tuple[str, int]:
+    """'127.0.0.1:8080', '[::1]:8080', ':8080' (all interfaces) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        raise ConfigError(f"{what}: expected HOST:PORT, got {value!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"{what}: port must be a number, got {port!r}") from None
+    if not 0 <= number <= 65535:
+        raise ConfigError(f"{what}: port must be 0-65535, got {number}")
+    return host, number
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_http_url(value: str | None, what: str) -> None:
+    if value is None:
+        return
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{what}: expected an http:// or https:// URL, got {value!r}")
+
+
+def validate(s: Settings) -> None:
+    _check_http_url(s.v1, "--v1")
+    _check_http_url(s.v2, "--v2")
+    _check_http_url(s.v1_secondary, "--v1-secondary")
+    parse_hostport(s.listen, "--listen")
+    parse_hostport(s.api, "--api")
+    if s.redis is not None and urlsplit(s.redis).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"--redis: expected redis://, rediss:// or unix:// URL, got {s.redis!r}")
+    if urlsplit(s.store).scheme not in ("sqlite", "mongodb", "mongodb+srv"):
+        raise ConfigError(
+            f"--store: expected sqlite:///path/to/shadow.db or mongodb://..., got {s.store!r}"
+        )
+    for name in ("capture_cap_bytes", "max_queue", "publish_batch", "stream_maxlen",
+                 "replay_concurrency"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(s, name)}")
+    for name in ("v1_connect_timeout_s", "v1_read_timeout_s", "v2_connect_timeout_s",
+                 "v2_read_timeout_s", "redis_timeout_s", "claim_idle_s", "join_timeout_s"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(s, name)}")
+    if not s.request_id_header.isascii() or not s.request_id_header.strip():
+        raise ConfigError("--request-id-header must be a non-empty ASCII header name")
+    if s.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"--log-level: expected debug, info, warning or error, got {s.log_level!r}")
+
+
+def replace(s: Settings, **changes: Any) -> Settings:
+    return dataclasses.replace(s, **changes)
+
+
+def sqlite_path(store_url: str) -> str:
+    """sqlite:///relative/x.db -> relative/x.db ; sqlite:////abs/x.db -> /abs/x.db."""
+    if not store_url.startswith("sqlite:///"):
+        raise ConfigError(f"not a sqlite URL: {store_url!r}")
+    return store_url[len("sqlite:///"):]

@@ -1,0 +1,211 @@
+"""Replay loop: read requests (group "replayers"), call V2, publish candidates, then ack.
+
+Each entry is handled by its own task, at most `replay_concurrency` at once; its
+candidate is published and the entry acknowledged in one MULTI, so a crash in
+between leaves the entry pending (to be replayed), never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import aiohttp
+import redis.asyncio as aioredis
+from multidict import CIMultiDict
+from redis.exceptions import RedisError
+from yarl import URL
+
+from shadow import metrics
+from shadow.bus import Entry, GroupReader, default_consumer_name
+from shadow.codec import decode_event, encode_event, peek_type
+from shadow.errors import EventError
+from shadow.keys import EVENT_FIELD, REPLAYERS, Keys
+from shadow.model import Answer, CandidateEvent, Headers, RequestEvent
+from shadow.settings import Settings
+from subscriber.policy import replay_decision
+
+log = logging.getLogger("shadow.subscriber")
+
+_DROP_ON_REPLAY = frozenset({
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+    "upgrade", "proxy-authenticate", "proxy-authorization", "host", "content-length",
+})
+_CHUNK = 64 * 1024
+
+
+def replay_headers(headers: Headers, request_id_header: str, request_id: str) -> Headers:
+    drop = _DROP_ON_REPLAY | {request_id_header.lower()}
+    for k, v in headers:
+        if k.lower() == "connection":
+            drop = drop | {t.strip().lower() for t in v.split(",")}
+    return [(k, v) for k, v in headers if k.lower() not in drop] + [(request_id_header, request_id)]
+
+
+class Subscriber:
+    def __init__(self, settings: Settings, redis: aioredis.Redis, *, keys: Keys | None = None) -> None:
+        settings.require("v2")
+        assert settings.v2 is not None
+        self.settings = settings
+        self.redis = redis
+        self.keys = keys or Keys(settings.stream_prefix)
+        self.v2 = settings.v2.rstrip("/")
+        self.reader = GroupReader(
+            redis, [self.keys.v1], REPLAYERS,
+            settings.consumer or default_consumer_name("subscriber"),
+            count=min(100, settings.replay_concurrency), block_ms=200,
+            claim_idle_s=settings.claim_idle_s)
+        self._slots = asyncio.Semaphore(settings.replay_concurrency)
+        self._inflight: dict[bytes, asyncio.Task[None]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.replayed = 0
+        if settings.allow_side_effects:
+            log.warning("--allow-side-effects: POST/PUT/PATCH/DELETE requests WILL be sent to V2 "
+                        "(%s); make sure V2 cannot charge, mail or write anything real", self.v2)
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        s = self.settings
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=s.replay_concurrency),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.v2_connect_timeout_s,
+                                          sock_read=s.v2_read_timeout_s),
+            auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        )
+        await self.reader.ensure_groups()
+        self._task = asyncio.create_task(self._run(), name="shadow-subscriber")
+
+    async def stop(self, deadline_s: float = 5.0) -> None:
+        """Stop reading, let in-flight replays finish within the deadline; the rest stays
+        pending for this or another consumer. Idempotent."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._inflight:
+            await asyncio.wait(list(self._inflight.values()), timeout=deadline_s)
+            for t in list(self._inflight.values()):
+                t.cancel()
+            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                await self._slots.acquire()
+                self._slots.release()
+                entries = await self.reader.read()
+                backoff = 0.05
+            except (RedisError, OSError) as e:
+                log.warning("Redis unavailable (%s); retrying in %.1f s", e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            skip: list[Entry] = []
+            for entry in entries:
+                if entry.id in self._inflight:
+                    continue  # reclaimed while we are still working on it
+                kind = peek_type(entry.data) if entry.data is not None else "trimmed"
+                if kind in ("response", "candidate", "trimmed"):
+                    skip.append(entry)  # responses are the comparer's business
+                    continue
+                await self._slots.acquire()
+                t = asyncio.create_task(self._handle(entry), name=f"replay-{entry.id.decode()}")
+                self._inflight[entry.id] = t
+                t.add_done_callback(lambda _t, i=entry.id: self._done(i))
+            if skip:
+                with contextlib.suppress(RedisError, OSError):
+                    await self.reader.ack(skip)
+
+    def _done(self, entry_id: bytes) -> None:
+        self._inflight.pop(entry_id, None)
+        self._slots.release()
+
+    async def _handle(self, entry: Entry) -> None:
+        assert entry.data is not None
+        try:
+            event = decode_event(entry.data)
+        except EventError as e:
+            metrics.POISON_EVENTS.labels(REPLAYERS).inc()
+            log.warning("dead-lettering entry %s: %s", entry.id, e)
+            with contextlib.suppress(RedisError, OSError):
+                await self.reader.dead_letter(self.keys.dead, entry, str(e),
+                                              self.settings.stream_maxlen)
+            return
+        if not isinstance(event, RequestEvent):
+            with contextlib.suppress(RedisError, OSError):
+                await self.reader.ack([entry])
+            return
+        answer = await self.replay(event)
+        candidate = CandidateEvent(id=event.id, ts=time.time(), answer=answer)
+        try:
+            await asyncio.shield(self._publish(entry, candidate))
+        except (RedisError, OSError) as e:
+            log.warning("request %s: candidate not published (%s); it stays pending",
+                        event.request_id, e)
+            return
+        self.replayed += 1
+
+    async def _publish(self, entry: Entry, candidate: CandidateEvent) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.keys.v2, {EVENT_FIELD: encode_event(candidate)},
+                      maxlen=self.settings.stream_maxlen, approximate=True)
+            pipe.xack(entry.stream, REPLAYERS, entry.id)
+            await pipe.execute()
+
+    async def replay(self, event: RequestEvent) -> Answer:
+        """Send the request to V2; any failure becomes data on the answer."""
+        request = event.request
+        reason = replay_decision(request, allow_side_effects=self.settings.allow_side_effects)
+        if reason is not None:
+            metrics.REPLAYS.labels("skipped").inc()
+            return Answer(status=None, skipped=reason, target=self.v2)
+        assert self._session is not None
+        started = time.perf_counter()
+        metrics.REPLAYS_IN_FLIGHT.inc()
+        try:
+            async with self._session.request(
+                    request.method, URL(self.v2 + request.url, encoded=True),
+                    headers=CIMultiDict(replay_headers(request.headers,
+                                                       self.settings.request_id_header,
+                                                       event.request_id)),
+                    data=request.body if request.body_size else None,
+                    allow_redirects=False, compress=None) as resp:
+                body, size = await _read_capped(resp, self.settings.capture_cap_bytes)
+                latency = (time.perf_counter() - started) * 1000
+                metrics.REPLAYS.labels("answered").inc()
+                metrics.REPLAY_DURATION.observe(latency / 1000)
+                return Answer(status=resp.status, headers=list(resp.headers.items()), body=body,
+                              body_size=size, body_truncated=size > len(body),
+                              latency_ms=latency, target=self.v2)
+        except asyncio.TimeoutError:
+            error = "V2 timed out"
+        except (aiohttp.ClientError, OSError) as e:
+            error = f"V2 unreachable: {type(e).__name__}: {e}"
+        finally:
+            metrics.REPLAYS_IN_FLIGHT.dec()
+        metrics.REPLAYS.labels("error").inc()
+        return Answer(status=None, error=error, target=self.v2,
+                      latency_ms=(time.perf_counter() - started) * 1000)
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, int]:
+    """Keep the first `cap` bytes; read (and count) the rest so the connection is reusable."""
+    parts: list[bytes] = []
+    kept = size = 0
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if kept < cap:
+            piece = chunk[: cap - kept]
+            parts.append(piece)
+            kept += len(piece)
+    return b"".join(parts), size

@@ -1,0 +1,86 @@
+"""Shared fixtures: one real embedded Redis per session, real HTTP servers on port 0."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from shadow.bus import connect
+from shadow.embedded_redis import EmbeddedRedis
+from shadow.keys import Keys
+from shadow.settings import Settings, load_settings
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
+    client = connect(redis_server.url, 5.0)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def keys() -> Keys:
+    """Unique stream names per test: tests share one Redis without seeing each other."""
+    return Keys(f"t{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def settings_factory(redis_server: EmbeddedRedis, keys: Keys, tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "redis": redis_server.url, "stream_prefix": keys.prefix,
+            "store": f"sqlite:///{tmp_path / 'shadow.db'}", "listen": "127.0.0.1:0",
+            "api": "127.0.0.1:0", "claim_idle_s": 60.0,
+        }
+        values.update(overrides)
+        return load_settings(values, env={}, config_file=None)
+
+    return make
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest.fixture
+async def http_server() -> AsyncIterator[Callable[..., Awaitable[str]]]:
+    """Start a real aiohttp app on an ephemeral loopback port; returns its base URL."""
+    runners: list[web.AppRunner] = []
+
+    async def start(app: web.Application) -> str:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 30.0,
+                   what: str = "condition") -> None:
+    """Poll until true; a hang becomes a clear failure instead of a stuck suite."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)

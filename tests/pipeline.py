@@ -1,0 +1,66 @@
+"""Test helper: the whole pipeline (proxy, subscriber, comparer, API) in one event loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from comparer import Comparer, ReportsApi, open_store
+from proxy import Proxy, Publisher
+from shadow.bus import connect
+from shadow.keys import Keys
+from shadow.settings import Settings
+from subscriber import Subscriber
+
+
+class Pipeline:
+    def __init__(self, settings: Settings) -> None:
+        assert settings.redis is not None
+        self.settings = settings
+        self.keys = Keys(settings.stream_prefix)
+        self.redis = connect(settings.redis, settings.redis_timeout_s)
+        self.publisher = Publisher(self.redis, self.keys, max_queue=settings.max_queue,
+                                   batch=settings.publish_batch, maxlen=settings.stream_maxlen)
+        self.proxy = Proxy(settings, self.publisher)
+        self.subscriber = Subscriber(settings, self.redis, keys=self.keys)
+        self.store = open_store(settings.store)
+        self.comparer = Comparer(settings, self.redis, self.store, keys=self.keys)
+        self.api = ReportsApi(settings, self.store, self.redis, keys=self.keys)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api.port}"
+
+    async def start(self) -> Pipeline:
+        await self.store.open()
+        await self.publisher.start()
+        await self.proxy.start()
+        await self.subscriber.start()
+        await self.comparer.start()
+        await self.api.start()
+        return self
+
+    async def stop(self) -> None:
+        await self.proxy.stop()
+        await self.publisher.stop()
+        await self.subscriber.stop()
+        await self.comparer.stop()
+        await self.api.stop()
+        await self.store.close()
+        await self.redis.aclose()
+
+    async def __aenter__(self) -> Pipeline:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def summary(self) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as s, s.get(self.api_url + "/api/summary") as r:
+            assert r.status == 200
+            return await r.json()  # type: ignore[no-any-return]

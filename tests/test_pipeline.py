@@ -1,0 +1,99 @@
+"""The spine, end to end on real parts: proxy -> Redis -> subscriber -> V2 -> comparer -> SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from tests.conftest import wait_for
+from tests.pipeline import Pipeline
+
+
+def v1_app() -> web.Application:
+    async def item(request: web.Request) -> web.Response:
+        n = int(request.match_info["n"])
+        return web.json_response({"id": n, "name": f"item {n}", "tags": ["a", "b"]},
+                                 headers={"Cache-Control": "max-age=60"})
+
+    async def create(request: web.Request) -> web.Response:
+        return web.json_response({"created": (await request.json())["n"]}, status=201)
+
+    app = web.Application()
+    app.router.add_get("/items/{n}", item)
+    app.router.add_post("/items", create)
+    return app
+
+
+def v2_app() -> web.Application:
+    """Per n % 4: 0 same answer, 1 a renamed field, 2 a 500, 3 a reset connection."""
+
+    async def item(request: web.Request) -> web.StreamResponse:
+        n = int(request.match_info["n"])
+        body = {"id": n, "name": f"item {n}", "tags": ["a", "b"]}
+        if n % 4 == 1:
+            body["title"] = body.pop("name")
+        if n % 4 == 2:
+            return web.json_response({"error": "boom"}, status=500)
+        if n % 4 == 3:
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()
+        return web.json_response(body, headers={"Cache-Control": "max-age=60"})
+
+    async def create(request: web.Request) -> web.Response:
+        raise AssertionError("V2 must never receive a POST without --allow-side-effects")
+
+    app = web.Application()
+    app.router.add_get("/items/{n}", item)
+    app.router.add_post("/items", create)
+    return app
+
+
+EXPECTED = {0: "match", 1: "mismatch", 2: "mismatch", 3: "v2_error"}
+
+
+async def test_thousand_requests_become_thousand_exchanges(http_server, settings_factory) -> None:
+    v1 = await http_server(v1_app())
+    v2 = await http_server(v2_app())
+    async with Pipeline(settings_factory(v1=v1, v2=v2)) as p, aiohttp.ClientSession() as client:
+        sem = asyncio.Semaphore(32)
+        seen: dict[str, str] = {}  # request id -> expected outcome
+
+        async def one(i: int) -> None:
+            async with sem:
+                rid = f"test-{i}"
+                if i % 10 == 9:
+                    method, path, data, expected = "POST", "/items", orjson.dumps({"n": i}), "skipped"
+                else:
+                    method, path, data, expected = "GET", f"/items/{i}", None, EXPECTED[i % 4]
+                async with client.request(method, p.url + path, data=data,
+                                          headers={"X-Request-Id": rid}) as via_proxy:
+                    proxied = (via_proxy.status, await via_proxy.read())
+                    assert via_proxy.headers["X-Request-Id"] == rid
+                async with client.request(method, v1 + path, data=data) as direct:
+                    assert proxied == (direct.status, await direct.read())
+                seen[rid] = expected
+
+        await asyncio.gather(*(one(i) for i in range(1000)))
+
+        async def settled() -> bool:
+            return (await p.store.outcomes()).get("pending", 0) == 0 and await p.store.count() == 1000
+
+        await wait_for(settled, 60, "1000 decided exchanges")
+        for rid, expected in seen.items():
+            x = await p.store.get(rid)
+            assert x is not None and x.outcome == expected, (rid, x and x.outcome)
+        summary = await p.summary()
+        want = Counter(seen.values())
+        assert summary["total"] == 1000
+        assert summary["matched"] == want["match"]
+        assert summary["mismatched"] == want["mismatch"]
+        assert summary["v2_errors"] == want["v2_error"]
+        assert summary["skipped"] == want["skipped"]
+        assert summary["dropped_events"] == 0
+        route = next(r for r in summary["routes"] if r["route"] == "/items/{id}")
+        assert {d["path"] for d in route["top_diffs"]} >= {"$.name", "$.title", "status"}
