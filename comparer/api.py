@@ -16,9 +16,8 @@ from redis.exceptions import RedisError
 from comparer.store import Store
 from shadow import metrics
 from shadow.codec import exchange_for_display
-from shadow.errors import ConfigError
 from shadow.keys import COMPARERS, Keys
-from shadow.settings import Settings, is_loopback, parse_hostport
+from shadow.settings import Settings, check_access, parse_hostport
 
 log = logging.getLogger("shadow.api")
 
@@ -29,16 +28,6 @@ KEYS_KEY = web.AppKey("keys", Keys)
 
 def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
-
-
-def check_access(settings: Settings) -> None:
-    """Refuse, before any socket is bound, to serve a non-loopback address without a token."""
-    host, _ = parse_hostport(settings.api, "--api")
-    if not is_loopback(host) and not settings.api_token:
-        raise ConfigError(
-            f"the reports API would listen on {host}, which is not a loopback address: "
-            "set SHADOW_API_TOKEN (clients then send 'Authorization: Bearer <token>') "
-            "or listen on 127.0.0.1")
 
 
 def _auth_middleware(token: str) -> Any:
@@ -148,4 +137,4 @@ class ReportsApi:
         await self.stop()
 
 
-__all__ = ["ReportsApi", "build_app", "check_access", "COMPARERS"]
+__all__ = ["COMPARERS", "ReportsApi", "build_app"]

@@ -164,6 +164,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_access(settings: Settings) -> None:
+    """Refuse, before any socket is bound, to serve the API off loopback without a token."""
+    host, _ = parse_hostport(settings.api, "--api")
+    if not is_loopback(host) and not settings.api_token:
+        raise ConfigError(
+            f"the reports API would listen on {host}, which is not a loopback address: "
+            "set SHADOW_API_TOKEN (clients then send 'Authorization: Bearer <token>') "
+            "or listen on 127.0.0.1")
+
+
 def _check_http_url(value: str | None, what: str) -> None:
     if value is None:
         return
@@ -207,3 +217,54 @@ def sqlite_path(store_url: str) -> str:
     if not store_url.startswith("sqlite:///"):
         raise ConfigError(f"not a sqlite URL: {store_url!r}")
     return store_url[len("sqlite:///"):]
+
+
+HELP: dict[str, str] = {
+    "v1": "base URL of the existing system, which answers every client (e.g. http://10.0.0.5:8000)",
+    "v2": "base URL of the rewrite, which gets the replayed requests",
+    "v1_secondary": "a second V1 instance, to tell V1's own noise from real differences (accepted, not used yet)",
+    "listen": "HOST:PORT the proxy listens on (default 127.0.0.1:8080)",
+    "api": "HOST:PORT of the reports API (default 127.0.0.1:8081)",
+    "redis": "Redis URL (redis://, rediss://, unix://); default: start an embedded Redis",
+    "store": "sqlite:///path/to/shadow.db (default sqlite:///.shadow/shadow.db) or mongodb://...",
+    "data_dir": "where `shadow up` keeps the embedded Redis files (default .shadow)",
+    "rules": "a TOML rules file for the comparison (accepted, not used yet)",
+    "request_id_header": "header that carries the request id (default X-Request-Id)",
+    "capture_cap_bytes": "bytes of each body kept for comparison (default 65536); clients always "
+                         "get the whole body",
+    "max_queue": "events the proxy buffers for Redis before it drops (and counts) them",
+    "publish_batch": "events per pipelined XADD batch",
+    "v1_connect_timeout_s": "seconds to connect to V1 before answering 502",
+    "v1_read_timeout_s": "seconds V1 may stay silent before the proxy answers 504",
+    "stream_prefix": "prefix of every Redis key (default shadow)",
+    "stream_maxlen": "approximate cap of each stream (MAXLEN ~), bounds Redis memory",
+    "redis_timeout_s": "seconds a Redis call may take before it counts as down",
+    "claim_idle_s": "seconds an unacknowledged entry may sit before another consumer takes it",
+    "consumer": "this consumer's name in its group (default role-host-pid)",
+    "allow_side_effects": "also replay POST/PUT/PATCH/DELETE to V2 (only if V2 is harmless!)",
+    "v2_connect_timeout_s": "seconds to connect to V2",
+    "v2_read_timeout_s": "seconds V2 may stay silent before the replay counts as an error",
+    "replay_concurrency": "replays in flight at once, per subscriber",
+    "join_timeout_s": "seconds to wait for V2's answer before an exchange is v1_only",
+    "api_token": "bearer token for the reports API (required off loopback)",
+    "log_level": "debug, info, warning or error",
+}
+
+
+def to_args(settings: Settings, *, skip: tuple[str, ...] = ()) -> list[str]:
+    """The flags that reproduce `settings` in a child process (non-default values only)."""
+    args: list[str] = []
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        if f.name in skip or value == f.default:
+            continue
+        flag = f"--{f.name.replace('_', '-')}"
+        if isinstance(value, bool):
+            args += [flag, "true" if value else "false"]
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def field_names() -> list[str]:
+    return list(_FIELDS)

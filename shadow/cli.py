@@ -1,0 +1,389 @@
+"""The `shadow` command line: the composition root, the only module that imports the services."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from shadow import __version__, demo_apps
+from shadow.bus import connect
+from shadow.errors import ShadowError
+from shadow.keys import Keys
+from shadow.report import make_console, print_summary
+from shadow.settings import HELP, Settings, field_names, load_settings, replace
+from shadow.supervisor import Supervisor
+
+log = logging.getLogger("shadow")
+
+PRIMARY = {
+    "up": ("v1", "v2", "listen", "api", "redis", "store", "rules", "allow_side_effects",
+           "v1_secondary", "data_dir"),
+    "proxy": ("v1", "listen", "redis"),
+    "subscriber": ("v2", "redis", "allow_side_effects"),
+    "comparer": ("redis", "store", "api"),
+    "demo": ("redis",),
+}
+
+DESCRIPTIONS = {
+    "up": "Run everything on one machine: Redis (embedded unless --redis), the proxy in front "
+          "of V1, the subscriber replaying to V2, and the comparer with its reports API. "
+          "Point clients at --listen; read results with `shadow report`. Ctrl-C stops it all.",
+    "proxy": "Run only the proxy: serves every client from V1 and publishes request/response "
+             "events to Redis (never delaying a client for it).",
+    "subscriber": "Run only the subscriber: replays admitted requests against V2 and publishes "
+                  "V2's answers. Run as many as you like; they share the work.",
+    "comparer": "Run only the comparer: joins V1 and V2 answers in the store, diffs them and "
+                "serves the reports API (/api/summary, /api/exchanges/ID, /metrics).",
+    "demo": "A self-contained demo: starts a sample V1 and a V2 'rewrite' with deliberate "
+            "differences, runs `shadow up` in front, sends traffic and prints the report.",
+    "report": "Print the per-route summary from a running comparer's reports API.",
+}
+
+
+# ---------------------------------------------------------------- arguments
+
+def _add_settings(parser: argparse.ArgumentParser, primary: tuple[str, ...]) -> None:
+    main_group = parser.add_argument_group("main options")
+    tuning = parser.add_argument_group("tuning (also SHADOW_<NAME> or shadow.toml)")
+    for name in field_names():
+        flag = f"--{name.replace('_', '-')}"
+        group = main_group if name in primary else tuning
+        if name == "allow_side_effects":
+            group.add_argument(flag, nargs="?", const="true", default=None, metavar="BOOL",
+                               help=HELP.get(name))
+        else:
+            group.add_argument(flag, default=None, metavar=name.upper().split("_")[-1]
+                               if name not in ("v1", "v2") else "URL", help=HELP.get(name))
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="TOML settings file (default ./shadow.toml when present)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shadow",
+        description="Traffic shadowing: serve clients from V1, replay their requests against "
+                    "V2, and compare the answers, to prove a rewrite on real traffic.",
+        epilog="Start with `shadow demo`, then `shadow up --v1 URL --v2 URL`.")
+    parser.add_argument("--version", action="version", version=f"shadow {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in ("up", "proxy", "subscriber", "comparer", "demo"):
+        p = sub.add_parser(name, help=DESCRIPTIONS[name].split(":")[0].split(".")[0],
+                           description=DESCRIPTIONS[name])
+        _add_settings(p, PRIMARY[name])
+        p.set_defaults(func=COMMANDS[name])
+    sub.choices["proxy"].add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+    sub.choices["comparer"].add_argument("--api-fd", type=int, help=argparse.SUPPRESS)
+    demo = sub.choices["demo"]
+    demo.add_argument("--requests", type=int, default=3000, help="requests to send (default 3000)")
+    demo.add_argument("--concurrency", type=int, default=16, help="parallel clients (default 16)")
+    demo.add_argument("--exit", action="store_true",
+                      help="stop after printing the report (default: keep serving the API)")
+    report = sub.add_parser("report", help="per-route summary from the reports API",
+                            description=DESCRIPTIONS["report"])
+    report.add_argument("--api", dest="api_url", default=None, metavar="URL",
+                        help="reports API URL (default http://<api setting>, 127.0.0.1:8081)")
+    report.add_argument("--json", action="store_true", help="print the /api/summary JSON")
+    report.add_argument("--config", default=None, metavar="FILE", help="TOML settings file")
+    report.set_defaults(func=cmd_report)
+    return parser
+
+
+# ---------------------------------------------------------------- running
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        return uvloop.run(coro)  # type: ignore[no-any-return]
+    except ImportError:
+        return asyncio.run(coro)
+
+
+async def _until_signal(also: asyncio.Event | None = None) -> None:
+    stop = also or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _need_redis(settings: Settings, role: str) -> str:
+    if settings.redis is None:
+        raise ShadowError(f"`shadow {role}` needs --redis URL (or SHADOW_REDIS); only "
+                          "`shadow up` starts an embedded Redis")
+    return settings.redis
+
+
+def cmd_proxy(args: argparse.Namespace, settings: Settings) -> int:
+    from proxy import Proxy, Publisher
+
+    async def run() -> int:
+        redis = connect(_need_redis(settings, "proxy"), settings.redis_timeout_s)
+        keys = Keys(settings.stream_prefix)
+        publisher = Publisher(redis, keys, max_queue=settings.max_queue,
+                              batch=settings.publish_batch, maxlen=settings.stream_maxlen)
+        sock = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
+        proxy = Proxy(settings, publisher, sock=sock)
+        await publisher.start()
+        await proxy.start()
+        log.info("proxy on port %s -> V1 %s", proxy.port, settings.v1)
+        try:
+            await _until_signal()
+        finally:
+            await proxy.stop()
+            await publisher.stop()
+            await redis.aclose()
+        return 0
+
+    return _run(run())
+
+
+def cmd_subscriber(args: argparse.Namespace, settings: Settings) -> int:
+    from subscriber import Subscriber
+
+    async def run() -> int:
+        redis = connect(_need_redis(settings, "subscriber"), settings.redis_timeout_s)
+        sub = Subscriber(settings, redis)
+        await sub.start()
+        log.info("subscriber replaying to V2 %s", settings.v2)
+        try:
+            await _until_signal()
+        finally:
+            await sub.stop()
+            await redis.aclose()
+        return 0
+
+    return _run(run())
+
+
+def cmd_comparer(args: argparse.Namespace, settings: Settings) -> int:
+    from comparer import Comparer, ReportsApi, open_store
+
+    async def run() -> int:
+        redis = connect(_need_redis(settings, "comparer"), settings.redis_timeout_s)
+        store = open_store(settings.store)
+        sock = socket.socket(fileno=args.api_fd) if args.api_fd is not None else None
+        api = ReportsApi(settings, store, redis, sock=sock)  # checks the token before binding
+        await store.open()
+        comparer = Comparer(settings, redis, store)
+        await comparer.start()
+        await api.start()
+        log.info("comparer storing to %s; reports API on port %s", settings.store, api.port)
+        try:
+            await _until_signal()
+        finally:
+            await api.stop()
+            await comparer.stop()
+            await store.close()
+            await redis.aclose()
+        return 0
+
+    return _run(run())
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> int:
+        sup = Supervisor(settings)
+        await sup.start()
+        print(f"shadow is up: send clients to http://{sup.proxy_address} (V1: {settings.v1}); "
+              f"replaying to {settings.v2}; reports: shadow report --api "
+              f"http://{sup.api_address}  (Ctrl-C to stop)", flush=True)
+        try:
+            await _until_signal(sup.failed)
+        finally:
+            await sup.stop()
+        return 1 if sup.failed.is_set() else 0
+
+    return _run(run())
+
+
+# ---------------------------------------------------------------- reports
+
+def _api_url(args: argparse.Namespace, settings: Settings) -> str:
+    url = args.api_url or f"http://{settings.api}"
+    return url if "://" in url else f"http://{url}"
+
+
+def fetch_json(url: str, token: str | None, timeout_s: float = 10.0) -> Any:
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310
+            return orjson.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        detail = e.read().decode(errors="replace")[:300]
+        raise ShadowError(f"{url} answered {e.code}: {detail}") from e
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise ShadowError(f"cannot reach the reports API at {url} ({reason}): is `shadow up` or "
+                          "`shadow comparer` running? Point at it with --api URL") from e
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    summary = fetch_json(_api_url(args, settings) + "/api/summary", settings.api_token)
+    if args.json:
+        sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print_summary(summary)
+    return 0
+
+
+# ---------------------------------------------------------------- demo
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    return _run(run_demo(args, settings))
+
+
+async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from aiohttp import web
+
+    console = make_console()
+    data_dir = Path(tempfile.mkdtemp(prefix="shadow-demo-"))
+    runners: list[web.AppRunner] = []
+
+    async def serve(app: web.Application) -> str:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+    v1, v2 = await serve(demo_apps.build(1)), await serve(demo_apps.build(2))
+    settings = replace(settings, v1=v1, v2=v2, listen="127.0.0.1:0", api="127.0.0.1:0",
+                       store=f"sqlite:///{data_dir / 'shadow.db'}", data_dir=str(data_dir),
+                       join_timeout_s=min(settings.join_timeout_s, 10.0),
+                       log_level="warning" if settings.log_level == "info" else settings.log_level)
+    console.print(f"sample V1 at {v1}, sample V2 (the 'rewrite') at {v2}; data in {data_dir}")
+    sup = Supervisor(settings)
+    await sup.start()
+    proxy_url, api_url = f"http://{sup.proxy_address}", f"http://{sup.api_address}"
+    plan = demo_apps.traffic(args.requests)
+    errors = 0
+    try:
+        async with aiohttp.ClientSession() as client:
+            await _wait_http(client, api_url + "/api/summary")
+            with _progress(console) as progress:
+                task = progress.add_task(f"requests through the proxy ({proxy_url})", total=len(plan))
+                sem = asyncio.Semaphore(max(1, args.concurrency))
+
+                async def send(method: str, path: str, body: bytes | None) -> None:
+                    nonlocal errors
+                    async with sem:
+                        try:
+                            async with client.request(method, proxy_url + path, data=body) as r:
+                                await r.read()
+                        except aiohttp.ClientError:
+                            errors += 1
+                        progress.advance(task)
+
+                await asyncio.gather(*(send(*req) for req in plan))
+                compare = progress.add_task("exchanges compared", total=len(plan))
+                summary = await _settle(client, api_url, len(plan), progress, compare)
+        console.print()
+        print_summary(summary, console)
+        _explain_demo(summary, console)
+        if errors:
+            console.print(f"[red]{errors} client requests failed[/]")
+        if args.exit:
+            return 0 if errors == 0 else 1
+        console.print(f"\nStill serving: proxy {proxy_url}  reports API {api_url}/api/summary\n"
+                      f"Try: shadow report --api {api_url}    (Ctrl-C to stop)")
+        await _until_signal(sup.failed)
+        return 0
+    finally:
+        await sup.stop()
+        for runner in runners:
+            await runner.cleanup()
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+async def _wait_http(client: aiohttp.ClientSession, url: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(aiohttp.ClientError, OSError):
+            async with client.get(url) as r:
+                if r.status == 200:
+                    return
+        if time.monotonic() > deadline:
+            raise ShadowError(f"{url} did not answer within {timeout_s:.0f} s")
+        await asyncio.sleep(0.05)
+
+
+async def _settle(client: aiohttp.ClientSession, api_url: str, expected: int, progress: Progress,
+                  task: Any, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Wait until every exchange is decided (or the timeout), showing progress."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        async with client.get(api_url + "/api/summary") as r:
+            summary: dict[str, Any] = await r.json()
+        decided = summary["total"] - summary["pending"]
+        progress.update(task, completed=min(decided, expected))
+        if (summary["total"] >= expected and summary["pending"] == 0) or time.monotonic() > deadline:
+            return summary
+        await asyncio.sleep(0.2)
+
+
+def _explain_demo(summary: dict[str, Any], console: Console) -> None:
+    console.print("\n[bold]What the sample V2 changed, and what shadow found:[/]")
+    routes = {r["route"]: r for r in summary.get("routes", [])}
+    for route, path, what in demo_apps.CHANGES:
+        r = routes.get(route)
+        found = bool(r and any(d["path"] == path for d in r.get("top_diffs", [])))
+        mark = "[green]found[/]" if found else "[red]NOT found[/]"
+        count = r["mismatched"] if r else 0
+        console.print(f"  {mark}  {route:<16} {what} ({path}, {count} mismatches)")
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "up": cmd_up, "proxy": cmd_proxy, "subscriber": cmd_subscriber, "comparer": cmd_comparer,
+    "demo": cmd_demo,
+}
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    flags = {name: getattr(args, name) for name in field_names() if hasattr(args, name)}
+    try:
+        settings = load_settings(flags, config_file=args.config)
+        _configure_logging(settings.log_level)
+        return args.func(args, settings)
+    except ShadowError as e:
+        print(f"shadow: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+

@@ -1,0 +1,157 @@
+"""`shadow up`: Redis (embedded unless --redis) and the three services as child processes.
+
+The supervisor binds the proxy's and the API's sockets itself and hands them to
+the children, so clients can connect from the first moment and a restarted child
+takes over the same port. Children die with the supervisor (PR_SET_PDEATHSIG), a
+child that crashes is restarted, and Ctrl-C stops everything in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shadow.embedded_redis import EmbeddedRedis, die_with_parent_hook
+from shadow.errors import ShadowError
+from shadow.settings import Settings, check_access, parse_hostport, replace, to_args
+
+log = logging.getLogger("shadow.up")
+
+_MAX_RESTARTS = 5
+_RESTART_WINDOW_S = 60.0
+
+
+def bind(hostport: str, what: str) -> socket.socket:
+    host, port = parse_hostport(hostport, what)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=2048, reuse_port=True)
+    except OSError as e:
+        raise ShadowError(f"{what}: cannot listen on {hostport}: {e.strerror or e}; "
+                          f"pick another with {what} HOST:PORT") from e
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class Child:
+    role: str
+    args: list[str]
+    fds: tuple[int, ...] = ()
+    process: asyncio.subprocess.Process | None = None
+    restarts: list[float] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        settings.require("v1", "v2")
+        check_access(settings)
+        self.settings = settings
+        self.redis: EmbeddedRedis | None = None
+        self.children: list[Child] = []
+        self._sockets: list[socket.socket] = []
+        self._monitor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.failed = asyncio.Event()
+        self.proxy_address = ""
+        self.api_address = ""
+
+    async def start(self) -> None:
+        s = self.settings
+        if s.redis is None:
+            self.redis = EmbeddedRedis(Path(s.data_dir) / "redis")
+            await asyncio.to_thread(self.redis.start)
+            s = replace(s, redis=self.redis.url)
+            log.info("embedded Redis at %s (data in %s)", self.redis.url, self.redis.data_dir)
+        listen = bind(s.listen, "--listen")
+        api = bind(s.api, "--api")
+        self._sockets = [listen, api]
+        self.proxy_address = _address(listen)
+        self.api_address = _address(api)
+        common = to_args(s, skip=("listen", "api", "api_token"))
+        self.children = [
+            Child("proxy", [*common, "--listen", self.proxy_address, "--listen-fd",
+                            str(listen.fileno())], (listen.fileno(),)),
+            Child("subscriber", common),
+            Child("comparer", [*common, "--api", self.api_address, "--api-fd", str(api.fileno())],
+                  (api.fileno(),)),
+        ]
+        for child in self.children:
+            await self._spawn(child)
+        self._monitor = asyncio.create_task(self._watch(), name="shadow-supervisor")
+
+    async def _spawn(self, child: Child) -> None:
+        child.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shadow", child.role, *child.args, pass_fds=child.fds,
+            stdin=asyncio.subprocess.DEVNULL, env=self._child_env(), preexec_fn=die_with_parent_hook(),  # type: ignore[arg-type]
+        )
+        log.info("%s started (pid %d)", child.role, child.process.pid)
+
+    def _child_env(self) -> dict[str, str]:
+        """The token travels in the environment, never on a command line `ps` shows."""
+        env = dict(os.environ)
+        if self.settings.api_token:
+            env["SHADOW_API_TOKEN"] = self.settings.api_token
+        return env
+
+    async def _watch(self) -> None:
+        waits = {asyncio.create_task(c.process.wait(), name=f"wait-{c.role}"): c  # type: ignore[union-attr]
+                 for c in self.children}
+        while waits and not self._stopping:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                child = waits.pop(task)
+                if self._stopping:
+                    return
+                code = task.result()
+                now = time.monotonic()
+                child.restarts = [t for t in child.restarts if now - t < _RESTART_WINDOW_S]
+                if len(child.restarts) >= _MAX_RESTARTS:
+                    log.error("%s keeps exiting (code %s); giving up", child.role, code)
+                    self.failed.set()
+                    return
+                child.restarts.append(now)
+                log.warning("%s exited with code %s; restarting it", child.role, code)
+                await asyncio.sleep(0.5)
+                await self._spawn(child)
+                waits[asyncio.create_task(child.process.wait(),  # type: ignore[union-attr]
+                                          name=f"wait-{child.role}")] = child
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Proxy first (no new events), then subscriber and comparer, then Redis. Idempotent."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        for child in self.children:  # in start order: proxy, subscriber, comparer
+            proc = child.process
+            if proc is None or proc.returncode is not None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                log.warning("%s did not stop in %.0f s; killing it", child.role, timeout_s)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        for sock in self._sockets:
+            sock.close()
+        if self.redis is not None:
+            await asyncio.to_thread(self.redis.stop)
+
+
+def _address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
