@@ -116,14 +116,20 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
         return asyncio.run(coro)
 
 
-async def _until_signal(also: asyncio.Event | None = None) -> None:
-    stop = also or asyncio.Event()
+async def _until_signal(failed: asyncio.Event | None = None) -> None:
+    """Return on SIGINT/SIGTERM, or as soon as `failed` is set."""
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    waits = [asyncio.create_task(stop.wait(), name="shadow-signal")]
+    if failed is not None:
+        waits.append(asyncio.create_task(failed.wait(), name="shadow-failed"))
     try:
-        await stop.wait()
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for task in waits:
+            task.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 

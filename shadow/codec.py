@@ -40,10 +40,13 @@ def _dumps(obj: Any) -> bytes:
     except (orjson.JSONEncodeError, TypeError):
         # Header bytes that are not UTF-8 arrive as lone surrogates
         # (surrogateescape); JSON cannot carry them, so they become U+FFFD.
+        # Integers beyond 64 bits become strings.
         return orjson.dumps(_scrub(obj))
 
 
 def _scrub(obj: Any) -> Any:
+    if isinstance(obj, int) and not isinstance(obj, bool) and not -2**63 <= obj < 2**64:
+        return str(obj)  # JSON numbers beyond 64 bits are kept exactly, as text
     if isinstance(obj, str):
         return obj.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if isinstance(obj, dict):

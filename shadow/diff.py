@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import re
 import zlib
 from typing import Any
@@ -131,6 +132,10 @@ def parse_json(body: bytes) -> tuple[bool, Any]:
     try:
         return True, orjson.loads(body)
     except orjson.JSONDecodeError:
+        pass
+    try:  # orjson refuses integers beyond 64 bits; the standard parser keeps them exact
+        return True, json.loads(body)
+    except (ValueError, RecursionError):
         return False, None
 
 
@@ -147,7 +152,10 @@ def json_path(parts: list[Any]) -> str:
 
 
 def _canonical(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # integers beyond 64 bits: the slow, exact path
+        return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
 def json_differences(a: Any, b: Any) -> list[Difference]:

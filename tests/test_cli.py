@@ -1,0 +1,124 @@
+"""The command line, run as users run it: real processes, real ports, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import psutil
+import pytest
+
+from shadow import demo_apps
+from tests.conftest import wait_for
+
+ROOT = Path(__file__).parent.parent
+
+
+def shadow(*args: str, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shadow", *args], cwd=kw.pop("cwd", ROOT),
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                          **kw)  # type: ignore[call-overload]
+
+
+def test_demo_reports_every_deliberate_difference(tmp_path: Path) -> None:
+    done = shadow("demo", "--exit", "--requests", "1500", cwd=tmp_path, timeout=170)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    for route, path, _ in demo_apps.CHANGES:
+        assert re.search(rf"found\s+{re.escape(route)}\s", out), (route, out[-3000:])
+    assert "NOT found" not in out
+    assert "1500 exchanges" in out and " 0 pending" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["up", "--v2", "http://127.0.0.1:1"], "--v1"),
+    (["up", "--v1", "ftp://x", "--v2", "http://127.0.0.1:1"], "http:// or https://"),
+    (["up", "--v1", "http://a", "--v2", "http://b", "--listen", "nope"], "HOST:PORT"),
+    (["up", "--v1", "http://a", "--v2", "http://b", "--capture-cap-bytes", "-1"], "positive"),
+    (["up", "--v1", "http://a", "--v2", "http://b", "--api", "0.0.0.0:0"], "SHADOW_API_TOKEN"),
+    (["proxy", "--v1", "http://a", "--listen", "127.0.0.1:0"], "--redis"),
+    (["report", "--api", "http://127.0.0.1:9"], "cannot reach the reports API"),
+])
+def test_bad_configuration_is_a_clear_error(args: list[str], message: str, tmp_path: Path) -> None:
+    done = shadow(*args, cwd=tmp_path, timeout=30)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_toml_file_is_read_and_bad_toml_names_the_problem(tmp_path: Path) -> None:
+    (tmp_path / "shadow.toml").write_text('[shadow]\nv1 = "http://127.0.0.1:1"\nlisten = 5\n')
+    done = shadow("up", "--v2", "http://127.0.0.1:1", cwd=tmp_path, timeout=30)
+    assert done.returncode == 2 and "HOST:PORT" in done.stderr  # v1 came from the file
+    (tmp_path / "shadow.toml").write_text("v1 = \n")
+    done = shadow("report", cwd=tmp_path, timeout=30)
+    assert done.returncode == 2 and "cannot parse config file" in done.stderr
+
+
+async def test_up_serves_reports_and_stops_cleanly_on_ctrl_c(http_server, tmp_path: Path) -> None:
+    v1 = await http_server(demo_apps.build(1))
+    v2 = await http_server(demo_apps.build(2))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shadow", "up", "--v1", v1, "--v2", v2, "--listen", "127.0.0.1:0",
+        "--api", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"),
+        "--store", f"sqlite:///{tmp_path / 'shadow.db'}", cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        proxy = re.search(r"send clients to (http://\S+)", line)
+        api = re.search(r"--api (http://\S+)", line)
+        assert proxy and api, line
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) == 4  # redis, proxy, subscriber, comparer
+        async with aiohttp.ClientSession() as client:
+            for i in range(1, 51):
+                async with client.get(f"{proxy.group(1)}/users/{i}") as r:
+                    assert r.status == 200 and (await r.json())["name"] == f"User {i}"
+
+            async def compared() -> bool:
+                done = await asyncio.to_thread(shadow, "report", "--api", api.group(1), "--json",
+                                               timeout=30)
+                summary = json.loads(done.stdout) if done.returncode == 0 else {}
+                return summary.get("compared") == 50
+
+            await wait_for(compared, 60, "50 compared exchanges in `shadow report --json`")
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        for child in children:
+            await wait_for(lambda c=child: _gone(c), 10, f"{child.pid} to exit")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _gone(p: psutil.Process) -> bool:
+    return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+
+
+def test_embedded_redis_dies_with_a_killed_parent(tmp_path: Path) -> None:
+    script = ("import sys, time; from shadow.embedded_redis import EmbeddedRedis;"
+              f"r = EmbeddedRedis({str(tmp_path)!r}).start(); print(r.pid, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert parent.stdout is not None
+        redis_pid = int(parent.stdout.readline())
+        assert psutil.pid_exists(redis_pid)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while psutil.pid_exists(redis_pid) and psutil.Process(redis_pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "embedded Redis outlived its parent"
+            time.sleep(0.02)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
