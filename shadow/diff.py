@@ -20,6 +20,7 @@ from deepdiff import DeepDiff
 from shadow.model import Answer, Difference, Headers
 
 MAX_DECODED_BYTES = 16 * 1024 * 1024  # decompression-bomb guard
+_LONG_NUMBER = re.compile(rb"\d{19}")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 _KINDS = {
@@ -129,11 +130,12 @@ def is_json_media(answer: Answer) -> bool:
 def parse_json(body: bytes) -> tuple[bool, Any]:
     if not body:
         return False, None
-    try:
-        return True, orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
-    try:  # orjson refuses integers beyond 64 bits; the standard parser keeps them exact
+    if not _LONG_NUMBER.search(body):
+        try:
+            return True, orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return False, None
+    try:  # orjson turns integers beyond 64 bits into floats; the standard parser keeps them exact
         return True, json.loads(body)
     except (ValueError, RecursionError):
         return False, None
