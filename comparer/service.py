@@ -98,8 +98,8 @@ class Comparer:
                 await self.reader.dead_letter(self.keys.dead, entry, str(e),
                                               self.settings.stream_maxlen)
         ready = await self.store.apply(events)
-        for e in events:
-            metrics.EVENTS_INGESTED.labels(e.type).inc()
+        for event in events:
+            metrics.EVENTS_INGESTED.labels(event.type).inc()
         results: list[tuple[str, Comparison]] = []
         for x in ready:
             assert x.v1 is not None and x.v2 is not None

@@ -11,8 +11,18 @@ import aiosqlite
 from shadow import codec
 from shadow.errors import StoreError
 from shadow.model import (
-    MATCH, MISMATCH, PENDING, SKIPPED, V1_ONLY, V2_ERROR, CandidateEvent, Comparison, Event,
-    Exchange, RequestEvent, ResponseEvent,
+    MATCH,
+    MISMATCH,
+    PENDING,
+    SKIPPED,
+    V1_ONLY,
+    V2_ERROR,
+    CandidateEvent,
+    Comparison,
+    Event,
+    Exchange,
+    RequestEvent,
+    ResponseEvent,
 )
 from shadow.routes import route_template
 from shadow.settings import sqlite_path
@@ -209,12 +219,12 @@ class SQLiteStore:
         async with db.execute(
                 "SELECT method, route, v1_latency_ms, v2_latency_ms FROM exchanges "
                 f"WHERE outcome IN ('{MATCH}', '{MISMATCH}')") as cur:
-            async for method, path, l1, l2 in cur:
+            async for method, path, lat1, lat2 in cur:
                 pair = latencies.setdefault((method or "?", path or "?"), ([], []))
-                if l1 is not None:
-                    pair[0].append(l1)
-                if l2 is not None:
-                    pair[1].append(l2)
+                if lat1 is not None:
+                    pair[0].append(lat1)
+                if lat2 is not None:
+                    pair[1].append(lat2)
         async with db.execute(
                 "SELECT e.method, e.route, json_extract(d.value, '$.path'), "
                 "json_extract(d.value, '$.kind'), count(*) AS n "
@@ -224,12 +234,12 @@ class SQLiteStore:
                 top = route(method, path)["top_diffs"]
                 if len(top) < 5:
                     top.append({"path": dpath, "kind": kind, "count": n})
-        for key, r in routes.items():
+        for route_key, r in routes.items():
             r["compared"] = r["matched"] + r["mismatched"]
             r["match_rate"] = round(r["matched"] / r["compared"], 6) if r["compared"] else None
-            l1, l2 = latencies.get(key, ([], []))
-            r["v1_latency_ms"] = percentiles(l1)
-            r["v2_latency_ms"] = percentiles(l2)
+            v1_lat, v2_lat = latencies.get(route_key, ([], []))
+            r["v1_latency_ms"] = percentiles(v1_lat)
+            r["v2_latency_ms"] = percentiles(v2_lat)
         compared = totals[MATCH] + totals[MISMATCH]
         return {
             "total": sum(totals.values()), "compared": compared, "matched": totals[MATCH],

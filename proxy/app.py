@@ -7,7 +7,6 @@ exchange (the response event's `error`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import time
@@ -18,11 +17,11 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from proxy.publisher import Publisher
 from shadow import metrics
 from shadow.ids import is_sane_request_id, new_id
 from shadow.model import Answer, Headers, Request, RequestEvent, ResponseEvent
 from shadow.settings import Settings, parse_hostport
-from proxy.publisher import Publisher
 
 log = logging.getLogger("shadow.proxy")
 
@@ -172,7 +171,7 @@ class Proxy:
                 request.method, url, headers=CIMultiDict(out_headers), data=data,
                 allow_redirects=False, compress=None,
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return self._fail(504, "V1 timed out", exchange_id, request_id, started, publish_request)
         except (aiohttp.ClientError, OSError) as e:
             return self._fail(502, f"V1 unreachable: {type(e).__name__}", exchange_id, request_id,
@@ -213,7 +212,7 @@ class Proxy:
                     await response.write(chunk)
             await response.write_eof()
             metrics.PROXY_REQUESTS.labels("ok").inc()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             error = "V1 timed out while sending its body"
         except (aiohttp.ClientError, ConnectionError, OSError) as e:
             error = f"transfer interrupted: {type(e).__name__}"
@@ -245,7 +244,7 @@ class Proxy:
 class _Capture:
     """Keeps the first `cap` bytes of a body and counts the rest."""
 
-    __slots__ = ("cap", "parts", "kept", "size")
+    __slots__ = ("cap", "kept", "parts", "size")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap

@@ -87,7 +87,7 @@ class Publisher:
             metrics.PUBLISH_QUEUE.set(self.queue.qsize())
             try:
                 await self._publish(batch)
-            except (RedisError, OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, RedisError, OSError) as e:
                 self._drop(len(batch), "redis")
                 if self._healthy:
                     log.warning("Redis unavailable (%s): dropping events, clients unaffected", e)

@@ -11,6 +11,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -76,8 +77,9 @@ class GroupReader:
 
     async def _read(self) -> list[Entry]:
         replaying = [s for s, c in self._cursor.items() if c != ">"]
-        reply = await self.redis.xreadgroup(
-            self.group, self.consumer, dict(self._cursor), count=self.count,
+        streams: dict[Any, Any] = dict(self._cursor)
+        reply: Any = await self.redis.xreadgroup(
+            self.group, self.consumer, streams, count=self.count,
             block=None if replaying else self.block_ms,
         )
         out: list[Entry] = []

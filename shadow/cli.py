@@ -236,7 +236,7 @@ def fetch_json(url: str, token: str | None, timeout_s: float = 10.0) -> Any:
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
             return orjson.loads(resp.read())
     except urllib.error.HTTPError as e:
         detail = e.read().decode(errors="replace")[:300]

@@ -7,7 +7,14 @@ import re
 
 from shadow.diff import body_differences, header_differences, is_json_media, parse_json
 from shadow.model import (
-    MATCH, MISMATCH, SKIPPED, V2_ERROR, Answer, Comparison, Difference, Request,
+    MATCH,
+    MISMATCH,
+    SKIPPED,
+    V2_ERROR,
+    Answer,
+    Comparison,
+    Difference,
+    Request,
 )
 
 _INDEX = re.compile(r"\[\d+\]")

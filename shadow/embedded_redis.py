@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from shadow.errors import BusError
@@ -35,7 +36,7 @@ def find_server_binary() -> Path:
     return binary
 
 
-def die_with_parent_hook() -> object:
+def die_with_parent_hook() -> Callable[[], None] | None:
     """A preexec_fn that makes the child get SIGTERM when this process dies (Linux)."""
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -99,9 +100,9 @@ class EmbeddedRedis:
                 path = os.path.join(self._socket_dir, "redis.sock")
             self.socket_path = path
             args += ["--port", "0", "--unixsocket", path, "--unixsocketperm", "700"]
-        self.process = subprocess.Popen(  # noqa: S603 - our own binary
+        self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            preexec_fn=die_with_parent_hook(),  # type: ignore[arg-type]
+            preexec_fn=die_with_parent_hook(),
         )
         self._wait_ready()
         return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import TypeGuard
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 MAX_REQUEST_ID_LEN = 128
@@ -22,7 +23,7 @@ def new_id() -> str:
     return "".join(reversed(out))
 
 
-def is_sane_request_id(value: str | None) -> bool:
+def is_sane_request_id(value: str | None) -> TypeGuard[str]:
     """Visible ASCII only (0x21-0x7e), 1..128 characters."""
     if not value or len(value) > MAX_REQUEST_ID_LEN:
         return False

@@ -90,7 +90,7 @@ class Supervisor:
     async def _spawn(self, child: Child) -> None:
         child.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "shadow", child.role, *child.args, pass_fds=child.fds,
-            stdin=asyncio.subprocess.DEVNULL, env=self._child_env(), preexec_fn=die_with_parent_hook(),  # type: ignore[arg-type]
+            stdin=asyncio.subprocess.DEVNULL, env=self._child_env(), preexec_fn=die_with_parent_hook(),
         )
         log.info("%s started (pid %d)", child.role, child.process.pid)
 
@@ -141,7 +141,7 @@ class Supervisor:
                 proc.terminate()
             try:
                 await asyncio.wait_for(proc.wait(), timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("%s did not stop in %.0f s; killing it", child.role, timeout_s)
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()

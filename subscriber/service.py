@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 
@@ -121,12 +122,12 @@ class Subscriber:
                 await self._slots.acquire()
                 t = asyncio.create_task(self._handle(entry), name=f"replay-{entry.id.decode()}")
                 self._inflight[entry.id] = t
-                t.add_done_callback(lambda _t, i=entry.id: self._done(i))
+                t.add_done_callback(functools.partial(self._done, entry.id))
             if skip:
                 with contextlib.suppress(RedisError, OSError):
                     await self.reader.ack(skip)
 
-    def _done(self, entry_id: bytes) -> None:
+    def _done(self, entry_id: bytes, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(entry_id, None)
         self._slots.release()
 
@@ -187,7 +188,7 @@ class Subscriber:
                 return Answer(status=resp.status, headers=list(resp.headers.items()), body=body,
                               body_size=size, body_truncated=size > len(body),
                               latency_ms=latency, target=self.v2)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             error = "V2 timed out"
         except (aiohttp.ClientError, OSError) as e:
             error = f"V2 unreachable: {type(e).__name__}: {e}"

@@ -1,0 +1,44 @@
+"""The reports API on a real comparer: access control and figures that add up."""
+
+from __future__ import annotations
+
+import socket
+
+import aiohttp
+import pytest
+
+from comparer import ReportsApi, open_store
+from shadow.bus import connect
+from shadow.errors import ConfigError
+from shadow.keys import Keys
+
+
+async def test_token_is_required_when_configured(settings_factory, redis_server) -> None:
+    settings = settings_factory(api_token="s3cret")
+    store = open_store(settings.store)
+    await store.open()
+    redis = connect(redis_server.url, 5.0)
+    try:
+        async with ReportsApi(settings, store, redis, keys=Keys(settings.stream_prefix)) as api, \
+                aiohttp.ClientSession() as client:
+            url = f"http://127.0.0.1:{api.port}/api/summary"
+            async with client.get(url) as r:
+                assert r.status == 401 and "Bearer" in (await r.json())["error"]
+            async with client.get(url, headers={"Authorization": "Bearer wrong"}) as r:
+                assert r.status == 401
+            async with client.get(url, headers={"Authorization": "Bearer s3cret"}) as r:
+                assert r.status == 200 and (await r.json())["total"] == 0
+    finally:
+        await store.close()
+        await redis.aclose()
+
+
+def test_off_loopback_without_token_is_refused_before_binding(settings_factory) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = settings_factory(api=f"0.0.0.0:{port}")
+    with pytest.raises(ConfigError, match="SHADOW_API_TOKEN"):
+        ReportsApi(settings, open_store(settings.store), connect("redis://127.0.0.1:1", 1.0))
+    with socket.socket() as again:  # nothing was bound: the port is still free
+        again.bind(("127.0.0.1", port))
