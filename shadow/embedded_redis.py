@@ -103,6 +103,7 @@ class EmbeddedRedis:
         self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             preexec_fn=die_with_parent_hook(),
+            start_new_session=True,  # a terminal's Ctrl-C is for us; we stop Redis last
         )
         self._wait_ready()
         return self

@@ -46,7 +46,7 @@ class Settings:
     stream_prefix: str = "shadow"
     stream_maxlen: int = 1_000_000
     redis_timeout_s: float = 2.0
-    claim_idle_s: float = 30.0
+    claim_idle_s: float = 60.0
     consumer: str | None = None  # default: host-pid, unique per process
     # subscriber
     allow_side_effects: bool = False
@@ -202,6 +202,11 @@ def validate(s: Settings) -> None:
                  "v2_read_timeout_s", "redis_timeout_s", "claim_idle_s", "join_timeout_s"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(s, name)}")
+    if s.claim_idle_s <= s.v2_connect_timeout_s + s.v2_read_timeout_s:
+        raise ConfigError(
+            f"--claim-idle-s ({s.claim_idle_s:g}) must exceed --v2-connect-timeout-s + "
+            f"--v2-read-timeout-s ({s.v2_connect_timeout_s + s.v2_read_timeout_s:g}), or replays "
+            "still waiting on V2 would be handed to another subscriber and sent twice")
     if not s.request_id_header.isascii() or not s.request_id_header.strip():
         raise ConfigError("--request-id-header must be a non-empty ASCII header name")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):

@@ -75,12 +75,14 @@ class Supervisor:
         self._sockets = [listen, api]
         self.proxy_address = _address(listen)
         self.api_address = _address(api)
-        common = to_args(s, skip=("listen", "api", "api_token"))
+        common = to_args(s, skip=("listen", "api", "api_token", "consumer"))
+        # Stable consumer names: a restarted child re-reads its own pending entries at once.
+        name = f"{socket.gethostname()}-up{os.getpid()}"
         self.children = [
             Child("proxy", [*common, "--listen", self.proxy_address, "--listen-fd",
                             str(listen.fileno())], (listen.fileno(),)),
-            Child("subscriber", common),
-            Child("comparer", [*common, "--api", self.api_address, "--api-fd", str(api.fileno())],
+            Child("subscriber", [*common, "--consumer", f"subscriber-{name}"]),
+            Child("comparer", [*common, "--consumer", f"comparer-{name}", "--api", self.api_address, "--api-fd", str(api.fileno())],
                   (api.fileno(),)),
         ]
         for child in self.children:
@@ -91,6 +93,7 @@ class Supervisor:
         child.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "shadow", child.role, *child.args, pass_fds=child.fds,
             stdin=asyncio.subprocess.DEVNULL, env=self._child_env(), preexec_fn=die_with_parent_hook(),
+            start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops them in order
         )
         log.info("%s started (pid %d)", child.role, child.process.pid)
 
@@ -120,6 +123,8 @@ class Supervisor:
                 child.restarts.append(now)
                 log.warning("%s exited with code %s; restarting it", child.role, code)
                 await asyncio.sleep(0.5)
+                if self._stopping:
+                    return
                 await self._spawn(child)
                 waits[asyncio.create_task(child.process.wait(),  # type: ignore[union-attr]
                                           name=f"wait-{child.role}")] = child

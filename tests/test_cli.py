@@ -62,7 +62,8 @@ def test_toml_file_is_read_and_bad_toml_names_the_problem(tmp_path: Path) -> Non
     assert done.returncode == 2 and "cannot parse config file" in done.stderr
 
 
-async def test_up_serves_reports_and_stops_cleanly_on_ctrl_c(http_server, tmp_path: Path) -> None:
+async def test_up_serves_reports_restarts_a_crashed_child_and_stops_on_ctrl_c(
+        http_server, tmp_path: Path) -> None:
     v1 = await http_server(demo_apps.build(1))
     v2 = await http_server(demo_apps.build(2))
     proc = await asyncio.create_subprocess_exec(
@@ -78,8 +79,11 @@ async def test_up_serves_reports_and_stops_cleanly_on_ctrl_c(http_server, tmp_pa
         assert proxy and api, line
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) == 4  # redis, proxy, subscriber, comparer
+        comparer = next(c for c in children if "comparer" in c.cmdline())
         async with aiohttp.ClientSession() as client:
             for i in range(1, 51):
+                if i == 25:
+                    comparer.kill()  # a crash: `up` must restart it, and it must lose nothing
                 async with client.get(f"{proxy.group(1)}/users/{i}") as r:
                     assert r.status == 200 and (await r.json())["name"] == f"User {i}"
 
@@ -90,6 +94,8 @@ async def test_up_serves_reports_and_stops_cleanly_on_ctrl_c(http_server, tmp_pa
                 return summary.get("compared") == 50
 
             await wait_for(compared, 60, "50 compared exchanges in `shadow report --json`")
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) == 4 and comparer.pid not in {c.pid for c in children}
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
         for child in children:

@@ -38,9 +38,11 @@ def start_comparer(settings_args: list[str], consumer: str) -> subprocess.Popen[
 async def test_comparer_killed_and_restarted_mid_traffic(http_server, settings_factory, keys):
     v1 = await http_server(app())
     v2 = await http_server(app())
-    settings = settings_factory(v1=v1, v2=v2, claim_idle_s=1.0)
+    settings = settings_factory(v1=v1, v2=v2, claim_idle_s=1.0, v2_connect_timeout_s=0.4,
+                                v2_read_timeout_s=0.4)
     args = ["--redis", str(settings.redis), "--store", settings.store, "--api", "127.0.0.1:0",
-            "--stream-prefix", keys.prefix, "--claim-idle-s", "1", "--log-level", "warning"]
+            "--stream-prefix", keys.prefix, "--claim-idle-s", "1", "--v2-connect-timeout-s", "0.4",
+            "--v2-read-timeout-s", "0.4", "--log-level", "warning"]
     redis = connect(str(settings.redis), 5.0)
     publisher = Publisher(redis, keys)
     subscriber = Subscriber(settings, redis, keys=keys)
