@@ -7,16 +7,19 @@ exchange (the response event's `error`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from proxy import wire
 from proxy.publisher import Publisher
 from shadow import metrics
 from shadow.ids import is_sane_request_id, new_id
@@ -32,6 +35,12 @@ HOP_BY_HOP = frozenset({
 _CHUNK = 64 * 1024
 
 
+def decode_raw_headers(raw: tuple[tuple[bytes, bytes], ...]) -> Headers:
+    """Header pairs as received: original name case, order, repeats; odd bytes kept."""
+    return [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+            for k, v in raw]
+
+
 def hop_by_hop(headers: Headers) -> frozenset[str]:
     """Hop-by-hop names: the fixed set plus every name the Connection header lists."""
     extra = {token.strip().lower() for k, v in headers if k.lower() == "connection"
@@ -40,11 +49,18 @@ def hop_by_hop(headers: Headers) -> frozenset[str]:
 
 
 def upstream_request_headers(headers: Headers, request_id_header: str, request_id: str,
-                             remote: str | None, scheme: str, host: str | None) -> Headers:
-    """Headers for V1 (pure): end-to-end headers in order, the request id, X-Forwarded-*."""
-    drop = hop_by_hop(headers) | {"host", request_id_header.lower()}
+                             remote: str | None, scheme: str, host: str | None, *,
+                             forwarded: bool = True, preserve_host: bool = False) -> Headers:
+    """Headers for V1 (pure): end-to-end headers in order, the request id, X-Forwarded-*.
+
+    Host is V1's own unless `preserve_host`; Expect is answered by the proxy itself."""
+    drop = hop_by_hop(headers) | {"expect", request_id_header.lower()}
+    if not preserve_host:
+        drop = drop | {"host"}
     out = [(k, v) for k, v in headers if k.lower() not in drop]
     out.append((request_id_header, request_id))
+    if not forwarded:
+        return out
     forwarded_for = [v for k, v in headers if k.lower() == "x-forwarded-for"]
     if remote:
         out = [(k, v) for k, v in out if k.lower() != "x-forwarded-for"]
@@ -87,6 +103,7 @@ class Proxy:
     async def start(self) -> None:
         if self._runner is not None:
             return
+        wire.install()
         s = self.settings
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=True),
@@ -134,10 +151,16 @@ class Proxy:
         exchange_id = new_id()
         incoming = request.headers.get(self._rid_header)
         request_id = incoming if is_sane_request_id(incoming) else exchange_id
-        in_headers: Headers = list(request.headers.items())
+        in_headers = decode_raw_headers(request.raw_headers)
         out_headers = upstream_request_headers(
             in_headers, self._rid_header, request_id, request.remote, request.scheme,
-            request.headers.get("Host"))
+            request.headers.get("Host"), forwarded=self.settings.forwarded_headers,
+            preserve_host=self.settings.preserve_host)
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._websocket(request, raw_path, out_headers)
+        if request.version >= (1, 1) and \
+                request.headers.get("Expect", "").lower() == "100-continue":
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
         captured = _Capture(self._cap)
         data: bytes | AsyncIterator[bytes] | None = None
@@ -180,6 +203,40 @@ class Proxy:
         publish_request()  # V1 may answer before it read the whole body
         return await self._relay(request, upstream, exchange_id, request_id, started)
 
+    async def _websocket(self, request: web.BaseRequest, raw_path: str,
+                         out_headers: Headers) -> web.StreamResponse:
+        """Pass a WebSocket through to V1, message by message. Not shadowed: counted."""
+        metrics.PROXY_WEBSOCKETS.inc()
+        assert self._session is not None
+        protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
+                     if p.strip()]
+        headers = [(k, v) for k, v in out_headers if not k.lower().startswith("sec-websocket-")]
+        url = URL(self._v1_base + raw_path, encoded=True)
+        try:
+            upstream = await self._session.ws_connect(
+                url, headers=CIMultiDict(headers), protocols=protocols, autoping=False,
+                max_msg_size=0, autoclose=False)
+        except aiohttp.WSServerHandshakeError as e:
+            return web.Response(status=e.status, text=f"shadow proxy: V1 refused the WebSocket: "
+                                                      f"{e.message}\n")
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            return web.Response(status=502, text=f"shadow proxy: V1 unreachable: "
+                                                 f"{type(e).__name__}\n")
+        client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (),
+                                       autoping=False, max_msg_size=0, autoclose=False)
+        try:
+            await client.prepare(request)
+            pumps = [asyncio.create_task(_pump(client, upstream), name="ws-to-v1"),
+                     asyncio.create_task(_pump(upstream, client), name="ws-to-client")]
+            _, pending = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        finally:
+            await upstream.close()
+            await client.close()
+        return client
+
     async def _stream_request(self, request: web.BaseRequest, captured: _Capture,
                               done: object) -> AsyncIterator[bytes]:
         try:
@@ -191,10 +248,10 @@ class Proxy:
 
     async def _relay(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse,
                      exchange_id: str, request_id: str, started: float) -> web.StreamResponse:
-        v1_headers: Headers = list(upstream.headers.items())
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                      headers=CIMultiDict(downstream_response_headers(
-                                          v1_headers, self._rid_header, request_id)))
+        v1_headers = decode_raw_headers(upstream.raw_headers)
+        response = wire.FaithfulResponse(status=upstream.status, reason=upstream.reason,
+                                         headers=CIMultiDict(downstream_response_headers(
+                                             v1_headers, self._rid_header, request_id)))
         captured = _Capture(self._cap)
         error: str | None = None
         try:
@@ -239,6 +296,25 @@ class Proxy:
                           body=body.encode(), body_size=len(body),
                           latency_ms=(time.perf_counter() - started) * 1000, error=reason)))
         return web.Response(status=status, text=body, headers={self._rid_header: request_id})
+
+
+async def _pump(source: Any, sink: Any) -> None:
+    """Relay WebSocket messages one way until either side closes."""
+    async for msg in source:
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            await sink.send_str(msg.data)
+        elif msg.type == aiohttp.WSMsgType.BINARY:
+            await sink.send_bytes(msg.data)
+        elif msg.type == aiohttp.WSMsgType.PING:
+            await sink.ping(msg.data)
+        elif msg.type == aiohttp.WSMsgType.PONG:
+            await sink.pong(msg.data)
+        elif msg.type == aiohttp.WSMsgType.CLOSE:
+            await sink.close(code=msg.data or 1000, message=(msg.extra or "").encode())
+            return
+        else:
+            return
+    await sink.close()
 
 
 class _Capture:

@@ -7,6 +7,8 @@ from prometheus_client import Counter, Gauge, Histogram
 # proxy
 PROXY_REQUESTS = Counter("shadow_proxy_requests_total", "Client requests the proxy answered",
                          ["result"])  # ok, v1_error, v1_timeout, refused
+PROXY_WEBSOCKETS = Counter("shadow_proxy_websockets_total",
+                           "WebSocket upgrades passed through to V1 (not shadowed)")
 PROXY_V1_DURATION = Histogram("shadow_proxy_v1_duration_seconds",
                               "Time from request to V1's response headers")
 EVENTS_QUEUED = Counter("shadow_proxy_events_queued_total", "Events put on the publish queue")

@@ -40,6 +40,8 @@ class Settings:
     capture_cap_bytes: int = 65536
     max_queue: int = 10_000
     publish_batch: int = 256
+    forwarded_headers: bool = True
+    preserve_host: bool = False
     v1_connect_timeout_s: float = 5.0
     v1_read_timeout_s: float = 60.0
     # streams
@@ -239,6 +241,8 @@ HELP: dict[str, str] = {
                          "get the whole body",
     "max_queue": "events the proxy buffers for Redis before it drops (and counts) them",
     "publish_batch": "events per pipelined XADD batch",
+    "forwarded_headers": "append X-Forwarded-For/-Proto/-Host on requests to V1 (default true)",
+    "preserve_host": "send the client's Host header to V1 instead of V1's own host",
     "v1_connect_timeout_s": "seconds to connect to V1 before answering 502",
     "v1_read_timeout_s": "seconds V1 may stay silent before the proxy answers 504",
     "stream_prefix": "prefix of every Redis key (default shadow)",

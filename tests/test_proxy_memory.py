@@ -1,0 +1,84 @@
+"""Huge bodies stream through the proxy process with bounded memory."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import psutil
+from aiohttp import web
+
+SIZE = 300 * 1024 * 1024  # far above any buffer the proxy may hold
+CHUNK = b"\xab" * (256 * 1024)
+
+
+def v1_app() -> web.Application:
+    async def download(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()  # no Content-Length: chunked
+        await resp.prepare(request)
+        for _ in range(SIZE // len(CHUNK)):
+            await resp.write(CHUNK)
+        await resp.write_eof()
+        return resp
+
+    async def upload(request: web.Request) -> web.Response:
+        total = 0
+        async for chunk in request.content.iter_chunked(1 << 16):
+            total += len(chunk)
+        return web.json_response({"received": total})
+
+    app = web.Application()
+    app.router.add_get("/down", download)
+    app.router.add_post("/up", upload)
+    return app
+
+
+async def _body() -> AsyncIterator[bytes]:
+    for _ in range(SIZE // len(CHUNK)):
+        yield CHUNK
+
+
+async def test_upload_and_download_far_beyond_memory_caps(http_server, redis_server, keys):
+    v1 = await http_server(v1_app())
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shadow", "proxy", "--v1", v1, "--listen", "127.0.0.1:0",
+        "--redis", redis_server.url, "--stream-prefix", keys.prefix,
+        cwd=Path(__file__).parent.parent, stderr=asyncio.subprocess.PIPE)
+    peak = 0
+    try:
+        assert proc.stderr is not None
+        port = None
+        while port is None:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+            assert line, "proxy exited"
+            m = re.search(r"proxy on port (\d+)", line)
+            port = int(m.group(1)) if m else None
+        watched = psutil.Process(proc.pid)
+        done = asyncio.Event()
+
+        async def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, watched.memory_info().rss)
+                await asyncio.sleep(0.05)
+
+        sampler = asyncio.create_task(sample())
+        timeout = aiohttp.ClientTimeout(total=300)
+        async with aiohttp.ClientSession(timeout=timeout) as client:
+            async with client.get(f"http://127.0.0.1:{port}/down") as r:
+                got = 0
+                async for chunk in r.content.iter_chunked(1 << 16):
+                    got += len(chunk)
+            assert got == SIZE
+            async with client.post(f"http://127.0.0.1:{port}/up", data=_body()) as r:
+                assert (await r.json())["received"] == SIZE
+        done.set()
+        await sampler
+    finally:
+        proc.terminate()
+        await proc.wait()
+    assert peak < 150 * 1024 * 1024, f"proxy RSS peaked at {peak / 2**20:.0f} MiB"
