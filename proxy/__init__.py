@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from proxy.app import Proxy
-from proxy.publisher import Publisher
+from proxy.publisher import Discard, Publisher
 
-__all__ = ["Proxy", "Publisher"]
+__all__ = ["Discard", "Proxy", "Publisher"]

@@ -20,7 +20,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy import wire
-from proxy.publisher import Publisher
+from proxy.publisher import Discard, Publisher
 from shadow import metrics
 from shadow.ids import is_sane_request_id, new_id
 from shadow.model import Answer, Headers, Request, RequestEvent, ResponseEvent
@@ -86,7 +86,7 @@ def downstream_response_headers(headers: Headers, request_id_header: str,
 class Proxy:
     """`async with Proxy(settings, publisher) as p:` serves on `p.port`."""
 
-    def __init__(self, settings: Settings, publisher: Publisher, *,
+    def __init__(self, settings: Settings, publisher: Publisher | Discard, *,
                  sock: socket.socket | None = None) -> None:
         settings.require("v1")
         assert settings.v1 is not None

@@ -117,3 +117,19 @@ class Publisher:
                 pipe.hincrby(self.keys.stats, "dropped_events", drops)
             await pipe.execute()
         self._unreported_drops -= drops
+
+
+class Discard:
+    """A publisher that publishes nothing (`--publish false`): same interface, no Redis."""
+
+    published = 0
+    dropped = 0
+
+    def offer(self, event: Event) -> bool:
+        return False
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self, flush_timeout_s: float = 0.0) -> None:
+        return None

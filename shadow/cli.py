@@ -27,15 +27,15 @@ from shadow.bus import connect
 from shadow.errors import ShadowError
 from shadow.keys import Keys
 from shadow.report import make_console, print_summary
-from shadow.settings import HELP, Settings, field_names, load_settings, replace
-from shadow.supervisor import Supervisor
+from shadow.settings import HELP, Settings, field_names, load_settings, replace, to_args
+from shadow.supervisor import Child, Children, Supervisor, address, bind
 
 log = logging.getLogger("shadow")
 
 PRIMARY = {
     "up": ("v1", "v2", "listen", "api", "redis", "store", "rules", "allow_side_effects",
-           "v1_secondary", "data_dir"),
-    "proxy": ("v1", "listen", "redis"),
+           "v1_secondary", "data_dir", "workers"),
+    "proxy": ("v1", "listen", "redis", "workers"),
     "subscriber": ("v2", "redis", "allow_side_effects"),
     "comparer": ("redis", "store", "api"),
     "demo": ("redis",),
@@ -59,13 +59,16 @@ DESCRIPTIONS = {
 
 # ---------------------------------------------------------------- arguments
 
+BOOLEAN_FLAGS = ("allow_side_effects", "publish", "forwarded_headers", "preserve_host")
+
+
 def _add_settings(parser: argparse.ArgumentParser, primary: tuple[str, ...]) -> None:
     main_group = parser.add_argument_group("main options")
     tuning = parser.add_argument_group("tuning (also SHADOW_<NAME> or shadow.toml)")
     for name in field_names():
         flag = f"--{name.replace('_', '-')}"
         group = main_group if name in primary else tuning
-        if name == "allow_side_effects":
+        if name in BOOLEAN_FLAGS:
             group.add_argument(flag, nargs="?", const="true", default=None, metavar="BOOL",
                                help=HELP.get(name))
         else:
@@ -142,27 +145,56 @@ def _need_redis(settings: Settings, role: str) -> str:
 
 
 def cmd_proxy(args: argparse.Namespace, settings: Settings) -> int:
-    from proxy import Proxy, Publisher
+    if settings.workers > 1:
+        return _run(run_proxy_workers(args, settings))
+    return _run(run_proxy(args, settings))
 
-    async def run() -> int:
-        redis = connect(_need_redis(settings, "proxy"), settings.redis_timeout_s)
-        keys = Keys(settings.stream_prefix)
-        publisher = Publisher(redis, keys, max_queue=settings.max_queue,
-                              batch=settings.publish_batch, maxlen=settings.stream_maxlen)
-        sock = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
-        proxy = Proxy(settings, publisher, sock=sock)
-        await publisher.start()
-        await proxy.start()
-        log.info("proxy on port %s -> V1 %s", proxy.port, settings.v1)
-        try:
-            await _until_signal()
-        finally:
-            await proxy.stop()
-            await publisher.stop()
+
+async def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
+    from proxy import Discard, Proxy, Publisher
+
+    redis = connect(_need_redis(settings, "proxy"), settings.redis_timeout_s) \
+        if settings.publish else None
+    publisher = Publisher(redis, Keys(settings.stream_prefix), max_queue=settings.max_queue,
+                          batch=settings.publish_batch, maxlen=settings.stream_maxlen) \
+        if redis is not None else Discard()
+    sock = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
+    proxy = Proxy(settings, publisher, sock=sock)
+    await publisher.start()
+    await proxy.start()
+    log.info("proxy on port %s -> V1 %s%s", proxy.port, settings.v1,
+             "" if settings.publish else " (publishing off)")
+    try:
+        await _until_signal()
+    finally:
+        await proxy.stop()
+        await publisher.stop()
+        if redis is not None:
             await redis.aclose()
-        return 0
+    return 0
 
-    return _run(run())
+
+async def run_proxy_workers(args: argparse.Namespace, settings: Settings) -> int:
+    """N proxy processes accepting on one shared socket."""
+    if settings.publish:
+        _need_redis(settings, "proxy")
+    if args.listen_fd is not None:
+        sock = socket.socket(fileno=args.listen_fd)
+    else:
+        sock = bind(settings.listen, "--listen")
+    group = Children()
+    worker_args = [*to_args(settings, skip=("listen", "workers")), "--listen", address(sock),
+                   "--listen-fd", str(sock.fileno())]
+    await group.start([Child("proxy", worker_args, (sock.fileno(),))
+                       for _ in range(settings.workers)])
+    log.info("proxy on port %s -> V1 %s (%d workers)", sock.getsockname()[1], settings.v1,
+             settings.workers)
+    try:
+        await _until_signal(group.failed)
+    finally:
+        await group.stop()
+        sock.close()
+    return 1 if group.failed.is_set() else 0
 
 
 def cmd_subscriber(args: argparse.Namespace, settings: Settings) -> int:

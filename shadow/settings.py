@@ -40,6 +40,8 @@ class Settings:
     capture_cap_bytes: int = 65536
     max_queue: int = 10_000
     publish_batch: int = 256
+    workers: int = 1
+    publish: bool = True
     forwarded_headers: bool = True
     preserve_host: bool = False
     v1_connect_timeout_s: float = 5.0
@@ -197,7 +199,7 @@ def validate(s: Settings) -> None:
             f"--store: expected sqlite:///path/to/shadow.db or mongodb://..., got {s.store!r}"
         )
     for name in ("capture_cap_bytes", "max_queue", "publish_batch", "stream_maxlen",
-                 "replay_concurrency"):
+                 "replay_concurrency", "workers"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(s, name)}")
     for name in ("v1_connect_timeout_s", "v1_read_timeout_s", "v2_connect_timeout_s",
@@ -241,6 +243,8 @@ HELP: dict[str, str] = {
                          "get the whole body",
     "max_queue": "events the proxy buffers for Redis before it drops (and counts) them",
     "publish_batch": "events per pipelined XADD batch",
+    "workers": "proxy processes sharing the listening port (use the cores you have)",
+    "publish": "publish events to Redis (default true); false serves clients only",
     "forwarded_headers": "append X-Forwarded-For/-Proto/-Host on requests to V1 (default true)",
     "preserve_host": "send the client's Host header to V1 instead of V1's own host",
     "v1_connect_timeout_s": "seconds to connect to V1 before answering 502",

@@ -1,9 +1,12 @@
-"""`shadow up`: Redis (embedded unless --redis) and the three services as child processes.
+"""Child processes: `shadow up` and `shadow proxy --workers N`.
 
-The supervisor binds the proxy's and the API's sockets itself and hands them to
-the children, so clients can connect from the first moment and a restarted child
-takes over the same port. Children die with the supervisor (PR_SET_PDEATHSIG), a
-child that crashes is restarted, and Ctrl-C stops everything in order.
+`shadow up` runs Redis (embedded unless --redis) and the three services as child
+processes. The supervisor binds the proxy's and the API's sockets itself and
+hands them to the children, so clients can connect from the first moment, proxy
+workers share one port, and a restarted child takes over the same port.
+Children die with the supervisor (PR_SET_PDEATHSIG), run in their own session
+(a terminal's Ctrl-C reaches the supervisor only, which stops them in order),
+and a child that crashes is restarted.
 """
 
 from __future__ import annotations
@@ -40,69 +43,43 @@ def bind(hostport: str, what: str) -> socket.socket:
     return sock
 
 
+def address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass
 class Child:
-    role: str
+    role: str  # the `shadow` subcommand
     args: list[str]
     fds: tuple[int, ...] = ()
     process: asyncio.subprocess.Process | None = None
     restarts: list[float] = field(default_factory=list)
 
 
-class Supervisor:
-    def __init__(self, settings: Settings) -> None:
-        settings.require("v1", "v2")
-        check_access(settings)
-        self.settings = settings
-        self.redis: EmbeddedRedis | None = None
+class Children:
+    """Start `shadow <role>` processes, restart the ones that crash, stop them in order."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.env = env
         self.children: list[Child] = []
-        self._sockets: list[socket.socket] = []
+        self.failed = asyncio.Event()
         self._monitor: asyncio.Task[None] | None = None
         self._stopping = False
-        self.failed = asyncio.Event()
-        self.proxy_address = ""
-        self.api_address = ""
 
-    async def start(self) -> None:
-        s = self.settings
-        if s.redis is None:
-            self.redis = EmbeddedRedis(Path(s.data_dir) / "redis")
-            await asyncio.to_thread(self.redis.start)
-            s = replace(s, redis=self.redis.url)
-            log.info("embedded Redis at %s (data in %s)", self.redis.url, self.redis.data_dir)
-        listen = bind(s.listen, "--listen")
-        api = bind(s.api, "--api")
-        self._sockets = [listen, api]
-        self.proxy_address = _address(listen)
-        self.api_address = _address(api)
-        common = to_args(s, skip=("listen", "api", "api_token", "consumer"))
-        # Stable consumer names: a restarted child re-reads its own pending entries at once.
-        name = f"{socket.gethostname()}-up{os.getpid()}"
-        self.children = [
-            Child("proxy", [*common, "--listen", self.proxy_address, "--listen-fd",
-                            str(listen.fileno())], (listen.fileno(),)),
-            Child("subscriber", [*common, "--consumer", f"subscriber-{name}"]),
-            Child("comparer", [*common, "--consumer", f"comparer-{name}", "--api", self.api_address, "--api-fd", str(api.fileno())],
-                  (api.fileno(),)),
-        ]
-        for child in self.children:
+    async def start(self, children: list[Child]) -> None:
+        self.children = children
+        for child in children:
             await self._spawn(child)
-        self._monitor = asyncio.create_task(self._watch(), name="shadow-supervisor")
+        self._monitor = asyncio.create_task(self._watch(), name="shadow-children")
 
     async def _spawn(self, child: Child) -> None:
         child.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "shadow", child.role, *child.args, pass_fds=child.fds,
-            stdin=asyncio.subprocess.DEVNULL, env=self._child_env(), preexec_fn=die_with_parent_hook(),
-            start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops them in order
+            stdin=asyncio.subprocess.DEVNULL, env=self.env, preexec_fn=die_with_parent_hook(),
+            start_new_session=True,
         )
         log.info("%s started (pid %d)", child.role, child.process.pid)
-
-    def _child_env(self) -> dict[str, str]:
-        """The token travels in the environment, never on a command line `ps` shows."""
-        env = dict(os.environ)
-        if self.settings.api_token:
-            env["SHADOW_API_TOKEN"] = self.settings.api_token
-        return env
 
     async def _watch(self) -> None:
         waits = {asyncio.create_task(c.process.wait(), name=f"wait-{c.role}"): c  # type: ignore[union-attr]
@@ -130,7 +107,7 @@ class Supervisor:
                                           name=f"wait-{child.role}")] = child
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        """Proxy first (no new events), then subscriber and comparer, then Redis. Idempotent."""
+        """SIGTERM each child in start order and wait for it (SIGKILL after the timeout)."""
         if self._stopping:
             return
         self._stopping = True
@@ -138,7 +115,7 @@ class Supervisor:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
-        for child in self.children:  # in start order: proxy, subscriber, comparer
+        for child in self.children:
             proc = child.process
             if proc is None or proc.returncode is not None:
                 continue
@@ -151,12 +128,54 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
+
+
+class Supervisor:
+    """Everything `shadow up` runs: Redis, proxy worker(s), subscriber, comparer."""
+
+    def __init__(self, settings: Settings) -> None:
+        settings.require("v1", "v2")
+        check_access(settings)
+        self.settings = settings
+        self.redis: EmbeddedRedis | None = None
+        env = dict(os.environ)  # the token travels in the environment, never on a command line
+        if settings.api_token:
+            env["SHADOW_API_TOKEN"] = settings.api_token
+        self.group = Children(env)
+        self.failed = self.group.failed
+        self._sockets: list[socket.socket] = []
+        self.proxy_address = ""
+        self.api_address = ""
+
+    async def start(self) -> None:
+        s = self.settings
+        if s.redis is None:
+            self.redis = EmbeddedRedis(Path(s.data_dir) / "redis")
+            await asyncio.to_thread(self.redis.start)
+            s = replace(s, redis=self.redis.url)
+            log.info("embedded Redis at %s (data in %s)", self.redis.url, self.redis.data_dir)
+        listen = bind(s.listen, "--listen")
+        api = bind(s.api, "--api")
+        self._sockets = [listen, api]
+        self.proxy_address = address(listen)
+        self.api_address = address(api)
+        common = to_args(s, skip=("listen", "api", "api_token", "consumer", "workers"))
+        # Stable consumer names: a restarted child re-reads its own pending entries at once.
+        name = f"{socket.gethostname()}-up{os.getpid()}"
+        proxy_args = [*common, "--listen", self.proxy_address, "--listen-fd", str(listen.fileno())]
+        await self.group.start([
+            *(Child("proxy", proxy_args, (listen.fileno(),)) for _ in range(s.workers)),
+            Child("subscriber", [*common, "--consumer", f"subscriber-{name}"]),
+            Child("comparer", [*common, "--consumer", f"comparer-{name}", "--api",
+                               self.api_address, "--api-fd", str(api.fileno())], (api.fileno(),)),
+        ])
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Proxies first (no new events), then subscriber and comparer, then Redis. Idempotent."""
+        await self.group.stop(timeout_s)
         for sock in self._sockets:
             sock.close()
+        self._sockets = []
         if self.redis is not None:
             await asyncio.to_thread(self.redis.stop)
-
-
-def _address(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            self.redis = None

@@ -128,3 +128,46 @@ def test_embedded_redis_dies_with_a_killed_parent(tmp_path: Path) -> None:
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+async def test_proxy_workers_share_one_port(http_server, redis_server, keys, tmp_path: Path) -> None:
+    v1 = await http_server(demo_apps.build(1))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shadow", "proxy", "--v1", v1, "--listen", "127.0.0.1:0",
+        "--workers", "2", "--redis", redis_server.url, "--stream-prefix", keys.prefix,
+        cwd=tmp_path, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stderr is not None
+        port = None
+        while port is None:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+            assert line, "proxy exited"
+            m = re.search(r"proxy on port (\d+) .*\(2 workers\)", line)
+            port = int(m.group(1)) if m else None
+        workers = psutil.Process(proc.pid).children()
+        assert len(workers) == 2
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as c:
+            for i in range(1, 41):
+                async with c.get(f"http://127.0.0.1:{port}/users/{i}") as r:
+                    assert r.status == 200
+        check = connect_redis(redis_server.url)
+        try:
+            await wait_for(lambda: _xlen(check, keys.v1, 80), 10, "80 events from the workers")
+        finally:
+            await check.aclose()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def connect_redis(url: str):  # type: ignore[no-untyped-def]
+    from shadow.bus import connect
+
+    return connect(url, 5.0)
+
+
+async def _xlen(r, stream: str, n: int) -> bool:  # type: ignore[no-untyped-def]
+    return int(await r.xlen(stream)) >= n
