@@ -33,6 +33,7 @@ HOP_BY_HOP = frozenset({
     "upgrade", "proxy-authenticate", "proxy-authorization",
 })
 _CHUNK = 64 * 1024
+_COUNT_OK = metrics.PROXY_REQUESTS.labels("ok")
 
 
 def decode_raw_headers(raw: tuple[tuple[bytes, bytes], ...]) -> Headers:
@@ -259,6 +260,7 @@ class Proxy:
             if length is not None and length <= self._cap:
                 body = await upstream.read()
                 captured.add(body)
+                response.send_headers_with_body()  # one write: head and body together
                 await response.prepare(request)
                 if body:
                     await response.write(body)
@@ -268,7 +270,7 @@ class Proxy:
                     captured.add(chunk)
                     await response.write(chunk)
             await response.write_eof()
-            metrics.PROXY_REQUESTS.labels("ok").inc()
+            _COUNT_OK.inc()
         except TimeoutError:
             error = "V1 timed out while sending its body"
         except (aiohttp.ClientError, ConnectionError, OSError) as e:

@@ -41,6 +41,10 @@ class FaithfulResponse(web.StreamResponse):
         super().__init__(status=status, reason=reason, headers=headers)
         self._given = {name for name in _ADDED_BY_AIOHTTP if name in headers}
 
+    def send_headers_with_body(self) -> None:
+        """Hold the head back until the first body write (small, already-read bodies)."""
+        self._send_headers_immediately = False
+
     async def _prepare_headers(self) -> None:
         await super()._prepare_headers()
         headers: Any = self._headers

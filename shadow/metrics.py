@@ -11,7 +11,6 @@ PROXY_WEBSOCKETS = Counter("shadow_proxy_websockets_total",
                            "WebSocket upgrades passed through to V1 (not shadowed)")
 PROXY_V1_DURATION = Histogram("shadow_proxy_v1_duration_seconds",
                               "Time from request to V1's response headers")
-EVENTS_QUEUED = Counter("shadow_proxy_events_queued_total", "Events put on the publish queue")
 EVENTS_PUBLISHED = Counter("shadow_proxy_events_published_total", "Events written to Redis")
 EVENTS_DROPPED = Counter("shadow_proxy_events_dropped_total",
                          "Events dropped instead of delaying clients", ["reason"])  # queue_full, redis

@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Proxy benchmark: shadow's proxy against nginx, under the same load generator, in one run.
+
+    .venv/bin/python benchmarks/proxy.py [--duration 10] [--connections 8,64]
+
+Targets, all on 127.0.0.1 (this machine's 2 cores are shared by everything):
+  v1-direct        nginx serving a ~1 KB JSON file (V1; fast, so V1 is not the bottleneck)
+  nginx-proxy      nginx as a plain reverse proxy to V1
+  nginx-mirror     nginx reverse proxy + the mirror module copying every request to V2
+  shadow-nopub     shadow's proxy with publishing off (what the proxying alone costs)
+  shadow-1w        shadow's proxy publishing every request and response to a real Redis
+  shadow-2w        the same with --workers 2
+and one fault run: shadow-1w while Redis is frozen (SIGSTOP) for the middle third of the run.
+
+Load: wrk (Debian's package; installed here when missing and running as root).
+Prints a markdown table with req/s, p50 and p99 and the ratios the README quotes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from shadow.embedded_redis import EmbeddedRedis  # noqa: E402
+from tests.nginxctl import Nginx, free_port  # noqa: E402
+
+PAYLOAD = ('{"id": 12345, "name": "Ada Lovelace", "email": "ada@example.com", "plan": "pro", '
+           '"tags": ["math", "engines", "poetry"], "address": {"street": "12 St James Square", '
+           '"city": "London", "zip": "SW1Y 4JH", "country": "GB"}, "orders": [' +
+           ", ".join(f'{{"id": {i}, "total": {i * 3.5:.2f}, "currency": "GBP", "state": "shipped"}}'
+                     for i in range(8)) + '], "created_at": "1843-07-01T00:00:00Z"}\n')
+
+
+def ensure_tools() -> None:
+    missing = [t for t in ("wrk", "nginx") if shutil.which(t) is None and not
+               os.path.exists(f"/usr/sbin/{t}")]
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        sys.exit(f"benchmark needs {', '.join(missing)} (Debian: apt-get install wrk nginx-light)")
+    pkgs = ["wrk" if t == "wrk" else "nginx-light" for t in missing]
+    print(f"installing {' '.join(pkgs)} from Debian's packages ...", flush=True)
+    subprocess.run(["apt-get", "update", "-qq"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *pkgs], check=True,
+                   stdout=subprocess.DEVNULL, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def wait_port(port: int, timeout_s: float = 20) -> None:
+    import socket
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on {port}") from None
+            time.sleep(0.05)
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    assert m, text
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def wrk(url: str, connections: int, duration_s: int, during: object = None) -> dict[str, float]:
+    cmd = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{duration_s}s", "--latency", url]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    if callable(during):
+        during()
+    out, _ = proc.communicate()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    dist = out.split("Latency Distribution", 1)[1]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", dist, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", dist, re.M).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    if sock:
+        errors += sum(int(x) for x in sock.groups())
+    return {"rps": rps, "p50": p50, "p99": p99, "errors": errors}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
+    ap.add_argument("--connections", default="8,64", help="comma-separated (default 8,64)")
+    args = ap.parse_args()
+    conns = [int(c) for c in args.connections.split(",")]
+    ensure_tools()
+    work = Path(tempfile.mkdtemp(prefix="shadow-bench-"))
+    (work / "www").mkdir()
+    (work / "www" / "user.json").write_text(PAYLOAD)
+    ports = {name: free_port() for name in ("v1", "v2", "nginx_proxy", "nginx_mirror", "shadow")}
+    servers = f"""
+    server {{ listen 127.0.0.1:{ports['v1']}; location / {{ root {work}/www; }} }}
+    server {{ listen 127.0.0.1:{ports['v2']}; location / {{ root {work}/www; }} }}
+    upstream v1 {{ server 127.0.0.1:{ports['v1']}; keepalive 128; }}
+    upstream v2 {{ server 127.0.0.1:{ports['v2']}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{ports['nginx_proxy']};
+        location / {{ proxy_pass http://v1; proxy_http_version 1.1;
+                     proxy_set_header Connection ""; }}
+    }}
+    server {{
+        listen 127.0.0.1:{ports['nginx_mirror']};
+        location / {{ mirror /mirror; proxy_pass http://v1; proxy_http_version 1.1;
+                     proxy_set_header Connection ""; }}
+        location = /mirror {{ internal; proxy_pass http://v2$request_uri; proxy_http_version 1.1;
+                             proxy_set_header Connection ""; }}
+    }}
+    """
+    nginx = Nginx(work / "nginx", servers, worker_processes=2)
+    nginx.start(*[ports[k] for k in ("v1", "v2", "nginx_proxy", "nginx_mirror")])
+    redis = EmbeddedRedis(work / "redis", appendonly=False).start()
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    shadow_bin = [sys.executable, "-m", "shadow", "proxy", "--v1",
+                  f"http://127.0.0.1:{ports['v1']}", "--listen", f"127.0.0.1:{ports['shadow']}",
+                  "--redis", redis.url, "--stream-maxlen", "200000", "--log-level", "warning"]
+
+    def run(name: str, port: int) -> None:
+        url = f"http://127.0.0.1:{port}/user.json"
+        wrk(url, 8, 2)  # warm-up
+        for c in conns:
+            results[(name, c)] = r = wrk(url, c, args.duration)
+            print(f"{name:14} c={c:<3} {r['rps']:>9.0f} req/s  p50 {r['p50']:6.2f} ms  "
+                  f"p99 {r['p99']:6.2f} ms  errors {r['errors']:.0f}", flush=True)
+
+    def with_shadow(name: str, extra: list[str], fault: bool = False) -> None:
+        proc = subprocess.Popen([*shadow_bin, *extra], cwd=REPO, stdin=subprocess.DEVNULL)
+        try:
+            wait_port(ports["shadow"])
+            if not fault:
+                run(name, ports["shadow"])
+                return
+            url = f"http://127.0.0.1:{ports['shadow']}/user.json"
+            wrk(url, 8, 2)
+
+            def freeze_middle_third() -> None:
+                def job() -> None:
+                    time.sleep(args.duration / 3)
+                    os.kill(redis.pid, signal.SIGSTOP)  # type: ignore[arg-type]
+                    time.sleep(args.duration / 3)
+                    os.kill(redis.pid, signal.SIGCONT)  # type: ignore[arg-type]
+                threading.Thread(target=job, daemon=True).start()
+
+            for c in conns:
+                results[(name, c)] = r = wrk(url, c, args.duration, during=freeze_middle_third)
+                print(f"{name:14} c={c:<3} {r['rps']:>9.0f} req/s  p50 {r['p50']:6.2f} ms  "
+                      f"p99 {r['p99']:6.2f} ms  errors {r['errors']:.0f}", flush=True)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+
+    try:
+        run("v1-direct", ports["v1"])
+        run("nginx-proxy", ports["nginx_proxy"])
+        run("nginx-mirror", ports["nginx_mirror"])
+        with_shadow("shadow-nopub", ["--publish", "false"])
+        with_shadow("shadow-1w", [])
+        with_shadow("shadow-2w", ["--workers", "2"])
+        with_shadow("shadow-1w-redis-frozen", [], fault=True)
+    finally:
+        nginx.stop()
+        redis.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    today = datetime.date.today().isoformat()
+    print(f"\n### Proxy benchmark ({today}, {os.cpu_count()} cores, wrk -t2, "
+          f"{args.duration} s per run, ~{len(PAYLOAD)} B JSON)\n")
+    print("| target | conns | req/s | p50 ms | p99 ms | errors | vs nginx-mirror |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for (name, c), r in results.items():
+        ref = results.get(("nginx-mirror", c))
+        ratio = f"{r['rps'] / ref['rps']:.2f}×" if ref else "-"
+        print(f"| {name} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+              f"{r['errors']:.0f} | {ratio} |")
+    print()
+    for c in conns:
+        on, off = results.get(("shadow-1w", c)), results.get(("shadow-nopub", c))
+        frozen = results.get(("shadow-1w-redis-frozen", c))
+        mirror = results.get(("nginx-mirror", c))
+        if on and off:
+            print(f"- c={c}: publishing costs {100 * (1 - on['rps'] / off['rps']):.1f}% of "
+                  f"throughput (target <= 15%)")
+        if on and mirror:
+            print(f"- c={c}: shadow-1w / nginx-mirror throughput {on['rps'] / mirror['rps']:.2f} "
+                  f"(target >= 0.50 at 64); p99 {on['p99'] - mirror['p99']:+.2f} ms vs nginx-mirror "
+                  f"(target <= +1 ms at 8)")
+        if on and frozen:
+            print(f"- c={c}: Redis frozen mid-run: {frozen['errors']:.0f} errors, p99 "
+                  f"{frozen['p99'] - on['p99']:+.2f} ms vs Redis up (target: 0 errors, <= +10 ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
