@@ -200,9 +200,11 @@ def main() -> int:
         if on and off:
             print(f"- c={c}: publishing costs {100 * (1 - on['rps'] / off['rps']):.1f}% of "
                   f"throughput (target <= 15%)")
-        if on and mirror:
-            print(f"- c={c}: shadow-1w / nginx-mirror throughput {on['rps'] / mirror['rps']:.2f} "
-                  f"(target >= 0.50 at 64); p99 {on['p99'] - mirror['p99']:+.2f} ms vs nginx-mirror "
+        two = results.get(("shadow-2w", c))
+        if on and mirror and two:
+            print(f"- c={c}: throughput vs nginx-mirror: shadow-1w {on['rps'] / mirror['rps']:.2f}, "
+                  f"shadow-2w {two['rps'] / mirror['rps']:.2f} (target >= 0.50 at 64); "
+                  f"p99 shadow-1w {on['p99'] - mirror['p99']:+.2f} ms vs nginx-mirror "
                   f"(target <= +1 ms at 8)")
         if on and frozen:
             print(f"- c={c}: Redis frozen mid-run: {frozen['errors']:.0f} errors, p99 "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -39,12 +40,15 @@ _BACKOFF_MAX_S = 2.0
 
 class Publisher:
     def __init__(self, redis: aioredis.Redis, keys: Keys, *, max_queue: int = 10_000,
-                 batch: int = 256, maxlen: int = 1_000_000) -> None:
+                 batch: int = 256, maxlen: int = 1_000_000, linger_s: float = 0.002) -> None:
         self.redis = redis
         self.keys = keys
         self.batch = batch
+        self.linger_s = linger_s
         self.maxlen = maxlen
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        self.queue: deque[Event] = deque()  # bounded by offer(); cheaper than asyncio.Queue
+        self._ready = asyncio.Event()
         self.published = 0
         self.dropped = 0
         self._unreported_drops = 0
@@ -54,11 +58,12 @@ class Publisher:
 
     def offer(self, event: Event) -> bool:
         """Queue an event for Redis without waiting. False (and counted) when full."""
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if len(self.queue) >= self.max_queue:
             self._drop(1, "queue_full")
             return False
+        self.queue.append(event)
+        if not self._ready.is_set():
+            self._ready.set()
         return True
 
     def _drop(self, n: int, reason: str) -> None:
@@ -80,23 +85,29 @@ class Publisher:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        left = self.queue.qsize()
+        left = len(self.queue)
+        self.queue.clear()
         if left:
             self._drop(left, "shutdown")
             log.warning("shutdown: %d events could not be published in %.1f s", left, flush_timeout_s)
 
     async def _drained(self) -> None:
-        while not self.queue.empty():
+        while self.queue:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0)  # let an in-flight batch finish
 
     async def _run(self) -> None:
         backoff = _BACKOFF_MIN_S
         while True:
-            batch = [await self.queue.get()]
-            while len(batch) < self.batch and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            metrics.PUBLISH_QUEUE.set(self.queue.qsize())
+            if not self.queue:
+                self._ready.clear()
+                await self._ready.wait()
+                if len(self.queue) < self.batch and self.linger_s:
+                    # Let a batch gather: far fewer, bigger commands for a few ms of delay.
+                    await asyncio.sleep(self.linger_s)
+            queue = self.queue
+            batch = [queue.popleft() for _ in range(min(self.batch, len(queue)))]
+            metrics.PUBLISH_QUEUE.set(len(queue))
             try:
                 await self._publish(batch)
             except (TimeoutError, RedisError, OSError) as e:
