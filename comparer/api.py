@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 import socket
+import time
 from typing import Any
 
 import orjson
@@ -13,11 +14,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from comparer.store import Store
+from comparer.store import CLASS_STATUSES, Store
 from shadow import metrics
 from shadow.codec import exchange_for_display
+from shadow.filters import FilterError, Filters, parse_filters
 from shadow.keys import COMPARERS, Keys
 from shadow.settings import Settings, check_access, parse_hostport
+from shadow.stats import verdict
 
 log = logging.getLogger("shadow.api")
 
@@ -56,6 +59,67 @@ async def summary(request: web.Request) -> web.Response:
     return json_response(data)
 
 
+async def routes(request: web.Request) -> web.Response:
+    data = await request.app[STORE_KEY].summary()
+    return json_response({"routes": data["routes"]})
+
+
+def _filters(request: web.Request, default_outcome: str | None) -> Filters:
+    try:
+        return parse_filters(dict(request.query), time.time(), default_outcome=default_outcome)
+    except FilterError as e:
+        raise web.HTTPBadRequest(text=orjson.dumps({"error": str(e)}).decode(),
+                                 content_type="application/json") from e
+
+
+async def mismatches(request: web.Request) -> web.Response:
+    items, cursor = await request.app[STORE_KEY].list_exchanges(_filters(request, "mismatch"))
+    return json_response({"items": items, "next": cursor})
+
+
+async def exchanges(request: web.Request) -> web.Response:
+    items, cursor = await request.app[STORE_KEY].list_exchanges(_filters(request, None))
+    return json_response({"items": items, "next": cursor})
+
+
+async def classes(request: web.Request) -> web.Response:
+    return json_response({"classes": await request.app[STORE_KEY].classes()})
+
+
+async def set_class(request: web.Request) -> web.Response:
+    signature = request.match_info["signature"]
+    try:
+        body = await request.json()
+    except ValueError:
+        return json_response({"error": "expected a JSON body such as {\"status\": \"bug\", "
+                                       "\"ticket\": \"https://...\"}"}, 400)
+    status = body.get("status") if isinstance(body, dict) else None
+    if status not in CLASS_STATUSES:
+        return json_response({"error": f"status must be one of {', '.join(CLASS_STATUSES)}"}, 400)
+    ticket, note = body.get("ticket"), body.get("note")
+    if not all(v is None or isinstance(v, str) for v in (ticket, note)):
+        return json_response({"error": "ticket and note must be strings"}, 400)
+    updated = await request.app[STORE_KEY].set_class_status(signature, status, ticket, note)
+    if updated is None:
+        return json_response({"error": f"no mismatch class with signature {signature!r}"}, 404)
+    return json_response(updated)
+
+
+async def verdict_endpoint(request: web.Request) -> web.Response:
+    q = request.query
+    try:
+        min_match = float(q.get("min_match", "99.9")) / 100
+        min_samples = int(q.get("min_samples", "100"))
+    except ValueError:
+        return json_response({"error": "min_match must be a percentage (99.9) and min_samples "
+                                       "a whole number"}, 400)
+    if not 0 < min_match <= 1 or min_samples < 0:
+        return json_response({"error": "min_match must be in (0, 100] and min_samples >= 0"}, 400)
+    evidence = await request.app[STORE_KEY].route_evidence()
+    return json_response(verdict(evidence, min_match=min_match, min_samples=min_samples,
+                                 exclude=q.getall("exclude", [])))
+
+
 async def exchange(request: web.Request) -> web.Response:
     key = request.match_info["id"]
     x = await request.app[STORE_KEY].get(key)
@@ -82,7 +146,9 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 
 async def index(request: web.Request) -> web.Response:
-    return web.Response(text="shadow reports API: /api/summary, /api/exchanges/{id}, /metrics\n")
+    return web.Response(text="shadow reports API: /api/summary, /api/routes, /api/mismatches, "
+                             "/api/exchanges, /api/exchanges/{id}, /api/classes, /api/verdict, "
+                             "/metrics\n")
 
 
 def build_app(settings: Settings, store: Store, redis: aioredis.Redis, keys: Keys) -> web.Application:
@@ -93,6 +159,12 @@ def build_app(settings: Settings, store: Store, redis: aioredis.Redis, keys: Key
     app[KEYS_KEY] = keys
     app.router.add_get("/", index)
     app.router.add_get("/api/summary", summary)
+    app.router.add_get("/api/routes", routes)
+    app.router.add_get("/api/mismatches", mismatches)
+    app.router.add_get("/api/exchanges", exchanges)
+    app.router.add_get("/api/classes", classes)
+    app.router.add_post("/api/classes/{signature}", set_class)
+    app.router.add_get("/api/verdict", verdict_endpoint)
     app.router.add_get("/api/exchanges/{id}", exchange)
     app.router.add_get("/metrics", metrics_endpoint)
     return app

@@ -14,7 +14,7 @@ from comparer.store import Store
 from shadow import metrics
 from shadow.bus import Entry, GroupReader, default_consumer_name
 from shadow.codec import decode_event
-from shadow.compare import compare
+from shadow.compare import compare, replay_delay_ms
 from shadow.errors import EventError
 from shadow.keys import COMPARERS, Keys
 from shadow.model import Comparison, Event
@@ -109,6 +109,10 @@ class Comparer:
             except Exception as e:  # one odd exchange must not stop the others
                 log.exception("exchange %s: comparison failed", x.id)
                 result = Comparison("mismatch", [], None, [f"compare_error:{type(e).__name__}"])
+            result.replay_delay_ms = replay_delay_ms(x.v1_ts, x.v2_ts, x.v2)
+            if result.replay_delay_ms is not None and \
+                    result.replay_delay_ms > self.settings.stale_after_s * 1000:
+                result.flags.append("stale")
             metrics.COMPARE_DURATION.observe(time.perf_counter() - started)
             results.append((x.id, result))
         recorded = set(await self.store.complete(results))
@@ -123,7 +127,13 @@ class Comparer:
         if now < self._next_sweep:
             return
         self._next_sweep = now + _SWEEP_EVERY_S
-        expired = await self.store.expire(time.time() - self.settings.join_timeout_s)
+        s = self.settings
+        expired = await self.store.expire(time.time() - s.join_timeout_s)
         if expired:
             log.info("%d exchanges got no V2 answer within %.0f s: v1_only", expired,
-                     self.settings.join_timeout_s)
+                     s.join_timeout_s)
+        if s.retention_max_age_s is not None or s.retention_max_docs is not None:
+            deleted = await self.store.retain(max_age_s=s.retention_max_age_s,
+                                              max_docs=s.retention_max_docs)
+            if deleted:
+                log.info("retention: deleted %d old exchanges", deleted)

@@ -1,22 +1,29 @@
-"""The embedded store: one SQLite file in WAL mode, writes batched in transactions."""
+"""The embedded store: one SQLite file in WAL mode, writes batched in transactions.
+
+Per-route counts, latency histograms and status pairs are kept up to date by
+triggers in the same transaction as every write, so /api/summary reads a few
+small tables instead of scanning a million exchanges.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from comparer.store import CLASS_STATUSES, class_doc, exchange_summary, summary_from_aggregates
 from shadow import codec
+from shadow.compare import class_shape
 from shadow.errors import StoreError
+from shadow.filters import Filters
 from shadow.model import (
-    MATCH,
     MISMATCH,
     PENDING,
     SKIPPED,
     V1_ONLY,
-    V2_ERROR,
     CandidateEvent,
     Comparison,
     Event,
@@ -26,8 +33,43 @@ from shadow.model import (
 )
 from shadow.routes import route_template
 from shadow.settings import sqlite_path
+from shadow.stats import RouteEvidence, latency_bucket
 
-SCHEMA = """
+COMPARED = "('match', 'mismatch')"
+UNDECIDED = f"('{PENDING}', '{V1_ONLY}')"
+
+
+def _contribution(sign: str, row: str) -> str:
+    """SQL adding (+1) or removing (-1) one exchange row's share of the aggregates."""
+    m, r = f"coalesce({row}.method, '?')", f"coalesce({row}.route, '?')"
+    if sign == "+":
+        stmts = [f"""INSERT INTO route_stats (method, route, outcome, n)
+                     SELECT {m}, {r}, {row}.outcome, 1 WHERE 1
+                     ON CONFLICT (method, route, outcome) DO UPDATE SET n = n + 1;"""]
+        for side in ("v1", "v2"):
+            stmts.append(f"""INSERT INTO route_latency (method, route, side, bucket, n)
+                 SELECT {m}, {r}, '{side}', {row}.{side}_bucket, 1
+                 WHERE {row}.outcome IN {COMPARED} AND {row}.{side}_bucket IS NOT NULL
+                 ON CONFLICT (method, route, side, bucket) DO UPDATE SET n = n + 1;""")
+        stmts.append(f"""INSERT INTO route_status (method, route, v1_status, v2_status, n)
+                 SELECT {m}, {r}, coalesce({row}.v1_status, 0), coalesce({row}.v2_status, 0), 1
+                 WHERE {row}.outcome IN {COMPARED}
+                 ON CONFLICT (method, route, v1_status, v2_status) DO UPDATE SET n = n + 1;""")
+        return "\n".join(stmts)
+    stmts = [f"""UPDATE route_stats SET n = n - 1
+                 WHERE method = {m} AND route = {r} AND outcome = {row}.outcome;"""]
+    for side in ("v1", "v2"):
+        stmts.append(f"""UPDATE route_latency SET n = n - 1
+             WHERE {row}.outcome IN {COMPARED} AND method = {m} AND route = {r}
+             AND side = '{side}' AND bucket = {row}.{side}_bucket;""")
+    stmts.append(f"""UPDATE route_status SET n = n - 1
+             WHERE {row}.outcome IN {COMPARED} AND method = {m} AND route = {r}
+             AND v1_status = coalesce({row}.v1_status, 0)
+             AND v2_status = coalesce({row}.v2_status, 0);""")
+    return "\n".join(stmts)
+
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS exchanges (
     id TEXT PRIMARY KEY,
     request_id TEXT,
@@ -42,39 +84,99 @@ CREATE TABLE IF NOT EXISTS exchanges (
     v2_status INTEGER,
     v1_latency_ms REAL,
     v2_latency_ms REAL,
+    v1_bucket INTEGER,
+    v2_bucket INTEGER,
+    v1_ts REAL,
+    v2_ts REAL,
     outcome TEXT NOT NULL DEFAULT 'pending',
     diff TEXT,
+    diff_paths TEXT,
     signature TEXT,
     flags TEXT,
-    compared_at REAL
+    compared_at REAL,
+    replay_delay_ms REAL,
+    stale INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS exchanges_request_id ON exchanges(request_id);
 CREATE INDEX IF NOT EXISTS exchanges_ts ON exchanges(ts);
 CREATE INDEX IF NOT EXISTS exchanges_route ON exchanges(route, method);
-CREATE INDEX IF NOT EXISTS exchanges_outcome ON exchanges(outcome, ts);
+CREATE INDEX IF NOT EXISTS exchanges_outcome ON exchanges(outcome, id);
 CREATE INDEX IF NOT EXISTS exchanges_signature ON exchanges(signature);
+CREATE INDEX IF NOT EXISTS exchanges_stale ON exchanges(stale) WHERE stale = 1;
+
+CREATE TABLE IF NOT EXISTS route_stats (
+    method TEXT NOT NULL, route TEXT NOT NULL, outcome TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (method, route, outcome)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS route_latency (
+    method TEXT NOT NULL, route TEXT NOT NULL, side TEXT NOT NULL, bucket INTEGER NOT NULL,
+    n INTEGER NOT NULL, PRIMARY KEY (method, route, side, bucket)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS route_status (
+    method TEXT NOT NULL, route TEXT NOT NULL, v1_status INTEGER NOT NULL,
+    v2_status INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (method, route, v1_status, v2_status)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS classes (
+    signature TEXT PRIMARY KEY, method TEXT, route TEXT, paths TEXT NOT NULL,
+    count INTEGER NOT NULL, first_seen REAL, last_seen REAL, examples TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'new', ticket TEXT, note TEXT, reopened_at REAL,
+    updated_at REAL);
+
+CREATE TRIGGER IF NOT EXISTS exchanges_insert AFTER INSERT ON exchanges BEGIN
+{_contribution("+", "new")}
+END;
+CREATE TRIGGER IF NOT EXISTS exchanges_delete AFTER DELETE ON exchanges BEGIN
+{_contribution("-", "old")}
+END;
+CREATE TRIGGER IF NOT EXISTS exchanges_update AFTER UPDATE OF method, route, outcome ON exchanges
+WHEN old.method IS NOT new.method OR old.route IS NOT new.route OR old.outcome IS NOT new.outcome
+BEGIN
+{_contribution("-", "old")}
+{_contribution("+", "new")}
+END;
 """
 
+# First writer wins for each part: a re-delivered or re-replayed part never rewrites an
+# exchange that may already be compared (the diff always describes the stored answers).
 _UPSERT_REQUEST = """
 INSERT INTO exchanges (id, request_id, ts, method, url, route, request)
 VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(id) DO UPDATE SET request_id = excluded.request_id, ts = excluded.ts,
     method = excluded.method, url = excluded.url, route = excluded.route,
     request = excluded.request
+WHERE exchanges.request IS NULL
 """
 _UPSERT_V1 = """
-INSERT INTO exchanges (id, ts, v1, v1_status, v1_latency_ms) VALUES (?, ?, ?, ?, ?)
+INSERT INTO exchanges (id, ts, v1, v1_status, v1_latency_ms, v1_bucket, v1_ts)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(id) DO UPDATE SET ts = coalesce(exchanges.ts, excluded.ts), v1 = excluded.v1,
-    v1_status = excluded.v1_status, v1_latency_ms = excluded.v1_latency_ms
+    v1_status = excluded.v1_status, v1_latency_ms = excluded.v1_latency_ms,
+    v1_bucket = excluded.v1_bucket, v1_ts = excluded.v1_ts
+WHERE exchanges.v1 IS NULL
 """
 _UPSERT_V2 = """
-INSERT INTO exchanges (id, ts, v2, v2_status, v2_latency_ms) VALUES (?, ?, ?, ?, ?)
+INSERT INTO exchanges (id, ts, v2, v2_status, v2_latency_ms, v2_bucket, v2_ts)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(id) DO UPDATE SET ts = coalesce(exchanges.ts, excluded.ts), v2 = excluded.v2,
-    v2_status = excluded.v2_status, v2_latency_ms = excluded.v2_latency_ms
+    v2_status = excluded.v2_status, v2_latency_ms = excluded.v2_latency_ms,
+    v2_bucket = excluded.v2_bucket, v2_ts = excluded.v2_ts
+WHERE exchanges.v2 IS NULL
 """
-_UNDECIDED = f"('{PENDING}', '{V1_ONLY}')"
 _COLUMNS = ("id, request_id, ts, method, url, route, request, v1, v2, outcome, diff, signature, "
-            "flags, compared_at")
+            "flags, compared_at, v1_ts, v2_ts, replay_delay_ms")
+_SUMMARY_COLUMNS = ("id, request_id, ts, method, url, route, outcome, v1_status, v2_status, "
+                    "signature, flags, diff, compared_at, replay_delay_ms")
+_UPSERT_CLASS = """
+INSERT INTO classes (signature, method, route, paths, count, first_seen, last_seen, examples,
+                     status, updated_at)
+VALUES (?, ?, ?, ?, 1, ?, ?, json_array(?), 'new', ?)
+ON CONFLICT(signature) DO UPDATE SET
+    count = count + 1,
+    last_seen = max(last_seen, excluded.last_seen),
+    examples = CASE WHEN json_array_length(examples) < 5
+                    THEN json_insert(examples, '$[#]', json_extract(excluded.examples, '$[0]'))
+                    ELSE examples END,
+    reopened_at = CASE WHEN status = 'fixed' THEN excluded.last_seen ELSE reopened_at END,
+    status = CASE WHEN status = 'fixed' THEN 'new' ELSE status END
+"""
 
 
 def _text(obj: Any) -> str:
@@ -85,6 +187,7 @@ class SQLiteStore:
     def __init__(self, url: str) -> None:
         self.path = sqlite_path(url)
         self._db: aiosqlite.Connection | None = None
+        self._writing = asyncio.Lock()  # one connection: one write transaction at a time
 
     async def open(self) -> None:
         if self._db is not None:
@@ -111,36 +214,43 @@ class SQLiteStore:
             raise StoreError("store is not open")
         return self._db
 
+    async def _write(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        db = self.db
+        async with self._writing:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, rows in statements:
+                    if rows:
+                        await db.executemany(sql, rows)
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    # ---- writes ----
+
     async def apply(self, events: list[Event]) -> list[Exchange]:
-        requests, v1s, v2s = [], [], []
+        requests: list[tuple[Any, ...]] = []
+        v1s: list[tuple[Any, ...]] = []
+        v2s: list[tuple[Any, ...]] = []
         for e in events:
             if isinstance(e, RequestEvent):
                 r = e.request
                 requests.append((e.id, e.request_id, e.ts, r.method, r.url, route_template(r.url),
                                  _text(codec.request_to_dict(r))))
-            elif isinstance(e, ResponseEvent):
+            elif isinstance(e, ResponseEvent | CandidateEvent):
                 a = e.answer
-                v1s.append((e.id, e.ts, _text(codec.answer_to_dict(a)), a.status, a.latency_ms))
-            elif isinstance(e, CandidateEvent):
-                a = e.answer
-                v2s.append((e.id, e.ts, _text(codec.answer_to_dict(a)), a.status, a.latency_ms))
-        db = self.db
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            for sql, rows in ((_UPSERT_REQUEST, requests), (_UPSERT_V1, v1s), (_UPSERT_V2, v2s)):
-                if rows:
-                    await db.executemany(sql, rows)
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
+                row = (e.id, e.ts, _text(codec.answer_to_dict(a)), a.status, a.latency_ms,
+                       latency_bucket(a.latency_ms), e.ts)
+                (v1s if isinstance(e, ResponseEvent) else v2s).append(row)
+        await self._write([(_UPSERT_REQUEST, requests), (_UPSERT_V1, v1s), (_UPSERT_V2, v2s)])
         ids = list({e.id for e in events})
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
-        async with db.execute(
+        async with self.db.execute(
             f"SELECT {_COLUMNS} FROM exchanges WHERE id IN ({marks}) AND v1 IS NOT NULL "
-            f"AND v2 IS NOT NULL AND outcome IN {_UNDECIDED}", ids) as cur:
+            f"AND v2 IS NOT NULL AND outcome IN {UNDECIDED}", ids) as cur:
             return [_exchange(row) async for row in cur]
 
     async def complete(self, results: list[tuple[str, Comparison]]) -> list[str]:
@@ -148,17 +258,35 @@ class SQLiteStore:
             return []
         now = time.time()
         db = self.db
+        async with self._writing:
+            return await self._complete(db, results, now)
+
+    async def _complete(self, db: aiosqlite.Connection, results: list[tuple[str, Comparison]],
+                        now: float) -> list[str]:
         await db.execute("BEGIN IMMEDIATE")
         try:
             ids = [ident for ident, _ in results]
             marks = ",".join("?" * len(ids))
-            async with db.execute(f"SELECT id FROM exchanges WHERE id IN ({marks}) "
-                                  f"AND outcome IN {_UNDECIDED}", ids) as cur:
-                undecided = {row[0] async for row in cur}
-            rows = [(c.outcome, _text(codec.diff_to_list(c.diff)), c.signature, _text(c.flags),
-                     now, ident) for ident, c in results if ident in undecided]
-            await db.executemany("UPDATE exchanges SET outcome = ?, diff = ?, signature = ?, "
-                                 "flags = ?, compared_at = ? WHERE id = ?", rows)
+            async with db.execute(f"SELECT id, method, route FROM exchanges WHERE id IN ({marks}) "
+                                  f"AND outcome IN {UNDECIDED}", ids) as cur:
+                undecided = {row[0]: (row[1], row[2]) async for row in cur}
+            rows, classes = [], []
+            for ident, c in results:
+                if ident not in undecided:
+                    continue  # decided before: a re-delivery, never counted twice
+                rows.append((c.outcome, _text(codec.diff_to_list(c.diff)),
+                             "\n".join(d.path for d in c.diff) or None, c.signature,
+                             _text(c.flags), now, c.replay_delay_ms, int("stale" in c.flags),
+                             ident))
+                if c.outcome == MISMATCH and c.signature:
+                    method, route = undecided[ident]
+                    shape = [{"path": p, "kind": k} for p, k in class_shape(c.diff)]
+                    classes.append((c.signature, method, route, _text(shape), now, now, ident, now))
+            await db.executemany(
+                "UPDATE exchanges SET outcome = ?, diff = ?, diff_paths = ?, signature = ?, "
+                "flags = ?, compared_at = ?, replay_delay_ms = ?, stale = ? WHERE id = ?", rows)
+            if classes:
+                await db.executemany(_UPSERT_CLASS, classes)
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")
@@ -166,105 +294,167 @@ class SQLiteStore:
         return [row[-1] for row in rows]
 
     async def expire(self, older_than_ts: float) -> int:
+        """Undecided exchanges past the join timeout: no V2 answer -> v1_only; a skipped
+        candidate whose V1 answer never came -> skipped."""
         db = self.db
-        before = db.total_changes
-        await db.execute(
-            f"UPDATE exchanges SET outcome = '{V1_ONLY}' WHERE outcome = '{PENDING}' "
-            "AND v1 IS NOT NULL AND v2 IS NULL AND ts < ?", (older_than_ts,))
-        return db.total_changes - before
+        async with self._writing:
+            a = await db.execute(
+                f"UPDATE exchanges SET outcome = '{V1_ONLY}' WHERE outcome = '{PENDING}' "
+                "AND v1 IS NOT NULL AND v2 IS NULL AND ts < ?", (older_than_ts,))
+            b = await db.execute(
+                f"UPDATE exchanges SET outcome = '{SKIPPED}' WHERE outcome = '{PENDING}' "
+                "AND v1 IS NULL AND json_extract(v2, '$.skipped') IS NOT NULL AND ts < ?",
+                (older_than_ts,))
+            return max(a.rowcount, 0) + max(b.rowcount, 0)  # rowcount leaves out trigger work
+
+    async def retain(self, *, max_age_s: float | None, max_docs: int | None,
+                     chunk: int = 5000) -> int:
+        """Delete the oldest exchanges beyond the age and/or count limits, in small chunks."""
+        async with self._writing:
+            return await self._retain(max_age_s, max_docs, chunk)
+
+    async def _retain(self, max_age_s: float | None, max_docs: int | None, chunk: int) -> int:
+        deleted = 0
+        db = self.db
+        if max_age_s is not None:
+            cutoff = time.time() - max_age_s
+            while True:
+                cur = await db.execute("DELETE FROM exchanges WHERE id IN (SELECT id FROM "
+                                       "exchanges WHERE ts < ? ORDER BY ts LIMIT ?)",
+                                       (cutoff, chunk))
+                n = max(cur.rowcount, 0)
+                deleted += n
+                if n < chunk:
+                    break
+        if max_docs is not None:
+            async with db.execute("SELECT id FROM exchanges ORDER BY id DESC LIMIT 1 OFFSET ?",
+                                  (max_docs,)) as cur:
+                row = await cur.fetchone()
+            while row is not None:
+                cur = await db.execute("DELETE FROM exchanges WHERE id IN (SELECT id FROM "
+                                       "exchanges WHERE id <= ? ORDER BY id LIMIT ?)",
+                                       (row[0], chunk))
+                n = max(cur.rowcount, 0)
+                deleted += n
+                if n < chunk:
+                    break
+        return deleted
+
+    async def set_class_status(self, signature: str, status: str, ticket: str | None = None,
+                               note: str | None = None) -> dict[str, Any] | None:
+        if status not in CLASS_STATUSES:
+            raise StoreError(f"class status must be one of {', '.join(CLASS_STATUSES)}")
+        db = self.db
+        async with self._writing:
+            cur = await db.execute("UPDATE classes SET status = ?, ticket = coalesce(?, ticket), "
+                                   "note = coalesce(?, note), updated_at = ? WHERE signature = ?",
+                                   (status, ticket, note, time.time(), signature))
+            changed = cur.rowcount > 0
+        if not changed:
+            return None
+        return next(iter(await self.classes(signature=signature)), None)
+
+    # ---- reads ----
 
     async def get(self, key: str) -> Exchange | None:
         async with self.db.execute(f"SELECT {_COLUMNS} FROM exchanges WHERE id = ?", (key,)) as cur:
             row = await cur.fetchone()
         if row is None:
             async with self.db.execute(
-                    f"SELECT {_COLUMNS} FROM exchanges WHERE request_id = ? ORDER BY ts DESC "
+                    f"SELECT {_COLUMNS} FROM exchanges WHERE request_id = ? ORDER BY id DESC "
                     "LIMIT 1", (key,)) as cur:
                 row = await cur.fetchone()
         return None if row is None else _exchange(row)
 
     async def count(self) -> int:
-        async with self.db.execute("SELECT count(*) FROM exchanges") as cur:
+        async with self.db.execute("SELECT coalesce(sum(n), 0) FROM route_stats") as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
     async def outcomes(self) -> dict[str, int]:
-        async with self.db.execute("SELECT outcome, count(*) FROM exchanges GROUP BY outcome") as cur:
+        async with self.db.execute("SELECT outcome, sum(n) FROM route_stats GROUP BY outcome "
+                                   "HAVING sum(n) > 0") as cur:
             return {o: int(n) async for o, n in cur}
+
+    async def list_exchanges(self, f: Filters) -> tuple[list[dict[str, Any]], str | None]:
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("outcome", f.outcome), ("route", f.route), ("method", f.method),
+                              ("v1_status", f.v1_status), ("v2_status", f.v2_status),
+                              ("signature", f.signature)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if f.path is not None:
+            where.append("instr(diff_paths, ?) > 0")
+            args.append(f.path)
+        if f.since is not None:
+            where.append("ts >= ?")
+            args.append(f.since)
+        if f.until is not None:
+            where.append("ts < ?")
+            args.append(f.until)
+        if f.cursor is not None:
+            where.append("id < ?")
+            args.append(f.cursor)
+        sql = (f"SELECT {_SUMMARY_COLUMNS} FROM exchanges "
+               f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY id DESC LIMIT ?")
+        async with self.db.execute(sql, [*args, f.limit + 1]) as cur:
+            rows = list(await cur.fetchall())
+        items = [exchange_summary(dict(zip(_SUMMARY_COLUMNS.split(", "), row, strict=True)))
+                 for row in rows[:f.limit]]
+        return items, (items[-1]["id"] if len(rows) > f.limit else None)
+
+    async def classes(self, *, signature: str | None = None) -> list[dict[str, Any]]:
+        sql = ("SELECT signature, method, route, paths, count, first_seen, last_seen, examples, "
+               "status, ticket, note, reopened_at FROM classes")
+        args: list[Any] = []
+        if signature is not None:
+            sql += " WHERE signature = ?"
+            args.append(signature)
+        async with self.db.execute(sql + " ORDER BY count DESC, signature", args) as cur:
+            return [class_doc(sig, method, route, codec.loads(paths), count, first, last,
+                              codec.loads(examples), status, ticket, note, reopened)
+                    async for (sig, method, route, paths, count, first, last, examples, status,
+                               ticket, note, reopened) in cur]
 
     async def summary(self) -> dict[str, Any]:
         db = self.db
-        routes: dict[tuple[str, str], dict[str, Any]] = {}
+        async with db.execute("SELECT method, route, outcome, n FROM route_stats WHERE n > 0") as cur:
+            counts = [tuple(row) async for row in cur]
+        async with db.execute("SELECT method, route, side, bucket, n FROM route_latency "
+                              "WHERE n > 0") as cur:
+            latency = [tuple(row) async for row in cur]
+        async with db.execute("SELECT method, route, v1_status, v2_status, n FROM route_status "
+                              "WHERE n > 0") as cur:
+            statuses = [tuple(row) async for row in cur]
+        async with db.execute("SELECT count(*) FROM exchanges WHERE stale = 1") as cur:
+            stale = (await cur.fetchone() or (0,))[0]
+        return summary_from_aggregates(counts, latency, statuses, await self.classes(), stale)
 
-        def route(method: str | None, path: str | None) -> dict[str, Any]:
-            key = (method or "?", path or "?")
-            if key not in routes:
-                routes[key] = {"method": key[0], "route": key[1], "total": 0, "compared": 0,
-                               "matched": 0, "mismatched": 0, "skipped": 0, "v2_errors": 0,
-                               "pending": 0, "v1_only": 0, "match_rate": None,
-                               "v1_latency_ms": None, "v2_latency_ms": None, "top_diffs": []}
-            return routes[key]
-
-        totals = {o: 0 for o in (MATCH, MISMATCH, SKIPPED, V2_ERROR, PENDING, V1_ONLY)}
-        async with db.execute("SELECT method, route, outcome, count(*) FROM exchanges "
-                              "GROUP BY method, route, outcome") as cur:
-            async for method, path, outcome, n in cur:
-                r = route(method, path)
-                r["total"] += n
-                totals[outcome] = totals.get(outcome, 0) + n
-                key = {MATCH: "matched", MISMATCH: "mismatched", SKIPPED: "skipped",
-                       V2_ERROR: "v2_errors", PENDING: "pending", V1_ONLY: "v1_only"}[outcome]
-                r[key] += n
-        latencies: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
-        async with db.execute(
-                "SELECT method, route, v1_latency_ms, v2_latency_ms FROM exchanges "
-                f"WHERE outcome IN ('{MATCH}', '{MISMATCH}')") as cur:
-            async for method, path, lat1, lat2 in cur:
-                pair = latencies.setdefault((method or "?", path or "?"), ([], []))
-                if lat1 is not None:
-                    pair[0].append(lat1)
-                if lat2 is not None:
-                    pair[1].append(lat2)
-        async with db.execute(
-                "SELECT e.method, e.route, json_extract(d.value, '$.path'), "
-                "json_extract(d.value, '$.kind'), count(*) AS n "
-                f"FROM exchanges e, json_each(e.diff) d WHERE e.outcome = '{MISMATCH}' "
-                "GROUP BY 1, 2, 3, 4 ORDER BY n DESC") as cur:
-            async for method, path, dpath, kind, n in cur:
-                top = route(method, path)["top_diffs"]
-                if len(top) < 5:
-                    top.append({"path": dpath, "kind": kind, "count": n})
-        for route_key, r in routes.items():
-            r["compared"] = r["matched"] + r["mismatched"]
-            r["match_rate"] = round(r["matched"] / r["compared"], 6) if r["compared"] else None
-            v1_lat, v2_lat = latencies.get(route_key, ([], []))
-            r["v1_latency_ms"] = percentiles(v1_lat)
-            r["v2_latency_ms"] = percentiles(v2_lat)
-        compared = totals[MATCH] + totals[MISMATCH]
-        return {
-            "total": sum(totals.values()), "compared": compared, "matched": totals[MATCH],
-            "mismatched": totals[MISMATCH], "skipped": totals[SKIPPED],
-            "v2_errors": totals[V2_ERROR], "pending": totals[PENDING], "v1_only": totals[V1_ONLY],
-            "match_rate": round(totals[MATCH] / compared, 6) if compared else None,
-            "routes": sorted(routes.values(), key=lambda r: (-r["total"], r["route"], r["method"])),
-        }
-
-
-def percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "p99": None}
-    values.sort()
-    n = len(values)
-
-    def at(q: float) -> float:
-        return round(values[min(n - 1, max(0, int(q * n + 0.5) - 1))], 3)
-
-    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99)}
+    async def route_evidence(self) -> list[RouteEvidence]:
+        summary = await self.summary()
+        status = {c["signature"]: c["status"] for c in await self.classes()}
+        failing: dict[tuple[str, str], dict[str, int]] = {}
+        accepted: dict[tuple[str, str], int] = {}
+        async with self.db.execute(
+                "SELECT method, route, signature, count(*) FROM exchanges "
+                f"WHERE outcome = '{MISMATCH}' GROUP BY 1, 2, 3") as cur:
+            async for method, route, sig, n in cur:
+                key = (method or "?", route or "?")
+                if status.get(sig) == "accepted":
+                    accepted[key] = accepted.get(key, 0) + n
+                else:
+                    failing.setdefault(key, {})[sig or "?"] = n
+        return [RouteEvidence(r["method"], r["route"], r["compared"], r["matched"],
+                              accepted.get((r["method"], r["route"]), 0),
+                              failing.get((r["method"], r["route"]), {}))
+                for r in summary["routes"]]
 
 
 def _exchange(row: Any) -> Exchange:
     (ident, request_id, ts, method, url, route, request, v1, v2, outcome, diff, signature, flags,
-     compared_at) = row
+     compared_at, v1_ts, v2_ts, replay_delay_ms) = row
     return Exchange(
         id=ident, request_id=request_id, ts=ts, method=method, url=url, route=route,
         request=codec.request_from_dict(codec.loads(request)) if request else None,
@@ -272,4 +462,5 @@ def _exchange(row: Any) -> Exchange:
         v2=codec.answer_from_dict(codec.loads(v2)) if v2 else None,
         outcome=outcome, diff=codec.diff_from_list(codec.loads(diff)) if diff else [],
         signature=signature, flags=codec.loads(flags) if flags else [], compared_at=compared_at,
+        v1_ts=v1_ts, v2_ts=v2_ts, replay_delay_ms=replay_delay_ms,
     )

@@ -1,11 +1,30 @@
-"""The store contract: one document per exchange id, every write idempotent."""
+"""The store contract (one document per exchange id, every write idempotent) and the
+backend-independent shaping of what the stores return."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any, Protocol
 
+from shadow import codec
 from shadow.errors import ConfigError
-from shadow.model import Comparison, Event, Exchange
+from shadow.filters import Filters
+from shadow.model import (
+    MATCH,
+    MISMATCH,
+    PENDING,
+    SKIPPED,
+    V1_ONLY,
+    V2_ERROR,
+    Comparison,
+    Event,
+    Exchange,
+)
+from shadow.stats import RouteEvidence, percentiles
+
+CLASS_STATUSES = ("new", "known", "accepted", "bug", "fixed")
+_COUNT_KEYS = {MATCH: "matched", MISMATCH: "mismatched", SKIPPED: "skipped", V2_ERROR: "v2_errors",
+               PENDING: "pending", V1_ONLY: "v1_only"}
 
 
 class Store(Protocol):
@@ -14,8 +33,8 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def apply(self, events: list[Event]) -> list[Exchange]:
-        """Upsert each event's part (idempotent). Returns the touched exchanges that now have
-        both V1's answer and V2's candidate and are not decided yet."""
+        """Upsert each event's part (idempotent; the first copy of a part wins). Returns the
+        touched exchanges that now have both answers and are not decided yet."""
 
     async def complete(self, results: list[tuple[str, Comparison]]) -> list[str]:
         """Record outcomes of undecided exchanges; an already decided one is left as is.
@@ -24,17 +43,114 @@ class Store(Protocol):
     async def expire(self, older_than_ts: float) -> int:
         """Exchanges whose V2 part never came within the join timeout become v1_only."""
 
+    async def retain(self, *, max_age_s: float | None, max_docs: int | None) -> int:
+        """Delete the oldest exchanges beyond the limits. Returns how many."""
+
     async def get(self, key: str) -> Exchange | None:
         """By exchange id, or by request id (newest first)."""
 
     async def count(self) -> int: ...
 
+    async def outcomes(self) -> dict[str, int]: ...
+
+    async def list_exchanges(self, f: Filters) -> tuple[list[dict[str, Any]], str | None]:
+        """Exchange summaries, newest first (by id), and the cursor of the next page."""
+
+    async def classes(self, *, signature: str | None = None) -> list[dict[str, Any]]: ...
+
+    async def set_class_status(self, signature: str, status: str, ticket: str | None = None,
+                               note: str | None = None) -> dict[str, Any] | None: ...
+
     async def summary(self) -> dict[str, Any]: ...
 
+    async def route_evidence(self) -> list[RouteEvidence]: ...
 
-def open_store(url: str) -> Store:
+
+def open_store(url: str, *, retention_max_age_s: float | None = None) -> Store:
     if url.startswith("sqlite:///"):
         from comparer.sqlite_store import SQLiteStore
 
         return SQLiteStore(url)
-    raise ConfigError(f"store {url!r} is not supported yet: use sqlite:///path/to/shadow.db")
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        from comparer.mongo_store import MongoStore
+
+        return MongoStore(url, retention_max_age_s=retention_max_age_s)
+    raise ConfigError(f"unsupported store {url!r}: use sqlite:///path/to/shadow.db or mongodb://...")
+
+
+def class_doc(signature: str, method: str | None, route: str | None, paths: list[dict[str, str]],
+              count: int, first_seen: float | None, last_seen: float | None,
+              examples: list[str], status: str, ticket: str | None, note: str | None,
+              reopened_at: float | None) -> dict[str, Any]:
+    return {"signature": signature, "method": method or "?", "route": route or "?",
+            "count": count, "paths": paths, "status": status, "examples": examples,
+            "first_seen": first_seen, "last_seen": last_seen, "ticket": ticket, "note": note,
+            "reopened": reopened_at is not None and status == "new", "reopened_at": reopened_at}
+
+
+def exchange_summary(row: dict[str, Any]) -> dict[str, Any]:
+    """A listing row: what an engineer scans, without bodies."""
+    diff = codec.loads(row["diff"]) if isinstance(row.get("diff"), (str, bytes)) else row.get("diff")
+    flags = codec.loads(row["flags"]) if isinstance(row.get("flags"), (str, bytes)) else row.get("flags")
+    return {"id": row["id"], "request_id": row.get("request_id"), "ts": row.get("ts"),
+            "method": row.get("method"), "url": row.get("url"), "route": row.get("route"),
+            "outcome": row.get("outcome"), "v1_status": row.get("v1_status"),
+            "v2_status": row.get("v2_status"), "signature": row.get("signature"),
+            "flags": flags or [], "compared_at": row.get("compared_at"),
+            "replay_delay_ms": row.get("replay_delay_ms"),
+            "diff": [{"path": d["path"], "kind": d["kind"]} for d in (diff or [])[:10]]}
+
+
+def summary_from_aggregates(counts: list[tuple[Any, ...]], latency: list[tuple[Any, ...]],
+                            statuses: list[tuple[Any, ...]], classes: list[dict[str, Any]],
+                            stale: int) -> dict[str, Any]:
+    """The /api/summary object from per-route aggregates (any backend)."""
+    routes: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def route(method: str, path: str) -> dict[str, Any]:
+        key = (method, path)
+        if key not in routes:
+            routes[key] = {"method": method, "route": path, "total": 0, "compared": 0,
+                           "matched": 0, "mismatched": 0, "skipped": 0, "v2_errors": 0,
+                           "pending": 0, "v1_only": 0, "match_rate": None,
+                           "v1_latency_ms": percentiles([]), "v2_latency_ms": percentiles([]),
+                           "classes": 0, "status_pairs": [], "top_diffs": []}
+        return routes[key]
+
+    totals = dict.fromkeys(_COUNT_KEYS.values(), 0)
+    for method, path, outcome, n in counts:
+        if n <= 0:
+            continue
+        r = route(method, path)
+        r["total"] += n
+        r[_COUNT_KEYS[outcome]] += n
+        totals[_COUNT_KEYS[outcome]] += n
+    hist: dict[tuple[str, str, str], list[tuple[int, int]]] = defaultdict(list)
+    for method, path, side, bucket, n in latency:
+        hist[(method, path, side)].append((bucket, n))
+    for (method, path, side), buckets in hist.items():
+        route(method, path)[f"{side}_latency_ms"] = percentiles(buckets)
+    for method, path, v1, v2, n in statuses:
+        if n > 0:
+            route(method, path)["status_pairs"].append({"v1": v1 or None, "v2": v2 or None,
+                                                         "count": n})
+    paths: dict[tuple[str, str], dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
+    for c in classes:
+        key = (c["method"], c["route"])
+        if key in routes:
+            routes[key]["classes"] += 1
+            for p in c["paths"]:
+                paths[key][(p["path"], p["kind"])] += c["count"]
+    for key, r in routes.items():
+        r["compared"] = r["matched"] + r["mismatched"]
+        r["match_rate"] = round(r["matched"] / r["compared"], 6) if r["compared"] else None
+        r["status_pairs"].sort(key=lambda s: -s["count"])
+        top = sorted(paths[key].items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+        r["top_diffs"] = [{"path": p, "kind": k, "count": n} for (p, k), n in top]
+    compared = totals["matched"] + totals["mismatched"]
+    return {
+        "total": sum(totals.values()), "compared": compared, **totals,
+        "match_rate": round(totals["matched"] / compared, 6) if compared else None,
+        "stale": stale,
+        "routes": sorted(routes.values(), key=lambda r: (-r["total"], r["route"], r["method"])),
+    }

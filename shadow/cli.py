@@ -230,7 +230,7 @@ def cmd_comparer(args: argparse.Namespace, settings: Settings) -> int:
 
     async def run() -> int:
         redis = connect(_need_redis(settings, "comparer"), settings.redis_timeout_s)
-        store = open_store(settings.store)
+        store = open_store(settings.store, retention_max_age_s=settings.retention_max_age_s)
         sock = socket.socket(fileno=args.api_fd) if args.api_fd is not None else None
         api = ReportsApi(settings, store, redis, sock=sock)  # checks the token before binding
         await store.open()

@@ -21,10 +21,14 @@ _INDEX = re.compile(r"\[\d+\]")
 _NO_BODY_STATUS = (204, 304)
 
 
+def class_shape(diff: list[Difference]) -> list[tuple[str, str]]:
+    """The shape of a mismatch: sorted set of (path with array indices as [*], kind)."""
+    return sorted({(_INDEX.sub("[*]", d.path), d.kind) for d in diff})
+
+
 def signature(method: str | None, route: str | None, diff: list[Difference]) -> str:
     """Same bug, same signature: (method, route, set of (path with [*] indices, kind))."""
-    shapes = sorted({(_INDEX.sub("[*]", d.path), d.kind) for d in diff})
-    text = "\n".join([method or "", route or "", *(f"{p}\t{k}" for p, k in shapes)])
+    text = "\n".join([method or "", route or "", *(f"{p}\t{k}" for p, k in class_shape(diff))])
     return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
@@ -46,6 +50,14 @@ def answer_flags(side: str, answer: Answer, method: str | None) -> list[str]:
             if not answer.body_truncated:  # a cut may split a UTF-8 sequence
                 flags.append(f"{side}_binary_body")
     return flags
+
+
+def replay_delay_ms(v1_ts: float | None, v2_ts: float | None, v2: Answer) -> float | None:
+    """How long after V1's answer V2 was called (V2's answer time minus its latency)."""
+    if v1_ts is None or v2_ts is None or v2.skipped:
+        return None
+    called = v2_ts - (v2.latency_ms or 0.0) / 1000
+    return round(max(0.0, called - v1_ts) * 1000, 3)
 
 
 def compare(request: Request | None, v1: Answer, v2: Answer, route: str | None) -> Comparison:

@@ -99,6 +99,7 @@ class Comparison:
     diff: list[Difference]
     signature: str | None
     flags: list[str]
+    replay_delay_ms: float | None = None
 
 
 @dataclass(slots=True)
@@ -119,3 +120,6 @@ class Exchange:
     signature: str | None = None
     flags: list[str] = field(default_factory=list)
     compared_at: float | None = None
+    v1_ts: float | None = None  # when the proxy published V1's answer
+    v2_ts: float | None = None  # when the subscriber published V2's answer
+    replay_delay_ms: float | None = None

@@ -59,6 +59,9 @@ class Settings:
     replay_concurrency: int = 64
     # comparer
     join_timeout_s: float = 60.0
+    stale_after_s: float = 300.0
+    retention_max_age_s: float | None = None
+    retention_max_docs: int | None = None
     api_token: str | None = None
     # misc
     log_level: str = "info"
@@ -203,9 +206,14 @@ def validate(s: Settings) -> None:
         if getattr(s, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(s, name)}")
     for name in ("v1_connect_timeout_s", "v1_read_timeout_s", "v2_connect_timeout_s",
-                 "v2_read_timeout_s", "redis_timeout_s", "claim_idle_s", "join_timeout_s"):
+                 "v2_read_timeout_s", "redis_timeout_s", "claim_idle_s", "join_timeout_s",
+                 "stale_after_s"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(s, name)}")
+    for name in ("retention_max_age_s", "retention_max_docs"):
+        value = getattr(s, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
     if s.claim_idle_s <= s.v2_connect_timeout_s + s.v2_read_timeout_s:
         raise ConfigError(
             f"--claim-idle-s ({s.claim_idle_s:g}) must exceed --v2-connect-timeout-s + "
@@ -258,6 +266,9 @@ HELP: dict[str, str] = {
     "v2_connect_timeout_s": "seconds to connect to V2",
     "v2_read_timeout_s": "seconds V2 may stay silent before the replay counts as an error",
     "replay_concurrency": "replays in flight at once, per subscriber",
+    "stale_after_s": "a comparison whose V2 call came this long after V1's answer is flagged stale",
+    "retention_max_age_s": "delete exchanges older than this (default: keep)",
+    "retention_max_docs": "keep at most this many exchanges, deleting the oldest (default: all)",
     "join_timeout_s": "seconds to wait for V2's answer before an exchange is v1_only",
     "api_token": "bearer token for the reports API (required off loopback)",
     "log_level": "debug, info, warning or error",

@@ -1,0 +1,291 @@
+"""The MongoDB store (motor). Every driver call lives in this module, so moving to
+PyMongo's own async client is a one-file change.
+
+One document per exchange id (`_id`); parts are written with conditional upserts
+(the first copy of a part wins), completion is atomic (find_one_and_update on an
+undecided document), a TTL index enforces the age limit. Summaries are computed
+with aggregations over the documents, so they can never drift from them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from comparer.store import CLASS_STATUSES, class_doc, exchange_summary, summary_from_aggregates
+from shadow import codec
+from shadow.compare import class_shape
+from shadow.errors import StoreError
+from shadow.filters import Filters
+from shadow.model import (
+    MISMATCH,
+    PENDING,
+    SKIPPED,
+    V1_ONLY,
+    CandidateEvent,
+    Comparison,
+    Event,
+    Exchange,
+    RequestEvent,
+    ResponseEvent,
+)
+from shadow.routes import route_template
+from shadow.stats import RouteEvidence, latency_bucket
+
+UNDECIDED = [PENDING, V1_ONLY]
+COMPARED = ["match", "mismatch"]
+_DUPLICATE_KEY = 11000
+
+
+def _database_name(url: str) -> str:
+    m = re.match(r"^mongodb(?:\+srv)?://[^/]*/([^?]+)", url)
+    return m.group(1) if m and m.group(1) else "shadow"
+
+
+class MongoStore:
+    def __init__(self, url: str, *, client: Any = None, retention_max_age_s: float | None = None,
+                 database: str | None = None) -> None:
+        self.url = url
+        self._client = client
+        self._own_client = client is None
+        self.database = database or _database_name(url)
+        self.retention_max_age_s = retention_max_age_s
+        self._db: Any = None
+
+    async def open(self) -> None:
+        if self._db is not None:
+            return
+        if self._client is None:
+            from motor.motor_asyncio import AsyncIOMotorClient
+
+            self._client = AsyncIOMotorClient(self.url, serverSelectionTimeoutMS=5000, tz_aware=True)
+        self._db = self._client[self.database]
+        x = self._db.exchanges
+        try:
+            await x.create_index("request_id")
+            await x.create_index("ts")
+            await x.create_index([("route", 1), ("method", 1)])
+            await x.create_index([("outcome", 1), ("_id", -1)])
+            await x.create_index("signature")
+            if self.retention_max_age_s is not None:
+                await x.create_index("created_at", expireAfterSeconds=int(self.retention_max_age_s))
+        except Exception as e:
+            raise StoreError(f"cannot open MongoDB store {self.url}: {e}") from e
+
+    async def close(self) -> None:
+        self._db = None
+        if self._own_client and self._client is not None:
+            self._client.close()
+            self._client = None
+
+    @property
+    def db(self) -> Any:
+        if self._db is None:
+            raise StoreError("store is not open")
+        return self._db
+
+    # ---- writes ----
+
+    async def _upsert_part(self, ident: str, part: str, fields: dict[str, Any], ts: float) -> None:
+        from pymongo.errors import DuplicateKeyError
+
+        try:
+            await self.db.exchanges.update_one(
+                {"_id": ident, part: None},
+                {"$set": fields,
+                 "$setOnInsert": {"outcome": PENDING, "created_at": datetime.now(UTC)},
+                 "$min": {"ts": ts}},
+                upsert=True)
+        except DuplicateKeyError:
+            pass  # that part is already stored: the first copy wins
+
+    async def apply(self, events: list[Event]) -> list[Exchange]:
+        for e in events:
+            if isinstance(e, RequestEvent):
+                r = e.request
+                await self._upsert_part(e.id, "request", {
+                    "request": codec.request_to_dict(r), "request_id": e.request_id,
+                    "method": r.method, "url": r.url, "route": route_template(r.url)}, e.ts)
+            elif isinstance(e, ResponseEvent | CandidateEvent):
+                side = "v1" if isinstance(e, ResponseEvent) else "v2"
+                a = e.answer
+                await self._upsert_part(e.id, side, {
+                    side: codec.answer_to_dict(a), f"{side}_status": a.status,
+                    f"{side}_latency_ms": a.latency_ms,
+                    f"{side}_bucket": latency_bucket(a.latency_ms), f"{side}_ts": e.ts}, e.ts)
+        ids = list({e.id for e in events})
+        if not ids:
+            return []
+        cursor = self.db.exchanges.find({"_id": {"$in": ids}, "v1": {"$ne": None},
+                                         "v2": {"$ne": None}, "outcome": {"$in": UNDECIDED}})
+        return [_exchange(doc) async for doc in cursor]
+
+    async def complete(self, results: list[tuple[str, Comparison]]) -> list[str]:
+        recorded: list[str] = []
+        now = time.time()
+        for ident, c in results:
+            before = await self.db.exchanges.find_one_and_update(
+                {"_id": ident, "outcome": {"$in": UNDECIDED}},
+                {"$set": {"outcome": c.outcome, "diff": codec.diff_to_list(c.diff),
+                          "diff_paths": [d.path for d in c.diff], "signature": c.signature,
+                          "flags": c.flags, "compared_at": now,
+                          "replay_delay_ms": c.replay_delay_ms, "stale": int("stale" in c.flags)}},
+                projection={"method": 1, "route": 1})
+            if before is None:
+                continue  # decided before: a re-delivery, never counted twice
+            recorded.append(ident)
+            if c.outcome == MISMATCH and c.signature:
+                await self._count_class(c, before.get("method"), before.get("route"), ident, now)
+        return recorded
+
+    async def _count_class(self, c: Comparison, method: str | None, route: str | None,
+                           ident: str, now: float) -> None:
+        classes = self.db.classes
+        await classes.update_one({"_id": c.signature, "status": "fixed"},
+                                 {"$set": {"status": "new", "reopened_at": now}})
+        shape = [{"path": p, "kind": k} for p, k in class_shape(c.diff)]
+        await classes.update_one(
+            {"_id": c.signature},
+            {"$inc": {"count": 1}, "$max": {"last_seen": now}, "$min": {"first_seen": now},
+             "$push": {"examples": {"$each": [ident], "$slice": 5}},
+             "$setOnInsert": {"method": method, "route": route, "paths": shape, "status": "new",
+                              "ticket": None, "note": None, "reopened_at": None}},
+            upsert=True)
+
+    async def expire(self, older_than_ts: float) -> int:
+        x = self.db.exchanges
+        a = await x.update_many({"outcome": PENDING, "v1": {"$ne": None}, "v2": None,
+                                 "ts": {"$lt": older_than_ts}}, {"$set": {"outcome": V1_ONLY}})
+        b = await x.update_many({"outcome": PENDING, "v1": None, "v2.skipped": {"$ne": None},
+                                 "ts": {"$lt": older_than_ts}}, {"$set": {"outcome": SKIPPED}})
+        return int(a.modified_count + b.modified_count)
+
+    async def retain(self, *, max_age_s: float | None, max_docs: int | None,
+                     chunk: int = 5000) -> int:
+        x = self.db.exchanges
+        deleted = 0
+        if max_age_s is not None:
+            result = await x.delete_many({"ts": {"$lt": time.time() - max_age_s}})
+            deleted += int(result.deleted_count)
+        if max_docs is not None:
+            edge = await x.find({}, {"_id": 1}).sort("_id", -1).skip(max_docs).limit(1).to_list(1)
+            if edge:
+                result = await x.delete_many({"_id": {"$lte": edge[0]["_id"]}})
+                deleted += int(result.deleted_count)
+        return deleted
+
+    async def set_class_status(self, signature: str, status: str, ticket: str | None = None,
+                               note: str | None = None) -> dict[str, Any] | None:
+        if status not in CLASS_STATUSES:
+            raise StoreError(f"class status must be one of {', '.join(CLASS_STATUSES)}")
+        changes: dict[str, Any] = {"status": status, "updated_at": time.time()}
+        if ticket is not None:
+            changes["ticket"] = ticket
+        if note is not None:
+            changes["note"] = note
+        result = await self.db.classes.update_one({"_id": signature}, {"$set": changes})
+        if result.matched_count == 0:
+            return None
+        return next(iter(await self.classes(signature=signature)), None)
+
+    # ---- reads ----
+
+    async def get(self, key: str) -> Exchange | None:
+        doc = await self.db.exchanges.find_one({"_id": key})
+        if doc is None:
+            found = await self.db.exchanges.find({"request_id": key}).sort("_id", -1).limit(1) \
+                .to_list(1)
+            doc = found[0] if found else None
+        return None if doc is None else _exchange(doc)
+
+    async def count(self) -> int:
+        return int(await self.db.exchanges.count_documents({}))
+
+    async def outcomes(self) -> dict[str, int]:
+        rows = await self._group({"o": "$outcome"})
+        return {row["_id"]["o"]: row["n"] for row in rows}
+
+    async def _group(self, key: dict[str, str], match: dict[str, Any] | None = None) -> list[Any]:
+        pipeline: list[dict[str, Any]] = [{"$match": match}] if match else []
+        pipeline.append({"$group": {"_id": key, "n": {"$sum": 1}}})
+        return [row async for row in self.db.exchanges.aggregate(pipeline)]
+
+    async def list_exchanges(self, f: Filters) -> tuple[list[dict[str, Any]], str | None]:
+        query: dict[str, Any] = {}
+        for field, value in (("outcome", f.outcome), ("route", f.route), ("method", f.method),
+                             ("v1_status", f.v1_status), ("v2_status", f.v2_status),
+                             ("signature", f.signature)):
+            if value is not None:
+                query[field] = value
+        if f.path is not None:
+            query["diff_paths"] = {"$regex": re.escape(f.path)}
+        if f.since is not None or f.until is not None:
+            query["ts"] = {k: v for k, v in (("$gte", f.since), ("$lt", f.until)) if v is not None}
+        if f.cursor is not None:
+            query["_id"] = {"$lt": f.cursor}
+        projection = {"request": 0, "v1": 0, "v2": 0}
+        docs = await self.db.exchanges.find(query, projection).sort("_id", -1).limit(f.limit + 1) \
+            .to_list(f.limit + 1)
+        items = [exchange_summary({**d, "id": d["_id"]}) for d in docs[:f.limit]]
+        return items, (items[-1]["id"] if len(docs) > f.limit else None)
+
+    async def classes(self, *, signature: str | None = None) -> list[dict[str, Any]]:
+        query = {"_id": signature} if signature is not None else {}
+        docs = await self.db.classes.find(query).to_list(None)
+        out = [class_doc(d["_id"], d.get("method"), d.get("route"), d.get("paths", []),
+                         d.get("count", 0), d.get("first_seen"), d.get("last_seen"),
+                         d.get("examples", []), d.get("status", "new"), d.get("ticket"),
+                         d.get("note"), d.get("reopened_at")) for d in docs]
+        return sorted(out, key=lambda c: (-c["count"], c["signature"]))
+
+    async def summary(self) -> dict[str, Any]:
+        def mr(row: Any) -> tuple[str, str]:
+            return row["_id"].get("m") or "?", row["_id"].get("r") or "?"
+
+        counts = [(*mr(row), row["_id"]["o"], row["n"])
+                  for row in await self._group({"m": "$method", "r": "$route", "o": "$outcome"})]
+        compared = {"outcome": {"$in": COMPARED}}
+        latency = []
+        for side in ("v1", "v2"):
+            for row in await self._group({"m": "$method", "r": "$route", "b": f"${side}_bucket"},
+                                         compared):
+                if row["_id"].get("b") is not None:
+                    latency.append((*mr(row), side, row["_id"]["b"], row["n"]))
+        statuses = [(*mr(row), row["_id"].get("a") or 0, row["_id"].get("b") or 0, row["n"])
+                    for row in await self._group({"m": "$method", "r": "$route",
+                                                  "a": "$v1_status", "b": "$v2_status"}, compared)]
+        stale = int(await self.db.exchanges.count_documents({"stale": 1}))
+        return summary_from_aggregates(counts, latency, statuses, await self.classes(), stale)
+
+    async def route_evidence(self) -> list[RouteEvidence]:
+        summary = await self.summary()
+        status = {c["signature"]: c["status"] for c in await self.classes()}
+        failing: dict[tuple[str, str], dict[str, int]] = {}
+        accepted: dict[tuple[str, str], int] = {}
+        for row in await self._group({"m": "$method", "r": "$route", "s": "$signature"},
+                                     {"outcome": MISMATCH}):
+            key = (row["_id"].get("m") or "?", row["_id"].get("r") or "?")
+            sig = row["_id"].get("s") or "?"
+            if status.get(sig) == "accepted":
+                accepted[key] = accepted.get(key, 0) + row["n"]
+            else:
+                failing.setdefault(key, {})[sig] = row["n"]
+        return [RouteEvidence(r["method"], r["route"], r["compared"], r["matched"],
+                              accepted.get((r["method"], r["route"]), 0),
+                              failing.get((r["method"], r["route"]), {}))
+                for r in summary["routes"]]
+
+
+def _exchange(d: dict[str, Any]) -> Exchange:
+    return Exchange(
+        id=d["_id"], request_id=d.get("request_id"), ts=d.get("ts"), method=d.get("method"),
+        url=d.get("url"), route=d.get("route"),
+        request=codec.request_from_dict(d["request"]) if d.get("request") else None,
+        v1=codec.answer_from_dict(d["v1"]) if d.get("v1") else None,
+        v2=codec.answer_from_dict(d["v2"]) if d.get("v2") else None,
+        outcome=d.get("outcome", PENDING), diff=codec.diff_from_list(d.get("diff")),
+        signature=d.get("signature"), flags=d.get("flags") or [],
+        compared_at=d.get("compared_at"), v1_ts=d.get("v1_ts"), v2_ts=d.get("v2_ts"),
+        replay_delay_ms=d.get("replay_delay_ms"))
