@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -27,7 +28,14 @@ from shadow import __version__, demo_apps
 from shadow.bus import connect
 from shadow.errors import ShadowError
 from shadow.keys import Keys
-from shadow.report import make_console, print_summary
+from shadow.report import (
+    classes_table,
+    make_console,
+    mismatches_table,
+    print_summary,
+    show_exchange,
+    verdict_lines,
+)
 from shadow.settings import HELP, Settings, field_names, load_settings, replace, to_args
 from shadow.supervisor import Child, Children, Supervisor, address, bind
 
@@ -106,6 +114,54 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print the /api/summary JSON")
     report.add_argument("--config", default=None, metavar="FILE", help="TOML settings file")
     report.set_defaults(func=cmd_report)
+
+    def reader(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=description)
+        p.add_argument("--api", dest="api_url", default=None, metavar="URL",
+                       help="reports API URL (default http://<api setting>, 127.0.0.1:8081)")
+        p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        p.add_argument("--config", default=None, metavar="FILE", help="TOML settings file")
+        return p
+
+    mm = reader("mismatches", "list mismatching exchanges",
+                "List mismatching exchanges, newest first, with their differing fields.")
+    mm.add_argument("--route", help="only this route template, e.g. /users/{id}")
+    mm.add_argument("--method", help="only this HTTP method")
+    mm.add_argument("--since", help="unix seconds, ISO 8601 or a duration ago (15m, 2h, 7d)")
+    mm.add_argument("--until", help="same forms as --since")
+    mm.add_argument("--signature", help="only this mismatch class")
+    mm.add_argument("--path", help="only exchanges with a differing path containing this text")
+    mm.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    mm.set_defaults(func=cmd_mismatches)
+    show = reader("show", "one exchange, V1 and V2 side by side",
+                  "Show one exchange (by exchange id or X-Request-Id): the request, V1's and "
+                  "V2's answers side by side with the differing fields highlighted.")
+    show.add_argument("id", help="exchange id or request id")
+    show.set_defaults(func=cmd_show)
+    cl = reader("classes", "mismatch classes: one line per bug",
+                "List mismatch classes (exchanges grouped by route and shape of difference).")
+    cl.set_defaults(func=cmd_classes)
+    mark = reader("mark", "set a mismatch class's status",
+                  "Triage a mismatch class: new, known, accepted (a deliberate change; it no "
+                  "longer counts against the verdict), bug (with --ticket), fixed (reopens by "
+                  "itself if it mismatches again).")
+    mark.add_argument("signature")
+    mark.add_argument("status", choices=("new", "known", "accepted", "bug", "fixed"))
+    mark.add_argument("--ticket", help="a link to the bug ticket")
+    mark.add_argument("--note", help="free text")
+    mark.set_defaults(func=cmd_mark)
+    vd = reader("verdict", "can we cut over? exit 0 = ready, 1 = not ready",
+                "Ready only when every route seen has at least --min-samples compared "
+                "exchanges and the lower bound of the 95%% Wilson interval of its match rate "
+                "is at least --min-match. Classes marked accepted count as matches. Prints the "
+                "routes that hold the cutover back and why.")
+    vd.add_argument("--min-match", type=float, default=99.9, metavar="PCT",
+                    help="required match rate, percent (default 99.9)")
+    vd.add_argument("--min-samples", type=int, default=100, metavar="N",
+                    help="compared exchanges required per route (default 100)")
+    vd.add_argument("--exclude", action="append", default=[], metavar="ROUTE",
+                    help="leave a route out ('/health' or 'GET /health'); repeatable")
+    vd.set_defaults(func=cmd_verdict)
     return parser
 
 
@@ -273,8 +329,11 @@ def _api_url(args: argparse.Namespace, settings: Settings) -> str:
     return url if "://" in url else f"http://{url}"
 
 
-def fetch_json(url: str, token: str | None, timeout_s: float = 10.0) -> Any:
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+def fetch_json(url: str, token: str | None, timeout_s: float = 10.0,
+               body: dict[str, Any] | None = None) -> Any:
+    request = urllib.request.Request(
+        url, headers={"Accept": "application/json", "Content-Type": "application/json"},
+        data=orjson.dumps(body) if body is not None else None)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
@@ -296,6 +355,74 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print_summary(summary)
     return 0
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def cmd_mismatches(args: argparse.Namespace, settings: Settings) -> int:
+    query = {k: str(v) for k, v in (("route", args.route), ("method", args.method),
+                                     ("since", args.since), ("until", args.until),
+                                     ("signature", args.signature), ("path", args.path),
+                                     ("limit", args.limit)) if v is not None}
+    url = f"{_api_url(args, settings)}/api/mismatches?{urllib.parse.urlencode(query)}"
+    data = fetch_json(url, settings.api_token)
+    if args.json:
+        _print_json(data)
+    else:
+        console = make_console()
+        console.print(mismatches_table(data["items"]))
+        if data.get("next"):
+            console.print(f"more: add --limit, or page with the API cursor {data['next']}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    key = urllib.parse.quote(args.id, safe="")
+    data = fetch_json(f"{_api_url(args, settings)}/api/exchanges/{key}", settings.api_token)
+    if args.json:
+        _print_json(data)
+    else:
+        show_exchange(data, make_console())
+    return 0
+
+
+def cmd_classes(args: argparse.Namespace, settings: Settings) -> int:
+    data = fetch_json(f"{_api_url(args, settings)}/api/classes", settings.api_token)
+    if args.json:
+        _print_json(data)
+    else:
+        make_console().print(classes_table(data["classes"]))
+    return 0
+
+
+def cmd_mark(args: argparse.Namespace, settings: Settings) -> int:
+    body = {"status": args.status, "ticket": args.ticket, "note": args.note}
+    data = fetch_json(f"{_api_url(args, settings)}/api/classes/{args.signature}",
+                      settings.api_token, body=body)
+    if args.json:
+        _print_json(data)
+    else:
+        print(f"class {data['signature']} ({data['method']} {data['route']}): {data['status']}"
+              + (f" {data['ticket']}" if data.get("ticket") else ""))
+    return 0
+
+
+def cmd_verdict(args: argparse.Namespace, settings: Settings) -> int:
+    query = [("min_match", str(args.min_match)), ("min_samples", str(args.min_samples)),
+             *(("exclude", r) for r in args.exclude)]
+    data = fetch_json(f"{_api_url(args, settings)}/api/verdict?{urllib.parse.urlencode(query)}",
+                      settings.api_token)
+    if args.json:
+        _print_json({"ready": data["ready"],
+                     "routes": [{k: r[k] for k in ("method", "route", "ready", "reason")}
+                                for r in data["routes"]]})
+    else:
+        console = make_console()
+        for line in verdict_lines(data):
+            console.print(line)
+    return 0 if data["ready"] else 1
 
 
 # ---------------------------------------------------------------- demo

@@ -60,3 +60,110 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     console.print(totals_line(summary))
     for w in summary.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}")
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    import datetime as _dt
+
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def mismatches_table(items: list[dict[str, Any]]) -> Table:
+    table = Table(title="mismatches (newest first)", title_justify="left")
+    for name in ("id", "time (UTC)", "request", "v1→v2", "class", "differences"):
+        table.add_column(name, overflow="fold")
+    for x in items:
+        diffs = ", ".join(f"{d['path']} {d['kind']}" for d in x["diff"][:3])
+        more = len(x["diff"]) - 3
+        table.add_row(x["id"], _when(x.get("ts")), f"{x.get('method')} {x.get('url')}",
+                      f"{x.get('v1_status')}→{x.get('v2_status')}", x.get("signature") or "-",
+                      diffs + (f" (+{more})" if more > 0 else ""))
+    return table
+
+
+def classes_table(classes: list[dict[str, Any]]) -> Table:
+    table = Table(title="mismatch classes (one line per bug)", title_justify="left")
+    for name in ("signature", "route", "count", "status", "differences", "examples"):
+        table.add_column(name, overflow="fold")
+    colors = {"new": "red", "bug": "red", "known": "yellow", "accepted": "green", "fixed": "green"}
+    for c in classes:
+        status = c["status"] + (" (reopened)" if c.get("reopened") else "")
+        if c.get("ticket"):
+            status += f" {c['ticket']}"
+        table.add_row(c["signature"], f"{c['method']} {c['route']}", str(c["count"]),
+                      f"[{colors.get(c['status'], 'white')}]{status}[/]",
+                      "\n".join(f"{p['path']} {p['kind']}" for p in c["paths"][:5]),
+                      "\n".join(c["examples"][:2]))
+    return table
+
+
+def verdict_lines(v: dict[str, Any]) -> list[str]:
+    lines = []
+    for r in v["routes"]:
+        mark = "[green]ready[/]    " if r["ready"] else "[red]not ready[/]"
+        lines.append(f"{mark} {r['method']} {r['route']}: {r['reason']}")
+    head = ("[bold green]READY for cutover[/]" if v["ready"] else
+            "[bold red]NOT ready for cutover[/]")
+    if not v["routes"]:
+        head += ": no traffic compared yet"
+    return [*lines, head + f" (min match {v['min_match'] * 100:g}% at 95% confidence, "
+                           f"min samples {v['min_samples']})"]
+
+
+def _pretty_body(part: dict[str, Any] | None) -> str:
+    if part is None:
+        return "(none)"
+    body = part.get("body") or {}
+    text = body.get("text")
+    if text is None:
+        return f"(binary, {part.get('body_size')} bytes, base64 {str(body.get('base64'))[:60]}...)"
+    try:
+        import orjson
+
+        return orjson.dumps(orjson.loads(text), option=orjson.OPT_INDENT_2).decode()
+    except ValueError:
+        return text
+
+
+def show_exchange(x: dict[str, Any], console: Console) -> None:
+    from rich.columns import Columns
+    from rich.panel import Panel
+    from rich.text import Text
+
+    console.print(f"[bold]{x['method']} {x['url']}[/]  id {x['id']}  request id "
+                  f"{x['request_id']}  route {x['route']}  at {_when(x.get('ts'))} UTC")
+    outcome_color = {"match": "green", "mismatch": "red"}.get(x["outcome"], "yellow")
+    console.print(f"outcome [{outcome_color}]{x['outcome']}[/]"
+                  + (f"  class {x['signature']}" if x.get("signature") else "")
+                  + (f"  flags {', '.join(x['flags'])}" if x.get("flags") else ""))
+    differing = {d["path"].split(".")[-1].split("[")[0] for d in x["diff"]}
+
+    def panel(title: str, part: dict[str, Any] | None) -> Panel:
+        if part is None:
+            return Panel("(no answer)", title=title)
+        head = f"status {part.get('status')}" + (f"  error: {part['error']}" if part.get("error") else "")
+        head += f"  skipped: {part['skipped']}" if part.get("skipped") else ""
+        head += f"  {part.get('latency_ms') or 0:.1f} ms"
+        text = Text(head + "\n")
+        for k, v in part.get("headers", []):
+            text.append(f"{k}: {v}\n", style="yellow" if k.lower() in differing else "dim")
+        text.append("\n")
+        for line in _pretty_body(part).splitlines():
+            key = line.strip().split(":")[0].strip('"')
+            text.append(line + "\n", style="bold red" if key in differing else "")
+        return Panel(text, title=title)
+
+    console.print(Columns([panel("V1", x.get("v1")), panel("V2", x.get("v2"))], equal=True,
+                          expand=True))
+    if x["diff"]:
+        table = Table(title="differences")
+        for name in ("path", "kind", "v1", "v2"):
+            table.add_column(name, overflow="fold")
+        import orjson
+
+        for d in x["diff"]:
+            table.add_row(d["path"], d["kind"], orjson.dumps(d["v1"]).decode()[:200],
+                          orjson.dumps(d["v2"]).decode()[:200])
+        console.print(table)

@@ -113,7 +113,7 @@ def verdict(routes: list[RouteEvidence], *, min_match: float = 0.999, min_sample
                     f"< {min_match * 100:g}%")
             if failing:
                 text += f"; failing classes: {failing}"
-            if needed is not None:
+            elif needed is not None:  # short of evidence, not failing
                 text += f"; needs about {needed} more clean samples"
             reasons.append(text)
         out.append({"method": r.method, "route": r.route, "ready": not reasons,
