@@ -185,7 +185,8 @@ class ReportsApi:
     async def start(self) -> None:
         if self._runner is not None:
             return
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
+                                     shutdown_timeout=5.0)
         await self._runner.setup()
         site: web.BaseSite
         if self._sock is not None:

@@ -114,7 +114,9 @@ class Proxy:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
         server = web.Server(self.handle, access_log=None)
-        self._runner = web.ServerRunner(server, handle_signals=False, access_log=None)
+        # in-flight requests get a few seconds to finish on stop, then connections close
+        self._runner = web.ServerRunner(server, handle_signals=False, access_log=None,
+                                        shutdown_timeout=5.0)
         await self._runner.setup()
         site: web.BaseSite
         if self._sock is not None:

@@ -164,7 +164,8 @@ def json_differences(a: Any, b: Any) -> list[Difference]:
     """Structural JSON differences, sorted by path. Key order never matters."""
     if _canonical(a) == _canonical(b):
         return []
-    tree = DeepDiff(a, b, view="tree", verbose_level=2)
+    # zip: arrays compare position by position (JSON semantics), and 0 never equals false
+    tree = DeepDiff(a, b, view="tree", verbose_level=2, zip_ordered_iterables=True)
     out: list[Difference] = []
     for report, items in tree.items():
         kind = _KINDS.get(report, "changed")

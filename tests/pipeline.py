@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -46,13 +47,15 @@ class Pipeline:
         return self
 
     async def stop(self) -> None:
-        await self.proxy.stop()
-        await self.publisher.stop()
-        await self.subscriber.stop()
-        await self.comparer.stop()
-        await self.api.stop()
-        await self.store.close()
-        await self.redis.aclose()
+        """Each step bounded: a stop that hangs fails the test and names the step."""
+        for name, step in (("proxy", self.proxy.stop), ("publisher", self.publisher.stop),
+                           ("subscriber", self.subscriber.stop), ("comparer", self.comparer.stop),
+                           ("api", self.api.stop), ("store", self.store.close),
+                           ("redis", self.redis.aclose)):
+            try:
+                await asyncio.wait_for(step(), 20)
+            except TimeoutError:
+                raise AssertionError(f"Pipeline.stop: {name} did not stop within 20 s") from None
 
     async def __aenter__(self) -> Pipeline:
         return await self.start()

@@ -229,3 +229,9 @@ def test_wilson_verdict_needs_evidence_and_never_hides_rare_regressions() -> Non
     accepted = RouteEvidence("GET", "/big", 10_000, 9_995, accepted=5)
     assert verdict([accepted], min_match=0.999, min_samples=100)["ready"] is True
     assert verdict([big], exclude=["GET /big"])["routes"] == []
+
+
+def test_json_false_is_not_zero_and_one_is_not_true() -> None:
+    assert [(d.path, d.kind) for d in json_differences([False, False], [False, 0])] == \
+        [("$[1]", "type")]
+    assert [(d.path, d.kind) for d in json_differences({"x": True}, {"x": 1})] == [("$.x", "type")]
