@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
-from shadow.diff import body_differences, header_differences, is_json_media, parse_json
+import orjson
+
+from shadow import jsonpath
+from shadow.diff import (
+    body_differences,
+    child_path,
+    header_differences,
+    is_json_media,
+    json_differences,
+    parse_json,
+)
 from shadow.model import (
     MATCH,
     MISMATCH,
@@ -16,14 +29,18 @@ from shadow.model import (
     Difference,
     Request,
 )
+from shadow.rules import Rule
 
 _INDEX = re.compile(r"\[\d+\]")
 _NO_BODY_STATUS = (204, 304)
 
 
+_KEYED = re.compile(r'\["[^"=]*=[^"]*"\]')  # items of arrays matched by key: ["id=5"]
+
+
 def class_shape(diff: list[Difference]) -> list[tuple[str, str]]:
     """The shape of a mismatch: sorted set of (path with array indices as [*], kind)."""
-    return sorted({(_INDEX.sub("[*]", d.path), d.kind) for d in diff})
+    return sorted({(_KEYED.sub("[*]", _INDEX.sub("[*]", d.path)), d.kind) for d in diff})
 
 
 def signature(method: str | None, route: str | None, diff: list[Difference]) -> str:
@@ -60,9 +77,12 @@ def replay_delay_ms(v1_ts: float | None, v2_ts: float | None, v2: Answer) -> flo
     return round(max(0.0, called - v1_ts) * 1000, 3)
 
 
-def compare(request: Request | None, v1: Answer, v2: Answer, route: str | None) -> Comparison:
+def compare(request: Request | None, v1: Answer, v2: Answer, route: str | None,
+            rules: Sequence[Rule] = ()) -> Comparison:
+    """Outcome, differences, signature and flags of one V1/V2 pair, after the active rules."""
     method = request.method if request else None
     flags: list[str] = []
+    suppressed: Counter[str] = Counter()
     if request is not None and request.body_truncated:
         flags.append("request_truncated")
     flags += answer_flags("v1", v1, method)
@@ -73,12 +93,95 @@ def compare(request: Request | None, v1: Answer, v2: Answer, route: str | None) 
         return Comparison(V2_ERROR, [], None, flags)
     diff: list[Difference] = []
     if v1.status != v2.status:
-        diff.append(Difference("status", "status", v1.status, v2.status))
-    diff += header_differences(v1.headers, v2.headers)
+        pair = {v1.status, v2.status}
+        equal = next((r for r in rules if any(pair <= g for g in r.status_equivalent)), None)
+        if equal is not None:
+            suppressed[equal.id] += 1
+        else:
+            diff.append(Difference("status", "status", v1.status, v2.status))
+    include = [h for r in rules for h in r.headers_include]
+    exclude = [h for r in rules for h in r.headers_exclude]
+    diff += header_differences(v1.headers, v2.headers, include=include, exclude=exclude)
     if method != "HEAD":
-        body_diff, body_flags = body_differences(v1, v2)
+        body_diff, body_flags = body_differences(
+            v1, v2, lambda a, b: apply_rules(a, b, rules, suppressed) if rules
+            else json_differences(a, b))
         diff += body_diff
         flags += body_flags
     if not diff:
-        return Comparison(MATCH, [], None, flags)
-    return Comparison(MISMATCH, diff, signature(method, route, diff), flags)
+        return Comparison(MATCH, [], None, flags, suppressed=dict(suppressed))
+    return Comparison(MISMATCH, diff, signature(method, route, diff), flags,
+                      suppressed=dict(suppressed))
+
+
+# ---- rules over JSON bodies ----
+
+def apply_rules(a: Any, b: Any, rules: Sequence[Rule], suppressed: Counter[str]) -> list[Difference]:
+    """JSON differences after the rules' transformations and suppressions, counting per rule
+    how many differences each one hid."""
+    shaping = [r for r in rules if r.transforms]
+    if shaping:
+        before = len(json_differences(a, b))
+        diff = json_differences(_transform(a, "$", shaping), _transform(b, "$", shaping))
+        if before > len(diff):
+            suppressed[shaping[0].id] += before - len(diff)
+    else:
+        diff = json_differences(a, b)
+    mode_rule = next((r for r in reversed(rules) if r.mode), None)
+    mode = mode_rule.mode if mode_rule and mode_rule.mode else "strict"
+    nulls = next((r for r in rules if r.null_equals_missing), None)
+    out = []
+    for d in diff:
+        hidden_by = _hidden_by(d, rules, mode, mode_rule, nulls)
+        if hidden_by is None:
+            out.append(d)
+        else:
+            suppressed[hidden_by.id] += 1
+    return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _hidden_by(d: Difference, rules: Sequence[Rule], mode: str, mode_rule: Rule | None,
+               nulls: Rule | None) -> Rule | None:
+    for r in rules:
+        if any(jsonpath.matches(p, d.path) for p in r.ignore):
+            return r
+    if d.kind in ("changed", "type") and _is_number(d.v1) and _is_number(d.v2):
+        for r in rules:
+            for t in r.tolerance:
+                if jsonpath.matches(t.path, d.path) and t.admits(float(d.v1), float(d.v2)):  # type: ignore[arg-type]
+                    return r
+    if nulls is not None and ((d.kind == "added" and d.v2 is None) or
+                              (d.kind == "removed" and d.v1 is None)):
+        return nulls
+    if mode == "subset" and d.kind == "added":
+        return mode_rule
+    if mode == "schema" and d.kind == "changed":
+        return mode_rule
+    return None
+
+
+def _transform(value: Any, path: str, rules: Sequence[Rule]) -> Any:
+    """Normalize strings, reorder unordered arrays, key arrays matched by a field."""
+    if isinstance(value, dict):
+        value = {k: _transform(v, child_path(path, k), rules) for k, v in value.items()}
+    elif isinstance(value, list):
+        value = [_transform(v, child_path(path, i), rules) for i, v in enumerate(value)]
+    elif isinstance(value, str):
+        for r in rules:
+            for n in r.normalize:
+                if jsonpath.matches_exactly(n.path, path):
+                    value = n.regex.sub(n.replace, value)
+    if isinstance(value, list):
+        for r in rules:
+            if any(jsonpath.matches_exactly(p, path) for p in r.unordered):
+                value = sorted(value, key=lambda v: orjson.dumps(v, option=orjson.OPT_SORT_KEYS))
+            for p, key in r.match_by:
+                if jsonpath.matches_exactly(p, path):
+                    value = {f"{key}={item.get(key) if isinstance(item, dict) else item}": item
+                             for item in value}
+                    break
+    return value

@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import zlib
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -72,17 +73,28 @@ def _cookie_names(headers: Headers) -> list[str] | None:
     return sorted({v.split("=", 1)[0].strip() for v in values})
 
 
-def header_differences(v1: Headers, v2: Headers) -> list[Difference]:
+DEFAULT_HEADERS = ("content-type", "cache-control", "location", "set-cookie")
+_NORMALIZE_HEADER = {"content-type": _media_type, "cache-control": _cache_control,
+                     "location": _location}
+
+
+def header_differences(v1: Headers, v2: Headers, *, include: Iterable[str] = (),
+                       exclude: Iterable[str] = ()) -> list[Difference]:
+    """The default meaningful headers, plus `include`, minus `exclude` (names, any case)."""
+    skip = {h.lower() for h in exclude}
+    names = [h for h in dict.fromkeys([*DEFAULT_HEADERS, *(h.lower() for h in include)])
+             if h not in skip]
     out: list[Difference] = []
-    for name, norm in (("content-type", _media_type), ("cache-control", _cache_control),
-                       ("location", _location)):
-        a = norm(next(iter(_all(v1, name)), None))
-        b = norm(next(iter(_all(v2, name)), None))
+    for name in names:
+        if name == "set-cookie":
+            a_names, b_names = _cookie_names(v1), _cookie_names(v2)
+            if a_names != b_names:
+                out.append(Difference(name, "header", a_names, b_names))
+            continue
+        norm = _NORMALIZE_HEADER.get(name, lambda v: v)
+        a, b = norm(next(iter(_all(v1, name)), None)), norm(next(iter(_all(v2, name)), None))
         if a != b:
             out.append(Difference(name, "header", a, b))
-    ca, cb = _cookie_names(v1), _cookie_names(v2)
-    if ca != cb:
-        out.append(Difference("set-cookie", "header", ca, cb))
     return out
 
 
@@ -141,16 +153,19 @@ def parse_json(body: bytes) -> tuple[bool, Any]:
         return False, None
 
 
+def child_path(path: str, step: Any) -> str:
+    if isinstance(step, int):
+        return f"{path}[{step}]"
+    if isinstance(step, str) and _IDENT.match(step):
+        return f"{path}.{step}"
+    return path + "[" + orjson.dumps(str(step)).decode() + "]"
+
+
 def json_path(parts: list[Any]) -> str:
-    out = ["$"]
+    path = "$"
     for p in parts:
-        if isinstance(p, int):
-            out.append(f"[{p}]")
-        elif isinstance(p, str) and _IDENT.match(p):
-            out.append(f".{p}")
-        else:
-            out.append("[" + orjson.dumps(str(p)).decode() + "]")
-    return "".join(out)
+        path = child_path(path, p)
+    return path
 
 
 def _canonical(value: Any) -> bytes:
@@ -191,8 +206,11 @@ def body_preview(body: bytes, size: int) -> dict[str, Any]:
         return {"size": size, "sha256": hashlib.sha256(body).hexdigest()[:16]}
 
 
-def body_differences(v1: Answer, v2: Answer) -> tuple[list[Difference], list[str]]:
-    """(differences, flags). Flags say what was odd about the bodies."""
+def body_differences(v1: Answer, v2: Answer,
+                     json_diff: Callable[[Any, Any], list[Difference]] = json_differences,
+                     ) -> tuple[list[Difference], list[str]]:
+    """(differences, flags). Flags say what was odd about the bodies. `json_diff` compares
+    two parsed JSON documents (rules plug in here)."""
     flags: list[str] = []
     b1, b2 = decoded_body(v1), decoded_body(v2)
     if b1 is None:
@@ -207,6 +225,6 @@ def body_differences(v1: Answer, v2: Answer) -> tuple[list[Difference], list[str
     ok1, doc1 = parse_json(b1) if (json1 or b1[:1] in (b"{", b"[")) else (False, None)
     ok2, doc2 = parse_json(b2) if (json2 or b2[:1] in (b"{", b"[")) else (False, None)
     if ok1 and ok2 and not v1.body_truncated and not v2.body_truncated:
-        return json_differences(doc1, doc2), flags
+        return json_diff(doc1, doc2), flags
     return [Difference("$", "body", body_preview(b1, v1.body_size),
                        body_preview(b2, v2.body_size))], flags

@@ -100,6 +100,7 @@ class Comparison:
     signature: str | None
     flags: list[str]
     replay_delay_ms: float | None = None
+    suppressed: dict[str, int] = field(default_factory=dict)  # rule id -> differences hidden
 
 
 @dataclass(slots=True)
