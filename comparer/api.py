@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hmac
 import logging
 import socket
@@ -19,6 +20,7 @@ from shadow import metrics
 from shadow.codec import exchange_for_display
 from shadow.filters import FilterError, Filters, parse_filters
 from shadow.keys import COMPARERS, Keys
+from shadow.rules import RuleSet, load_rules_file
 from shadow.settings import Settings, check_access, parse_hostport
 from shadow.stats import verdict
 
@@ -27,6 +29,7 @@ log = logging.getLogger("shadow.api")
 STORE_KEY = web.AppKey("store", Store)
 REDIS_KEY = web.AppKey("redis", aioredis.Redis)
 KEYS_KEY = web.AppKey("keys", Keys)
+RULES_KEY = web.AppKey("rules", RuleSet)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -105,6 +108,15 @@ async def set_class(request: web.Request) -> web.Response:
     return json_response(updated)
 
 
+async def rules_endpoint(request: web.Request) -> web.Response:
+    ruleset: RuleSet = request.app[RULES_KEY]
+    hits = await request.app[STORE_KEY].rule_hits()
+    today = datetime.date.today()
+    return json_response({"source": ruleset.source or None, "routes": list(ruleset.routes),
+                          "rules": [{**r.describe(), "expired": r.expired(today),
+                                     "suppressed": hits.get(r.id, 0)} for r in ruleset.rules]})
+
+
 async def verdict_endpoint(request: web.Request) -> web.Response:
     q = request.query
     try:
@@ -157,6 +169,7 @@ def build_app(settings: Settings, store: Store, redis: aioredis.Redis, keys: Key
     app[STORE_KEY] = store
     app[REDIS_KEY] = redis
     app[KEYS_KEY] = keys
+    app[RULES_KEY] = load_rules_file(settings.rules)
     app.router.add_get("/", index)
     app.router.add_get("/api/summary", summary)
     app.router.add_get("/api/routes", routes)
@@ -165,6 +178,7 @@ def build_app(settings: Settings, store: Store, redis: aioredis.Redis, keys: Key
     app.router.add_get("/api/classes", classes)
     app.router.add_post("/api/classes/{signature}", set_class)
     app.router.add_get("/api/verdict", verdict_endpoint)
+    app.router.add_get("/api/rules", rules_endpoint)
     app.router.add_get("/api/exchanges/{id}", exchange)
     app.router.add_get("/metrics", metrics_endpoint)
     return app

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +29,7 @@ from shadow.model import (
     Comparison,
     Event,
     Exchange,
+    Request,
     RequestEvent,
     ResponseEvent,
 )
@@ -101,13 +103,15 @@ class MongoStore:
         except DuplicateKeyError:
             pass  # that part is already stored: the first copy wins
 
-    async def apply(self, events: list[Event]) -> list[Exchange]:
+    async def apply(self, events: list[Event],
+                    route_of: Callable[[Request], str] | None = None) -> list[Exchange]:
         for e in events:
             if isinstance(e, RequestEvent):
                 r = e.request
                 await self._upsert_part(e.id, "request", {
                     "request": codec.request_to_dict(r), "request_id": e.request_id,
-                    "method": r.method, "url": r.url, "route": route_template(r.url)}, e.ts)
+                    "method": r.method, "url": r.url,
+                    "route": route_of(r) if route_of else route_template(r.url)}, e.ts)
             elif isinstance(e, ResponseEvent | CandidateEvent):
                 side = "v1" if isinstance(e, ResponseEvent) else "v2"
                 a = e.answer
@@ -136,6 +140,9 @@ class MongoStore:
             if before is None:
                 continue  # decided before: a re-delivery, never counted twice
             recorded.append(ident)
+            for rule, n in c.suppressed.items():
+                await self.db.rule_stats.update_one({"_id": rule}, {"$inc": {"suppressed": n}},
+                                                    upsert=True)
             if c.outcome == MISMATCH and c.signature:
                 await self._count_class(c, before.get("method"), before.get("route"), ident, now)
         return recorded
@@ -191,6 +198,10 @@ class MongoStore:
         return next(iter(await self.classes(signature=signature)), None)
 
     # ---- reads ----
+
+    async def rule_hits(self) -> dict[str, int]:
+        return {d["_id"]: int(d.get("suppressed", 0))
+                async for d in self.db.rule_stats.find({})}
 
     async def get(self, key: str) -> Exchange | None:
         doc = await self.db.exchanges.find_one({"_id": key})

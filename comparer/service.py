@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import time
 
@@ -18,6 +19,7 @@ from shadow.compare import compare, replay_delay_ms
 from shadow.errors import EventError
 from shadow.keys import COMPARERS, Keys
 from shadow.model import Comparison, Event
+from shadow.rules import load_rules_file, route_of
 from shadow.settings import Settings
 
 log = logging.getLogger("shadow.comparer")
@@ -38,6 +40,12 @@ class Comparer:
             redis, [self.keys.v1, self.keys.v2], COMPARERS,
             settings.consumer or default_consumer_name("comparer"),
             count=batch, block_ms=200, claim_idle_s=settings.claim_idle_s)
+        self.rules = load_rules_file(settings.rules)
+        today = datetime.date.today()
+        for rule in self.rules.expired(today):
+            log.warning("rule %s (%s line %d, owner %s) expired on %s and no longer applies: "
+                        "renew or remove it", rule.id, self.rules.source, rule.line,
+                        rule.owner or "-", rule.expires)
         self.completed = 0
         self._task: asyncio.Task[None] | None = None
         self._next_sweep = 0.0
@@ -97,7 +105,10 @@ class Comparer:
                 log.warning("dead-lettering entry %s of %s: %s", entry.id, entry.stream, e)
                 await self.reader.dead_letter(self.keys.dead, entry, str(e),
                                               self.settings.stream_maxlen)
-        ready = await self.store.apply(events)
+        rules = self.rules
+        ready = await self.store.apply(
+            events, lambda r: route_of(rules, r.method, r.url, r.headers))
+        today = datetime.date.today()
         for event in events:
             metrics.EVENTS_INGESTED.labels(event.type).inc()
         results: list[tuple[str, Comparison]] = []
@@ -105,7 +116,8 @@ class Comparer:
             assert x.v1 is not None and x.v2 is not None
             started = time.perf_counter()
             try:
-                result = compare(x.request, x.v1, x.v2, x.route)
+                result = compare(x.request, x.v1, x.v2, x.route,
+                                 rules.active(x.method, x.route, today))
             except Exception as e:  # one odd exchange must not stop the others
                 log.exception("exchange %s: comparison failed", x.id)
                 result = Comparison("mismatch", [], None, [f"compare_error:{type(e).__name__}"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from shadow.model import (
     Comparison,
     Event,
     Exchange,
+    Request,
     RequestEvent,
     ResponseEvent,
 )
@@ -114,6 +116,8 @@ CREATE TABLE IF NOT EXISTS route_status (
     method TEXT NOT NULL, route TEXT NOT NULL, v1_status INTEGER NOT NULL,
     v2_status INTEGER NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (method, route, v1_status, v2_status)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rule_stats (
+    rule TEXT PRIMARY KEY, suppressed INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS classes (
     signature TEXT PRIMARY KEY, method TEXT, route TEXT, paths TEXT NOT NULL,
     count INTEGER NOT NULL, first_seen REAL, last_seen REAL, examples TEXT NOT NULL,
@@ -229,14 +233,16 @@ class SQLiteStore:
 
     # ---- writes ----
 
-    async def apply(self, events: list[Event]) -> list[Exchange]:
+    async def apply(self, events: list[Event],
+                    route_of: Callable[[Request], str] | None = None) -> list[Exchange]:
         requests: list[tuple[Any, ...]] = []
         v1s: list[tuple[Any, ...]] = []
         v2s: list[tuple[Any, ...]] = []
         for e in events:
             if isinstance(e, RequestEvent):
                 r = e.request
-                requests.append((e.id, e.request_id, e.ts, r.method, r.url, route_template(r.url),
+                route = route_of(r) if route_of else route_template(r.url)
+                requests.append((e.id, e.request_id, e.ts, r.method, r.url, route,
                                  _text(codec.request_to_dict(r))))
             elif isinstance(e, ResponseEvent | CandidateEvent):
                 a = e.answer
@@ -271,9 +277,12 @@ class SQLiteStore:
                                   f"AND outcome IN {UNDECIDED}", ids) as cur:
                 undecided = {row[0]: (row[1], row[2]) async for row in cur}
             rows, classes = [], []
+            hits: dict[str, int] = {}
             for ident, c in results:
                 if ident not in undecided:
                     continue  # decided before: a re-delivery, never counted twice
+                for rule, n in c.suppressed.items():
+                    hits[rule] = hits.get(rule, 0) + n
                 rows.append((c.outcome, _text(codec.diff_to_list(c.diff)),
                              "\n".join(d.path for d in c.diff) or None, c.signature,
                              _text(c.flags), now, c.replay_delay_ms, int("stale" in c.flags),
@@ -287,6 +296,11 @@ class SQLiteStore:
                 "flags = ?, compared_at = ?, replay_delay_ms = ?, stale = ? WHERE id = ?", rows)
             if classes:
                 await db.executemany(_UPSERT_CLASS, classes)
+            if hits:
+                await db.executemany(
+                    "INSERT INTO rule_stats (rule, suppressed) VALUES (?, ?) ON CONFLICT (rule) "
+                    "DO UPDATE SET suppressed = suppressed + excluded.suppressed",
+                    list(hits.items()))
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")
@@ -355,6 +369,10 @@ class SQLiteStore:
         return next(iter(await self.classes(signature=signature)), None)
 
     # ---- reads ----
+
+    async def rule_hits(self) -> dict[str, int]:
+        async with self.db.execute("SELECT rule, suppressed FROM rule_stats") as cur:
+            return {rule: int(n) async for rule, n in cur}
 
     async def get(self, key: str) -> Exchange | None:
         async with self.db.execute(f"SELECT {_COLUMNS} FROM exchanges WHERE id = ?", (key,)) as cur:

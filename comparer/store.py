@@ -4,6 +4,7 @@ backend-independent shaping of what the stores return."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from shadow import codec
@@ -19,6 +20,7 @@ from shadow.model import (
     Comparison,
     Event,
     Exchange,
+    Request,
 )
 from shadow.stats import RouteEvidence, percentiles
 
@@ -32,13 +34,19 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    async def apply(self, events: list[Event]) -> list[Exchange]:
+    async def apply(self, events: list[Event],
+                    route_of: Callable[[Request], str] | None = None) -> list[Exchange]:
         """Upsert each event's part (idempotent; the first copy of a part wins). Returns the
-        touched exchanges that now have both answers and are not decided yet."""
+        touched exchanges that now have both answers and are not decided yet. `route_of`
+        names a request's route (default: the automatic template)."""
 
     async def complete(self, results: list[tuple[str, Comparison]]) -> list[str]:
-        """Record outcomes of undecided exchanges; an already decided one is left as is.
-        Returns the ids recorded now (so a re-delivery is never counted twice)."""
+        """Record outcomes of undecided exchanges; an already decided one is left as is, and
+        the rules' suppression counts of recorded ones are added up. Returns the ids recorded
+        now (so a re-delivery is never counted twice)."""
+
+    async def rule_hits(self) -> dict[str, int]:
+        """Differences each rule has hidden so far."""
 
     async def expire(self, older_than_ts: float) -> int:
         """Exchanges whose V2 part never came within the join timeout become v1_only."""

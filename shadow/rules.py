@@ -264,3 +264,32 @@ def _rule(raw: dict[str, Any], index: int, fail: Any, line: int) -> Rule:
         headers_include=tuple(h.lower() for h in _strings(headers.get("include"), "headers", fail)),
         headers_exclude=tuple(h.lower() for h in _strings(headers.get("exclude"), "headers", fail)),
         reason=raw.get("reason"), owner=raw.get("owner"), expires=expires)
+
+
+def load_rules_file(path: str | None) -> RuleSet:
+    """The rules file named by --rules (None: no rules). Errors name the file and line."""
+    if path is None:
+        return EMPTY
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise RulesError(f"rules file {path} does not exist (--rules)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RulesError(f"cannot read rules file {path}: {e}") from e
+    return load_rules(text, path)
+
+
+CANONICAL_RESOURCE = "canonical-resource"
+
+
+def route_of(rules: RuleSet, method: str, url: str, headers: list[tuple[str, str]]) -> str:
+    """A `Canonical-Resource` request header wins, then the user's route templates, then the
+    automatic template (numbers, UUIDs, hex ids, ULIDs and tokens become {id})."""
+    from shadow.routes import route_template
+
+    for k, v in headers:
+        if k.lower() == CANONICAL_RESOURCE and v.startswith("/"):
+            return v.strip()
+    path = url.split("?", 1)[0]
+    return rules.route_for(path) or route_template(url)

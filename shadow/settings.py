@@ -245,7 +245,7 @@ HELP: dict[str, str] = {
     "redis": "Redis URL (redis://, rediss://, unix://); default: start an embedded Redis",
     "store": "sqlite:///path/to/shadow.db (default sqlite:///.shadow/shadow.db) or mongodb://...",
     "data_dir": "where `shadow up` keeps the embedded Redis files (default .shadow)",
-    "rules": "a TOML rules file for the comparison (accepted, not used yet)",
+    "rules": "a TOML rules file: what to ignore, tolerate, reorder or normalize per route",
     "request_id_header": "header that carries the request id (default X-Request-Id)",
     "capture_cap_bytes": "bytes of each body kept for comparison (default 65536); clients always "
                          "get the whole body",

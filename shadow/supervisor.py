@@ -23,6 +23,7 @@ from pathlib import Path
 
 from shadow.embedded_redis import EmbeddedRedis, die_with_parent_hook
 from shadow.errors import ShadowError
+from shadow.rules import load_rules_file
 from shadow.settings import Settings, check_access, parse_hostport, replace, to_args
 
 log = logging.getLogger("shadow.up")
@@ -136,6 +137,7 @@ class Supervisor:
     def __init__(self, settings: Settings) -> None:
         settings.require("v1", "v2")
         check_access(settings)
+        load_rules_file(settings.rules)  # a bad rules file stops `up` before anything starts
         self.settings = settings
         self.redis: EmbeddedRedis | None = None
         env = dict(os.environ)  # the token travels in the environment, never on a command line
