@@ -33,6 +33,7 @@ from shadow.report import (
     make_console,
     mismatches_table,
     print_summary,
+    rules_table,
     show_exchange,
     verdict_lines,
 )
@@ -150,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     mark.add_argument("--ticket", help="a link to the bug ticket")
     mark.add_argument("--note", help="free text")
     mark.set_defaults(func=cmd_mark)
+    rl = reader("rules", "the comparison rules in force, and what each one hid",
+                "List the rules of the comparer's --rules file with their reason, owner, expiry "
+                "and how many differences each one has suppressed, so suppressions stay "
+                "visible and reviewed.")
+    rl.set_defaults(func=cmd_rules)
     vd = reader("verdict", "can we cut over? exit 0 = ready, 1 = not ready",
                 "Ready only when every route seen has at least --min-samples compared "
                 "exchanges and the lower bound of the 95%% Wilson interval of its match rate "
@@ -406,6 +412,15 @@ def cmd_mark(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"class {data['signature']} ({data['method']} {data['route']}): {data['status']}"
               + (f" {data['ticket']}" if data.get("ticket") else ""))
+    return 0
+
+
+def cmd_rules(args: argparse.Namespace, settings: Settings) -> int:
+    data = fetch_json(f"{_api_url(args, settings)}/api/rules", settings.api_token)
+    if args.json:
+        _print_json(data)
+    else:
+        make_console().print(rules_table(data))
     return 0
 
 

@@ -167,3 +167,18 @@ def show_exchange(x: dict[str, Any], console: Console) -> None:
             table.add_row(d["path"], d["kind"], orjson.dumps(d["v1"]).decode()[:200],
                           orjson.dumps(d["v2"]).decode()[:200])
         console.print(table)
+
+
+def rules_table(data: dict[str, Any]) -> Table:
+    title = f"rules from {data['source']}" if data.get("source") else "no rules file (--rules)"
+    table = Table(title=title, title_justify="left")
+    for name in ("rule", "line", "applies to", "suppressed", "reason", "owner", "expires"):
+        table.add_column(name, overflow="fold")
+    for r in data["rules"]:
+        expires = r["expires"] or "-"
+        if r["expired"]:
+            expires = f"[red]{expires} (expired: not applied)[/]"
+        table.add_row(r["id"], str(r["line"]), f"{r['method'] or '*'} {r['route']}",
+                      str(r["suppressed"]), r["reason"] or "[yellow](no reason given)[/]",
+                      r["owner"] or "-", expires)
+    return table

@@ -173,3 +173,11 @@ async def test_rules_through_the_pipeline_hide_noise_name_routes_and_count(http_
         # 39: the exchange named /orders/by-shop by its header is outside the rule's route
         assert rule["id"] == "timestamps" and rule["suppressed"] == 39 and not rule["expired"]
         assert rule["owner"] == "orders" and listed["routes"] == ["/shops/{shop}/orders/{order}"]
+        import asyncio
+        import subprocess
+        import sys
+
+        shown = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "shadow", "rules", "--api", p.api_url],
+            capture_output=True, text=True, timeout=60, check=False)
+        assert shown.returncode == 0 and "timestamps" in shown.stdout and "39" in shown.stdout
