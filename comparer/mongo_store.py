@@ -115,8 +115,11 @@ class MongoStore:
             elif isinstance(e, ResponseEvent | CandidateEvent):
                 side = "v1" if isinstance(e, ResponseEvent) else "v2"
                 a = e.answer
+                part = codec.answer_to_dict(a)
+                if isinstance(e, CandidateEvent) and e.secondary is not None:
+                    part["secondary"] = codec.answer_to_dict(e.secondary)
                 await self._upsert_part(e.id, side, {
-                    side: codec.answer_to_dict(a), f"{side}_status": a.status,
+                    side: part, f"{side}_status": a.status,
                     f"{side}_latency_ms": a.latency_ms,
                     f"{side}_bucket": latency_bucket(a.latency_ms), f"{side}_ts": e.ts}, e.ts)
         ids = list({e.id for e in events})
@@ -135,11 +138,19 @@ class MongoStore:
                 {"$set": {"outcome": c.outcome, "diff": codec.diff_to_list(c.diff),
                           "diff_paths": [d.path for d in c.diff], "signature": c.signature,
                           "flags": c.flags, "compared_at": now,
-                          "replay_delay_ms": c.replay_delay_ms, "stale": int("stale" in c.flags)}},
+                          "replay_delay_ms": c.replay_delay_ms, "stale": int("stale" in c.flags),
+                          "noise": codec.diff_to_list(c.noise)}},
                 projection={"method": 1, "route": 1})
             if before is None:
                 continue  # decided before: a re-delivery, never counted twice
             recorded.append(ident)
+            if c.noise_paths is not None:
+                route_key = {"method": before.get("method") or "?",
+                             "route": before.get("route") or "?"}
+                await self.db.noise_observed.update_one(route_key, {"$inc": {"n": 1}}, upsert=True)
+                for path in c.noise_paths:
+                    await self.db.noise.update_one({**route_key, "path": path},
+                                                   {"$inc": {"n": 1}}, upsert=True)
             for rule, n in c.suppressed.items():
                 await self.db.rule_stats.update_one({"_id": rule}, {"$inc": {"suppressed": n}},
                                                     upsert=True)
@@ -268,7 +279,11 @@ class MongoStore:
                     for row in await self._group({"m": "$method", "r": "$route",
                                                   "a": "$v1_status", "b": "$v2_status"}, compared)]
         stale = int(await self.db.exchanges.count_documents({"stale": 1}))
-        return summary_from_aggregates(counts, latency, statuses, await self.classes(), stale)
+        noise = [(d["method"], d["route"], d["path"], d["n"]) async for d in self.db.noise.find({})]
+        observed = [(d["method"], d["route"], d["n"])
+                    async for d in self.db.noise_observed.find({})]
+        return summary_from_aggregates(counts, latency, statuses, await self.classes(), stale,
+                                       noise, observed)
 
     async def route_evidence(self) -> list[RouteEvidence]:
         summary = await self.summary()
@@ -296,6 +311,9 @@ def _exchange(d: dict[str, Any]) -> Exchange:
         request=codec.request_from_dict(d["request"]) if d.get("request") else None,
         v1=codec.answer_from_dict(d["v1"]) if d.get("v1") else None,
         v2=codec.answer_from_dict(d["v2"]) if d.get("v2") else None,
+        v1_secondary=codec.answer_from_dict(d["v2"]["secondary"])
+        if d.get("v2") and d["v2"].get("secondary") else None,
+        noise=codec.diff_from_list(d.get("noise")),
         outcome=d.get("outcome", PENDING), diff=codec.diff_from_list(d.get("diff")),
         signature=d.get("signature"), flags=d.get("flags") or [],
         compared_at=d.get("compared_at"), v1_ts=d.get("v1_ts"), v2_ts=d.get("v2_ts"),

@@ -117,7 +117,7 @@ class Comparer:
             started = time.perf_counter()
             try:
                 result = compare(x.request, x.v1, x.v2, x.route,
-                                 rules.active(x.method, x.route, today))
+                                 rules.active(x.method, x.route, today), x.v1_secondary)
             except Exception as e:  # one odd exchange must not stop the others
                 log.exception("exchange %s: comparison failed", x.id)
                 result = Comparison("mismatch", [], None, [f"compare_error:{type(e).__name__}"])

@@ -97,7 +97,8 @@ CREATE TABLE IF NOT EXISTS exchanges (
     flags TEXT,
     compared_at REAL,
     replay_delay_ms REAL,
-    stale INTEGER NOT NULL DEFAULT 0
+    stale INTEGER NOT NULL DEFAULT 0,
+    noise TEXT
 );
 CREATE INDEX IF NOT EXISTS exchanges_request_id ON exchanges(request_id);
 CREATE INDEX IF NOT EXISTS exchanges_ts ON exchanges(ts);
@@ -116,6 +117,12 @@ CREATE TABLE IF NOT EXISTS route_status (
     method TEXT NOT NULL, route TEXT NOT NULL, v1_status INTEGER NOT NULL,
     v2_status INTEGER NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (method, route, v1_status, v2_status)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS noise (
+    method TEXT NOT NULL, route TEXT NOT NULL, path TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (method, route, path)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS noise_observed (
+    method TEXT NOT NULL, route TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (method, route)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rule_stats (
     rule TEXT PRIMARY KEY, suppressed INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS classes (
@@ -165,7 +172,7 @@ ON CONFLICT(id) DO UPDATE SET ts = coalesce(exchanges.ts, excluded.ts), v2 = exc
 WHERE exchanges.v2 IS NULL
 """
 _COLUMNS = ("id, request_id, ts, method, url, route, request, v1, v2, outcome, diff, signature, "
-            "flags, compared_at, v1_ts, v2_ts, replay_delay_ms")
+            "flags, compared_at, v1_ts, v2_ts, replay_delay_ms, noise")
 _SUMMARY_COLUMNS = ("id, request_id, ts, method, url, route, outcome, v1_status, v2_status, "
                     "signature, flags, diff, compared_at, replay_delay_ms")
 _UPSERT_CLASS = """
@@ -246,7 +253,10 @@ class SQLiteStore:
                                  _text(codec.request_to_dict(r))))
             elif isinstance(e, ResponseEvent | CandidateEvent):
                 a = e.answer
-                row = (e.id, e.ts, _text(codec.answer_to_dict(a)), a.status, a.latency_ms,
+                part = codec.answer_to_dict(a)
+                if isinstance(e, CandidateEvent) and e.secondary is not None:
+                    part["secondary"] = codec.answer_to_dict(e.secondary)
+                row = (e.id, e.ts, _text(part), a.status, a.latency_ms,
                        latency_bucket(a.latency_ms), e.ts)
                 (v1s if isinstance(e, ResponseEvent) else v2s).append(row)
         await self._write([(_UPSERT_REQUEST, requests), (_UPSERT_V1, v1s), (_UPSERT_V2, v2s)])
@@ -278,22 +288,40 @@ class SQLiteStore:
                 undecided = {row[0]: (row[1], row[2]) async for row in cur}
             rows, classes = [], []
             hits: dict[str, int] = {}
+            noise: dict[tuple[str, str, str], int] = {}
+            observed: dict[tuple[str, str], int] = {}
             for ident, c in results:
                 if ident not in undecided:
                     continue  # decided before: a re-delivery, never counted twice
                 for rule, n in c.suppressed.items():
                     hits[rule] = hits.get(rule, 0) + n
+                route_key = (undecided[ident][0] or "?", undecided[ident][1] or "?")
+                if c.noise_paths is not None:
+                    observed[route_key] = observed.get(route_key, 0) + 1
+                    for path in c.noise_paths:
+                        noise[(*route_key, path)] = noise.get((*route_key, path), 0) + 1
                 rows.append((c.outcome, _text(codec.diff_to_list(c.diff)),
                              "\n".join(d.path for d in c.diff) or None, c.signature,
                              _text(c.flags), now, c.replay_delay_ms, int("stale" in c.flags),
-                             ident))
+                             _text(codec.diff_to_list(c.noise)) if c.noise else None, ident))
                 if c.outcome == MISMATCH and c.signature:
                     method, route = undecided[ident]
                     shape = [{"path": p, "kind": k} for p, k in class_shape(c.diff)]
                     classes.append((c.signature, method, route, _text(shape), now, now, ident, now))
             await db.executemany(
                 "UPDATE exchanges SET outcome = ?, diff = ?, diff_paths = ?, signature = ?, "
-                "flags = ?, compared_at = ?, replay_delay_ms = ?, stale = ? WHERE id = ?", rows)
+                "flags = ?, compared_at = ?, replay_delay_ms = ?, stale = ?, noise = ? "
+                "WHERE id = ?", rows)
+            if observed:
+                await db.executemany(
+                    "INSERT INTO noise_observed (method, route, n) VALUES (?, ?, ?) "
+                    "ON CONFLICT (method, route) DO UPDATE SET n = n + excluded.n",
+                    [(*k, n) for k, n in observed.items()])
+            if noise:
+                await db.executemany(
+                    "INSERT INTO noise (method, route, path, n) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (method, route, path) DO UPDATE SET n = n + excluded.n",
+                    [(*k, n) for k, n in noise.items()])
             if classes:
                 await db.executemany(_UPSERT_CLASS, classes)
             if hits:
@@ -448,7 +476,12 @@ class SQLiteStore:
             statuses = [tuple(row) async for row in cur]
         async with db.execute("SELECT count(*) FROM exchanges WHERE stale = 1") as cur:
             stale = (await cur.fetchone() or (0,))[0]
-        return summary_from_aggregates(counts, latency, statuses, await self.classes(), stale)
+        async with db.execute("SELECT method, route, path, n FROM noise") as cur:
+            noise = [tuple(row) async for row in cur]
+        async with db.execute("SELECT method, route, n FROM noise_observed") as cur:
+            observed = [tuple(row) async for row in cur]
+        return summary_from_aggregates(counts, latency, statuses, await self.classes(), stale,
+                                       noise, observed)
 
     async def route_evidence(self) -> list[RouteEvidence]:
         summary = await self.summary()
@@ -472,13 +505,17 @@ class SQLiteStore:
 
 def _exchange(row: Any) -> Exchange:
     (ident, request_id, ts, method, url, route, request, v1, v2, outcome, diff, signature, flags,
-     compared_at, v1_ts, v2_ts, replay_delay_ms) = row
+     compared_at, v1_ts, v2_ts, replay_delay_ms, noise) = row
+    v2_doc = codec.loads(v2) if v2 else None
+    secondary = v2_doc.get("secondary") if v2_doc else None
     return Exchange(
         id=ident, request_id=request_id, ts=ts, method=method, url=url, route=route,
         request=codec.request_from_dict(codec.loads(request)) if request else None,
         v1=codec.answer_from_dict(codec.loads(v1)) if v1 else None,
-        v2=codec.answer_from_dict(codec.loads(v2)) if v2 else None,
+        v2=codec.answer_from_dict(v2_doc) if v2_doc else None,
         outcome=outcome, diff=codec.diff_from_list(codec.loads(diff)) if diff else [],
         signature=signature, flags=codec.loads(flags) if flags else [], compared_at=compared_at,
         v1_ts=v1_ts, v2_ts=v2_ts, replay_delay_ms=replay_delay_ms,
+        v1_secondary=codec.answer_from_dict(secondary) if secondary else None,
+        noise=codec.diff_from_list(codec.loads(noise)) if noise else [],
     )

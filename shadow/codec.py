@@ -135,6 +135,8 @@ def encode_event(event: Event) -> bytes:
     else:
         body = {"type": event.type, "id": event.id, "ts": event.ts,
                 **answer_to_dict(event.answer)}
+        if isinstance(event, CandidateEvent) and event.secondary is not None:
+            body["secondary"] = answer_to_dict(event.secondary)
     return _dumps(body)
 
 
@@ -167,7 +169,9 @@ def decode_event(data: bytes | str) -> Event:
         if kind == "response":
             return ResponseEvent(id=ident, ts=ts, answer=answer_from_dict(d))
         if kind == "candidate":
-            return CandidateEvent(id=ident, ts=ts, answer=answer_from_dict(d))
+            secondary = d.get("secondary")
+            return CandidateEvent(id=ident, ts=ts, answer=answer_from_dict(d),
+                                  secondary=answer_from_dict(secondary) if secondary else None)
         raise ValueError(f"unknown event type {kind!r}")
     except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, binascii.Error) as e:
         raise EventError(f"malformed event: {e}") from e
@@ -214,5 +218,6 @@ def exchange_for_display(x: Exchange) -> dict[str, Any]:
         "id": x.id, "request_id": x.request_id, "ts": x.ts, "method": x.method, "url": x.url,
         "route": x.route, "outcome": x.outcome, "signature": x.signature, "flags": x.flags,
         "compared_at": x.compared_at, "request": part(x.request), "v1": part(x.v1),
-        "v2": part(x.v2), "diff": diff_to_list(x.diff),
+        "v2": part(x.v2), "v1_secondary": part(x.v1_secondary), "diff": diff_to_list(x.diff),
+        "noise": diff_to_list(x.noise), "replay_delay_ms": x.replay_delay_ms,
     }

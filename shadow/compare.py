@@ -40,7 +40,7 @@ _KEYED = re.compile(r'\["[^"=]*=[^"]*"\]')  # items of arrays matched by key: ["
 
 def class_shape(diff: list[Difference]) -> list[tuple[str, str]]:
     """The shape of a mismatch: sorted set of (path with array indices as [*], kind)."""
-    return sorted({(_KEYED.sub("[*]", _INDEX.sub("[*]", d.path)), d.kind) for d in diff})
+    return sorted({(generalize(d.path), d.kind) for d in diff})
 
 
 def signature(method: str | None, route: str | None, diff: list[Difference]) -> str:
@@ -78,8 +78,11 @@ def replay_delay_ms(v1_ts: float | None, v2_ts: float | None, v2: Answer) -> flo
 
 
 def compare(request: Request | None, v1: Answer, v2: Answer, route: str | None,
-            rules: Sequence[Rule] = ()) -> Comparison:
-    """Outcome, differences, signature and flags of one V1/V2 pair, after the active rules."""
+            rules: Sequence[Rule] = (), v1_secondary: Answer | None = None) -> Comparison:
+    """Outcome, differences, signature and flags of one V1/V2 pair, after the active rules.
+
+    With V1's second answer (V1', `--v1-secondary`), a V1/V2 difference where V1 also
+    differs from V1' is V1's own noise: it is reported apart and does not make a mismatch."""
     method = request.method if request else None
     flags: list[str] = []
     suppressed: Counter[str] = Counter()
@@ -91,27 +94,51 @@ def compare(request: Request | None, v1: Answer, v2: Answer, route: str | None,
     flags += answer_flags("v2", v2, method)
     if v2.error or v2.status is None:
         return Comparison(V2_ERROR, [], None, flags)
+    diff, body_flags = _differences(v1, v2, rules, method, suppressed)
+    flags += body_flags
+    noise: list[Difference] = []
+    noise_paths: list[str] | None = None
+    if v1_secondary is not None and v1_secondary.status is not None and not v1_secondary.error:
+        own, _ = _differences(v1, v1_secondary, rules, method, Counter())
+        noise_paths = sorted({generalize(d.path) for d in own})
+        paths = noise_paths
+        noise = [d for d in diff if _under_any(generalize(d.path), paths)]
+        diff = [d for d in diff if not _under_any(generalize(d.path), paths)]
+        if noise:
+            flags.append("noise")
+    outcome = MISMATCH if diff else MATCH
+    return Comparison(outcome, diff, signature(method, route, diff) if diff else None, flags,
+                      suppressed=dict(suppressed), noise=noise, noise_paths=noise_paths)
+
+
+def generalize(path: str) -> str:
+    return _KEYED.sub("[*]", _INDEX.sub("[*]", path))
+
+
+def _under_any(path: str, parents: list[str]) -> bool:
+    return any(path == p or path.startswith((p + ".", p + "[")) for p in parents)
+
+
+def _differences(a: Answer, b: Answer, rules: Sequence[Rule], method: str | None,
+                 suppressed: Counter[str]) -> tuple[list[Difference], list[str]]:
     diff: list[Difference] = []
-    if v1.status != v2.status:
-        pair = {v1.status, v2.status}
+    if a.status != b.status:
+        pair = {a.status, b.status}
         equal = next((r for r in rules if any(pair <= g for g in r.status_equivalent)), None)
         if equal is not None:
             suppressed[equal.id] += 1
         else:
-            diff.append(Difference("status", "status", v1.status, v2.status))
+            diff.append(Difference("status", "status", a.status, b.status))
     include = [h for r in rules for h in r.headers_include]
     exclude = [h for r in rules for h in r.headers_exclude]
-    diff += header_differences(v1.headers, v2.headers, include=include, exclude=exclude)
+    diff += header_differences(a.headers, b.headers, include=include, exclude=exclude)
+    flags: list[str] = []
     if method != "HEAD":
-        body_diff, body_flags = body_differences(
-            v1, v2, lambda a, b: apply_rules(a, b, rules, suppressed) if rules
-            else json_differences(a, b))
+        body_diff, flags = body_differences(
+            a, b, lambda x, y: apply_rules(x, y, rules, suppressed) if rules
+            else json_differences(x, y))
         diff += body_diff
-        flags += body_flags
-    if not diff:
-        return Comparison(MATCH, [], None, flags, suppressed=dict(suppressed))
-    return Comparison(MISMATCH, diff, signature(method, route, diff), flags,
-                      suppressed=dict(suppressed))
+    return diff, flags
 
 
 # ---- rules over JSON bodies ----

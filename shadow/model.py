@@ -78,6 +78,7 @@ class CandidateEvent:
     ts: float
     answer: Answer
     type: Literal["candidate"] = "candidate"
+    secondary: Answer | None = None  # V1' (--v1-secondary): how V1 answers itself
 
 
 Event = RequestEvent | ResponseEvent | CandidateEvent
@@ -101,6 +102,8 @@ class Comparison:
     flags: list[str]
     replay_delay_ms: float | None = None
     suppressed: dict[str, int] = field(default_factory=dict)  # rule id -> differences hidden
+    noise: list[Difference] = field(default_factory=list)  # V1/V2 differences V1 has with itself
+    noise_paths: list[str] | None = None  # where V1 and V1' disagreed (None: no V1' answer)
 
 
 @dataclass(slots=True)
@@ -124,3 +127,5 @@ class Exchange:
     v1_ts: float | None = None  # when the proxy published V1's answer
     v2_ts: float | None = None  # when the subscriber published V2's answer
     replay_delay_ms: float | None = None
+    v1_secondary: Answer | None = None
+    noise: list[Difference] = field(default_factory=list)

@@ -53,6 +53,7 @@ class Subscriber:
         self.redis = redis
         self.keys = keys or Keys(settings.stream_prefix)
         self.v2 = settings.v2.rstrip("/")
+        self.v1_secondary = settings.v1_secondary.rstrip("/") if settings.v1_secondary else None
         self.reader = GroupReader(
             redis, [self.keys.v1], REPLAYERS,
             settings.consumer or default_consumer_name("subscriber"),
@@ -146,8 +147,13 @@ class Subscriber:
             with contextlib.suppress(RedisError, OSError):
                 await self.reader.ack([entry])
             return
-        answer = await self.replay(event)
-        candidate = CandidateEvent(id=event.id, ts=time.time(), answer=answer)
+        if self.v1_secondary and replay_decision(
+                event.request, allow_side_effects=self.settings.allow_side_effects) is None:
+            answer, secondary = await asyncio.gather(
+                self.replay(event), self._call(self.v1_secondary, event, "V1'"))
+        else:
+            answer, secondary = await self.replay(event), None
+        candidate = CandidateEvent(id=event.id, ts=time.time(), answer=answer, secondary=secondary)
         try:
             await asyncio.shield(self._publish(entry, candidate))
         except (RedisError, OSError) as e:
@@ -170,12 +176,16 @@ class Subscriber:
         if reason is not None:
             metrics.REPLAYS.labels("skipped").inc()
             return Answer(status=None, skipped=reason, target=self.v2)
+        return await self._call(self.v2, event, "V2")
+
+    async def _call(self, base: str, event: RequestEvent, name: str) -> Answer:
+        request = event.request
         assert self._session is not None
         started = time.perf_counter()
         metrics.REPLAYS_IN_FLIGHT.inc()
         try:
             async with self._session.request(
-                    request.method, URL(self.v2 + request.url, encoded=True),
+                    request.method, URL(base + request.url, encoded=True),
                     headers=CIMultiDict(replay_headers(request.headers,
                                                        self.settings.request_id_header,
                                                        event.request_id)),
@@ -187,15 +197,15 @@ class Subscriber:
                 metrics.REPLAY_DURATION.observe(latency / 1000)
                 return Answer(status=resp.status, headers=list(resp.headers.items()), body=body,
                               body_size=size, body_truncated=size > len(body),
-                              latency_ms=latency, target=self.v2)
+                              latency_ms=latency, target=base)
         except TimeoutError:
-            error = "V2 timed out"
+            error = f"{name} timed out"
         except (aiohttp.ClientError, OSError) as e:
-            error = f"V2 unreachable: {type(e).__name__}: {e}"
+            error = f"{name} unreachable: {type(e).__name__}: {e}"
         finally:
             metrics.REPLAYS_IN_FLIGHT.dec()
         metrics.REPLAYS.labels("error").inc()
-        return Answer(status=None, error=error, target=self.v2,
+        return Answer(status=None, error=error, target=base,
                       latency_ms=(time.perf_counter() - started) * 1000)
 
 

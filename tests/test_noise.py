@@ -1,0 +1,83 @@
+"""Noise cancellation with a second V1 (--v1-secondary), through the whole pipeline:
+3 real bugs over 5,000 requests plus a random timestamp give exactly 3 classes, and the
+timestamp is reported as V1's own noise."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import aiohttp
+from aiohttp import web
+
+from shadow.filters import Filters
+from tests.conftest import wait_for
+from tests.pipeline import Pipeline
+
+
+def app(version: int) -> web.Application:
+    async def item(request: web.Request) -> web.Response:
+        n = int(request.match_info["n"])
+        body = {"id": n, "price": round(n * 1.5, 2), "generated": random.random()}
+        if version == 2 and n % 7 == 0:
+            body["price"] = round(n * 1.6, 2)  # bug 1: wrong price
+        return web.json_response(body)
+
+    async def user(request: web.Request) -> web.Response:
+        n = int(request.match_info["n"])
+        body = {"id": n, "email": f"u{n}@example.com", "generated": random.random()}
+        if version == 2 and n % 11 == 0:
+            del body["email"]  # bug 2: a field lost
+        return web.json_response(body)
+
+    async def order(request: web.Request) -> web.Response:
+        n = int(request.match_info["n"])
+        if version == 2 and n % 13 == 0:
+            return web.json_response({"error": "boom"}, status=500)  # bug 3: a crash
+        return web.json_response({"id": n, "generated": random.random()})
+
+    a = web.Application()
+    a.router.add_get("/items/{n}", item)
+    a.router.add_get("/users/{n}", user)
+    a.router.add_get("/orders/{n}", order)
+    return a
+
+
+async def test_three_bugs_and_a_timestamp_make_three_classes_and_noise(http_server,
+                                                                        settings_factory):
+    v1, v1b, v2 = (await http_server(app(1)), await http_server(app(1)),
+                   await http_server(app(2)))
+    total = 5000
+    async with Pipeline(settings_factory(v1=v1, v2=v2, v1_secondary=v1b)) as p, \
+            aiohttp.ClientSession() as client:
+        sem = asyncio.Semaphore(32)
+
+        async def one(i: int) -> None:
+            async with sem, client.get(f"{p.url}/{['items', 'users', 'orders'][i % 3]}/{i}") as r:
+                await r.read()
+
+        await asyncio.gather(*(one(i) for i in range(total)))
+
+        async def done() -> bool:
+            outcomes = await p.store.outcomes()
+            return sum(outcomes.values()) == total and outcomes.get("pending", 0) == 0
+
+        await wait_for(done, 90, f"{total} decided exchanges")
+        classes = await p.store.classes()
+        shapes = {(c["route"], tuple((x["path"], x["kind"]) for x in c["paths"])) for c in classes}
+        assert shapes == {
+            ("/items/{id}", (("$.price", "changed"),)),
+            ("/users/{id}", (("$.email", "removed"),)),
+            ("/orders/{id}", (("$", "changed"), ("status", "status"))),
+        }
+        summary = await p.summary()
+        for r in summary["routes"]:
+            assert r["noise"][0]["path"] == "$.generated" and r["noise"][0]["rate"] == 1.0
+            assert r["noise"][0]["observed"] == r["compared"]
+        items = next(r for r in summary["routes"] if r["route"] == "/items/{id}")
+        bugs = sum(1 for i in range(1, total) if i % 3 == 0 and i % 7 == 0)  # 0 * 1.6 == 0
+        assert (items["mismatched"], items["matched"]) == (bugs, items["compared"] - bugs)
+        sample = (await p.store.list_exchanges(Filters(outcome="match", limit=1)))[0][0]
+        shown = await p.store.get(sample["id"])
+        assert shown is not None and [d.path for d in shown.noise] == ["$.generated"]
+        assert shown.v1_secondary is not None and "noise" in shown.flags
