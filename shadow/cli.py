@@ -462,11 +462,14 @@ async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
 
     v1, v2 = await serve(demo_apps.build(1)), await serve(demo_apps.build(2))
-    settings = replace(settings, v1=v1, v2=v2, listen="127.0.0.1:0", api="127.0.0.1:0",
+    v1_again = await serve(demo_apps.build(1))  # a second V1: tells V1's own noise from bugs
+    settings = replace(settings, v1=v1, v2=v2, v1_secondary=v1_again,
+                       listen="127.0.0.1:0", api="127.0.0.1:0",
                        store=f"sqlite:///{data_dir / 'shadow.db'}", data_dir=str(data_dir),
                        join_timeout_s=min(settings.join_timeout_s, 10.0),
                        log_level="warning" if settings.log_level == "info" else settings.log_level)
-    console.print(f"sample V1 at {v1}, sample V2 (the 'rewrite') at {v2}; data in {data_dir}")
+    console.print(f"sample V1 at {v1} (and a second V1 at {v1_again} for noise), "
+                  f"sample V2 (the 'rewrite') at {v2}; data in {data_dir}")
     sup = Supervisor(settings)
     await sup.start()
     proxy_url, api_url = f"http://{sup.proxy_address}", f"http://{sup.api_address}"
@@ -544,11 +547,14 @@ def _explain_demo(summary: dict[str, Any], console: Console) -> None:
     console.print("\n[bold]What the sample V2 changed, and what shadow found:[/]")
     routes = {r["route"]: r for r in summary.get("routes", [])}
     for route, path, what in demo_apps.CHANGES:
-        r = routes.get(route)
-        found = bool(r and any(d["path"] == path for d in r.get("top_diffs", [])))
+        r = routes.get(route) or {}
+        if any(n["path"] == path for n in r.get("noise", [])):
+            console.print(f"  [green]found[/]  {route:<16} {what} ({path}: noise, V1 disagrees "
+                          "with itself; not counted as a mismatch)")
+            continue
+        found = any(d["path"] == path for d in r.get("top_diffs", []))
         mark = "[green]found[/]" if found else "[red]NOT found[/]"
-        count = r["mismatched"] if r else 0
-        console.print(f"  {mark}  {route:<16} {what} ({path}, {count} mismatches)")
+        console.print(f"  {mark}  {route:<16} {what} ({path}, {r.get('mismatched', 0)} mismatches)")
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {

@@ -20,7 +20,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table = Table(title="shadow: V1 vs V2 per route", title_justify="left")
     for name, justify in (("route", "left"), ("requests", "right"), ("compared", "right"),
                           ("match", "right"), ("mismatched", "right"), ("skipped/errors", "right"),
-                          ("p50 ms v1/v2", "right"), ("top differing fields", "left")):
+                          ("p50 ms v1/v2", "right"), ("top differing fields", "left"),
+                          ("noise (V1 vs itself)", "left")):
         table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for r in summary.get("routes", []):
         rate = r.get("match_rate")
@@ -30,7 +31,9 @@ def summary_table(summary: dict[str, Any]) -> Table:
         table.add_row(f"{r['method']} {r['route']}", str(r["total"]), str(r["compared"]),
                       f"[{color}]{_pct(rate)}[/]" if rate is not None else "-",
                       str(r["mismatched"]), f"{r.get('skipped', 0)}/{r.get('v2_errors', 0)}",
-                      lat, describe_diffs(r.get("top_diffs", [])))
+                      lat, describe_diffs(r.get("top_diffs", [])),
+                      "\n".join(f"{n['path']} {n['rate'] * 100:.0f}%" for n in r.get("noise", [])[:3]
+                                if n.get("rate") is not None) or "-")
     return table
 
 
@@ -157,6 +160,9 @@ def show_exchange(x: dict[str, Any], console: Console) -> None:
 
     console.print(Columns([panel("V1", x.get("v1")), panel("V2", x.get("v2"))], equal=True,
                           expand=True))
+    if x.get("noise"):
+        console.print("noise (V1 disagrees with itself here, so these are not mismatches): "
+                      + ", ".join(f"{d['path']}" for d in x["noise"]))
     if x["diff"]:
         table = Table(title="differences")
         for name in ("path", "kind", "v1", "v2"):

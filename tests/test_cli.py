@@ -35,6 +35,7 @@ def test_demo_reports_every_deliberate_difference(tmp_path: Path) -> None:
     for route, _, _ in demo_apps.CHANGES:
         assert re.search(rf"found\s+{re.escape(route)}\s", out), (route, out[-3000:])
     assert "NOT found" not in out
+    assert re.search(r"/status\s+nondeterministic timestamp \(\$.server_time: noise", out)
     assert "1500 exchanges" in out and " 0 pending" in out
 
 
