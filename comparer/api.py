@@ -23,6 +23,7 @@ from shadow.keys import COMPARERS, Keys
 from shadow.rules import RuleSet, load_rules_file
 from shadow.settings import Settings, check_access, parse_hostport
 from shadow.stats import verdict
+from shadow.suggest import suggest, to_toml
 
 log = logging.getLogger("shadow.api")
 
@@ -117,6 +118,18 @@ async def rules_endpoint(request: web.Request) -> web.Response:
                                      "suppressed": hits.get(r.id, 0)} for r in ruleset.rules]})
 
 
+async def suggestions_endpoint(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    summary = await store.summary()
+    examples = []
+    for cls in (await store.classes())[:50]:
+        x = await store.get(cls["examples"][0]) if cls["examples"] else None
+        if x is not None:
+            examples.append((cls, x.diff))
+    found = suggest(summary["routes"], examples)
+    return json_response({"suggestions": found, "toml": to_toml(found)})
+
+
 async def verdict_endpoint(request: web.Request) -> web.Response:
     q = request.query
     try:
@@ -179,6 +192,7 @@ def build_app(settings: Settings, store: Store, redis: aioredis.Redis, keys: Key
     app.router.add_post("/api/classes/{signature}", set_class)
     app.router.add_get("/api/verdict", verdict_endpoint)
     app.router.add_get("/api/rules", rules_endpoint)
+    app.router.add_get("/api/suggestions", suggestions_endpoint)
     app.router.add_get("/api/exchanges/{id}", exchange)
     app.router.add_get("/metrics", metrics_endpoint)
     return app

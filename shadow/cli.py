@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "List the rules of the comparer's --rules file with their reason, owner, expiry "
                 "and how many differences each one has suppressed, so suppressions stay "
                 "visible and reviewed.")
+    rl.add_argument("action", nargs="?", choices=("list", "suggest"), default="list",
+                    help="list (default): the rules in force; suggest: print proposed rules as "
+                         "TOML, from noise evidence and UUID/timestamp detectors (never applied)")
     rl.set_defaults(func=cmd_rules)
     vd = reader("verdict", "can we cut over? exit 0 = ready, 1 = not ready",
                 "Ready only when every route seen has at least --min-samples compared "
@@ -416,6 +419,16 @@ def cmd_mark(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_rules(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "suggest":
+        found = fetch_json(f"{_api_url(args, settings)}/api/suggestions", settings.api_token)
+        if args.json:
+            _print_json(found)
+        elif found["toml"]:
+            sys.stdout.write("# Suggested by shadow. Review each one, then add the ones you agree "
+                             "with to your --rules file.\n\n" + found["toml"])
+        else:
+            print("no suggestions: no noisy paths or UUID/timestamp differences found yet")
+        return 0
     data = fetch_json(f"{_api_url(args, settings)}/api/rules", settings.api_token)
     if args.json:
         _print_json(data)

@@ -81,3 +81,8 @@ async def test_three_bugs_and_a_timestamp_make_three_classes_and_noise(http_serv
         shown = await p.store.get(sample["id"])
         assert shown is not None and [d.path for d in shown.noise] == ["$.generated"]
         assert shown.v1_secondary is not None and "noise" in shown.flags
+        async with client.get(f"{p.api_url}/api/suggestions") as r:
+            suggested = await r.json()
+        assert {(s["route"], s["path"], s["rule"]) for s in suggested["suggestions"]} == {
+            (route, "$.generated", "ignore") for route in ("/items/{id}", "/users/{id}",
+                                                           "/orders/{id}")}
