@@ -210,6 +210,15 @@ class MongoStore:
 
     # ---- reads ----
 
+    async def add_suspected(self, observed: dict[tuple[str, str], int],
+                            paths: dict[tuple[str, str, str], int]) -> None:
+        for (method, route), n in observed.items():
+            await self.db.repeats.update_one({"method": method, "route": route},
+                                             {"$inc": {"n": n}}, upsert=True)
+        for (method, route, path), n in paths.items():
+            await self.db.suspected.update_one({"method": method, "route": route, "path": path},
+                                               {"$inc": {"n": n}}, upsert=True)
+
     async def rule_hits(self) -> dict[str, int]:
         return {d["_id"]: int(d.get("suppressed", 0))
                 async for d in self.db.rule_stats.find({})}
@@ -282,8 +291,11 @@ class MongoStore:
         noise = [(d["method"], d["route"], d["path"], d["n"]) async for d in self.db.noise.find({})]
         observed = [(d["method"], d["route"], d["n"])
                     async for d in self.db.noise_observed.find({})]
+        suspected = [(d["method"], d["route"], d["path"], d["n"])
+                     async for d in self.db.suspected.find({})]
+        repeats = [(d["method"], d["route"], d["n"]) async for d in self.db.repeats.find({})]
         return summary_from_aggregates(counts, latency, statuses, await self.classes(), stale,
-                                       noise, observed)
+                                       noise, observed, suspected, repeats)
 
     async def route_evidence(self) -> list[RouteEvidence]:
         summary = await self.summary()

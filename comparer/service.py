@@ -19,6 +19,7 @@ from shadow.compare import compare, replay_delay_ms
 from shadow.errors import EventError
 from shadow.keys import COMPARERS, Keys
 from shadow.model import Comparison, Event
+from shadow.noise import V1Memory
 from shadow.rules import load_rules_file, route_of
 from shadow.settings import Settings
 
@@ -47,6 +48,10 @@ class Comparer:
                         "renew or remove it", rule.id, self.rules.source, rule.line,
                         rule.owner or "-", rule.expires)
         self.completed = 0
+        self.memory = V1Memory()
+        self._known_noise: dict[tuple[str, str], list[str]] = {}
+        self._next_noise_refresh = 0.0
+        self.noise_refresh_s = 5.0
         self._task: asyncio.Task[None] | None = None
         self._next_sweep = 0.0
 
@@ -112,12 +117,23 @@ class Comparer:
         for event in events:
             metrics.EVENTS_INGESTED.labels(event.type).inc()
         results: list[tuple[str, Comparison]] = []
+        repeats: dict[tuple[str, str], int] = {}
+        changed: dict[tuple[str, str, str], int] = {}
+        known = await self._learned_noise()
         for x in ready:
             assert x.v1 is not None and x.v2 is not None
+            route_key = (x.method or "?", x.route or "?")
+            if x.request is not None:
+                paths = self.memory.observe(x.request, x.v1)
+                if paths is not None:
+                    repeats[route_key] = repeats.get(route_key, 0) + 1
+                    for path in paths:
+                        changed[(*route_key, path)] = changed.get((*route_key, path), 0) + 1
             started = time.perf_counter()
             try:
                 result = compare(x.request, x.v1, x.v2, x.route,
-                                 rules.active(x.method, x.route, today), x.v1_secondary)
+                                 rules.active(x.method, x.route, today), x.v1_secondary,
+                                 known.get(route_key, ()))
             except Exception as e:  # one odd exchange must not stop the others
                 log.exception("exchange %s: comparison failed", x.id)
                 result = Comparison("mismatch", [], None, [f"compare_error:{type(e).__name__}"])
@@ -128,11 +144,28 @@ class Comparer:
             metrics.COMPARE_DURATION.observe(time.perf_counter() - started)
             results.append((x.id, result))
         recorded = set(await self.store.complete(results))
+        if repeats:
+            await self.store.add_suspected(repeats, changed)
         self.completed += len(recorded)
         for ident, r in results:
             if ident in recorded:
                 metrics.COMPARISONS.labels(r.outcome).inc()
         await self.reader.ack(good)
+
+    async def _learned_noise(self) -> dict[tuple[str, str], list[str]]:
+        """With --auto-ignore-noise: per route, the paths where V1 changed in at least half of
+        10+ repeats of identical requests (refreshed every few seconds)."""
+        if not self.settings.auto_ignore_noise:
+            return {}
+        now = time.monotonic()
+        if now >= self._next_noise_refresh:
+            self._next_noise_refresh = now + self.noise_refresh_s
+            summary = await self.store.summary()
+            self._known_noise = {
+                (r["method"], r["route"]): [n["path"] for n in r["suspected_noise"]
+                                            if n["observed"] >= 10 and (n["rate"] or 0) >= 0.5]
+                for r in summary["routes"]}
+        return self._known_noise
 
     async def _sweep(self) -> None:
         now = time.monotonic()

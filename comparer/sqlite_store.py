@@ -123,6 +123,12 @@ CREATE TABLE IF NOT EXISTS noise (
 CREATE TABLE IF NOT EXISTS noise_observed (
     method TEXT NOT NULL, route TEXT NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (method, route)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS suspected (
+    method TEXT NOT NULL, route TEXT NOT NULL, path TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (method, route, path)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS repeats (
+    method TEXT NOT NULL, route TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (method, route)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rule_stats (
     rule TEXT PRIMARY KEY, suppressed INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS classes (
@@ -398,6 +404,15 @@ class SQLiteStore:
 
     # ---- reads ----
 
+    async def add_suspected(self, observed: dict[tuple[str, str], int],
+                            paths: dict[tuple[str, str, str], int]) -> None:
+        await self._write([
+            ("INSERT INTO repeats (method, route, n) VALUES (?, ?, ?) ON CONFLICT (method, route) "
+             "DO UPDATE SET n = n + excluded.n", [(*k, n) for k, n in observed.items()]),
+            ("INSERT INTO suspected (method, route, path, n) VALUES (?, ?, ?, ?) ON CONFLICT "
+             "(method, route, path) DO UPDATE SET n = n + excluded.n",
+             [(*k, n) for k, n in paths.items()])])
+
     async def rule_hits(self) -> dict[str, int]:
         async with self.db.execute("SELECT rule, suppressed FROM rule_stats") as cur:
             return {rule: int(n) async for rule, n in cur}
@@ -480,8 +495,12 @@ class SQLiteStore:
             noise = [tuple(row) async for row in cur]
         async with db.execute("SELECT method, route, n FROM noise_observed") as cur:
             observed = [tuple(row) async for row in cur]
+        async with db.execute("SELECT method, route, path, n FROM suspected") as cur:
+            suspected = [tuple(row) async for row in cur]
+        async with db.execute("SELECT method, route, n FROM repeats") as cur:
+            repeats = [tuple(row) async for row in cur]
         return summary_from_aggregates(counts, latency, statuses, await self.classes(), stale,
-                                       noise, observed)
+                                       noise, observed, suspected, repeats)
 
     async def route_evidence(self) -> list[RouteEvidence]:
         summary = await self.summary()

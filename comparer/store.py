@@ -48,6 +48,10 @@ class Store(Protocol):
     async def rule_hits(self) -> dict[str, int]:
         """Differences each rule has hidden so far."""
 
+    async def add_suspected(self, observed: dict[tuple[str, str], int],
+                            paths: dict[tuple[str, str, str], int]) -> None:
+        """Count repeats of identical requests per route, and the paths where V1 changed."""
+
     async def expire(self, older_than_ts: float) -> int:
         """Exchanges whose V2 part never came within the join timeout become v1_only."""
 
@@ -113,6 +117,8 @@ def summary_from_aggregates(counts: list[tuple[Any, ...]], latency: list[tuple[A
                             statuses: list[tuple[Any, ...]], classes: list[dict[str, Any]],
                             stale: int, noise: list[tuple[Any, ...]] = (),  # type: ignore[assignment]
                             observed: list[tuple[Any, ...]] = (),  # type: ignore[assignment]
+                            suspected: list[tuple[Any, ...]] = (),  # type: ignore[assignment]
+                            repeats: list[tuple[Any, ...]] = (),  # type: ignore[assignment]
                             ) -> dict[str, Any]:
     """The /api/summary object from per-route aggregates (any backend)."""
     routes: dict[tuple[str, str], dict[str, Any]] = {}
@@ -124,7 +130,8 @@ def summary_from_aggregates(counts: list[tuple[Any, ...]], latency: list[tuple[A
                            "matched": 0, "mismatched": 0, "skipped": 0, "v2_errors": 0,
                            "pending": 0, "v1_only": 0, "match_rate": None,
                            "v1_latency_ms": percentiles([]), "v2_latency_ms": percentiles([]),
-                           "classes": 0, "status_pairs": [], "top_diffs": [], "noise": []}
+                           "classes": 0, "status_pairs": [], "top_diffs": [], "noise": [],
+                           "suspected_noise": []}
         return routes[key]
 
     totals = dict.fromkeys(_COUNT_KEYS.values(), 0)
@@ -157,13 +164,15 @@ def summary_from_aggregates(counts: list[tuple[Any, ...]], latency: list[tuple[A
         r["status_pairs"].sort(key=lambda s: -s["count"])
         top = sorted(paths[key].items(), key=lambda kv: (-kv[1], kv[0]))[:5]
         r["top_diffs"] = [{"path": p, "kind": k, "count": n} for (p, k), n in top]
-    seen = {(m, r): n for m, r, n in observed}
-    for method, path, field_path, n in sorted(noise, key=lambda row: -row[3]):
-        key = (method, path)
-        if key in routes and len(routes[key]["noise"]) < 10:
-            total = seen.get(key, 0)
-            routes[key]["noise"].append({"path": field_path, "count": n, "observed": total,
-                                         "rate": round(n / total, 4) if total else None})
+    for name, rows, totals_rows in (("noise", noise, observed),
+                                    ("suspected_noise", suspected, repeats)):
+        seen = {(m, r): n for m, r, n in totals_rows}
+        for method, path, field_path, n in sorted(rows, key=lambda row: (-row[3], row[2])):
+            key = (method, path)
+            if key in routes and len(routes[key][name]) < 10:
+                total = seen.get(key, 0)
+                routes[key][name].append({"path": field_path, "count": n, "observed": total,
+                                          "rate": round(n / total, 4) if total else None})
     compared = totals["matched"] + totals["mismatched"]
     return {
         "total": sum(totals.values()), "compared": compared, **totals,

@@ -69,7 +69,8 @@ DESCRIPTIONS = {
 
 # ---------------------------------------------------------------- arguments
 
-BOOLEAN_FLAGS = ("allow_side_effects", "publish", "forwarded_headers", "preserve_host")
+BOOLEAN_FLAGS = ("allow_side_effects", "publish", "forwarded_headers", "preserve_host",
+                 "auto_ignore_noise")
 
 
 def _add_settings(parser: argparse.ArgumentParser, primary: tuple[str, ...]) -> None:

@@ -78,7 +78,8 @@ def replay_delay_ms(v1_ts: float | None, v2_ts: float | None, v2: Answer) -> flo
 
 
 def compare(request: Request | None, v1: Answer, v2: Answer, route: str | None,
-            rules: Sequence[Rule] = (), v1_secondary: Answer | None = None) -> Comparison:
+            rules: Sequence[Rule] = (), v1_secondary: Answer | None = None,
+            known_noise: Sequence[str] = ()) -> Comparison:
     """Outcome, differences, signature and flags of one V1/V2 pair, after the active rules.
 
     With V1's second answer (V1', `--v1-secondary`), a V1/V2 difference where V1 also
@@ -106,6 +107,12 @@ def compare(request: Request | None, v1: Answer, v2: Answer, route: str | None,
         diff = [d for d in diff if not _under_any(generalize(d.path), paths)]
         if noise:
             flags.append("noise")
+    if known_noise:  # learned from V1's own answers over time; only with --auto-ignore-noise
+        learned = [d for d in diff if _under_any(generalize(d.path), list(known_noise))]
+        if learned:
+            noise += learned
+            diff = [d for d in diff if d not in learned]
+            flags.append("suspected_noise")
     outcome = MISMATCH if diff else MATCH
     return Comparison(outcome, diff, signature(method, route, diff) if diff else None, flags,
                       suppressed=dict(suppressed), noise=noise, noise_paths=noise_paths)

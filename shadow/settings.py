@@ -60,6 +60,7 @@ class Settings:
     # comparer
     join_timeout_s: float = 60.0
     stale_after_s: float = 300.0
+    auto_ignore_noise: bool = False
     retention_max_age_s: float | None = None
     retention_max_docs: int | None = None
     api_token: str | None = None
@@ -266,6 +267,8 @@ HELP: dict[str, str] = {
     "v2_connect_timeout_s": "seconds to connect to V2",
     "v2_read_timeout_s": "seconds V2 may stay silent before the replay counts as an error",
     "replay_concurrency": "replays in flight at once, per subscriber",
+    "auto_ignore_noise": "hide differences at paths where V1's answers to identical requests "
+                         "change over time (suspected noise); off by default: they are only shown",
     "stale_after_s": "a comparison whose V2 call came this long after V1's answer is flagged stale",
     "retention_max_age_s": "delete exchanges older than this (default: keep)",
     "retention_max_docs": "keep at most this many exchanges, deleting the oldest (default: all)",

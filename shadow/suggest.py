@@ -43,6 +43,16 @@ def suggest(routes: list[dict[str, Any]],
                             "rule": "ignore", "evidence":
                             f"V1 disagreed with itself at {n['path']} in {n['count']} of "
                             f"{n['observed']} exchanges ({n['rate'] * 100:.0f}%)"})
+        for n in r.get("suspected_noise", []):
+            key = (r["method"], r["route"], n["path"])
+            if key in seen or n.get("rate") is None or n["rate"] < MIN_NOISE_RATE or \
+                    n["observed"] < MIN_OBSERVED:
+                continue
+            seen.add(key)
+            out.append({"method": r["method"], "route": r["route"], "path": n["path"],
+                        "rule": "ignore", "evidence":
+                        f"V1's answers to identical requests changed at {n['path']} in "
+                        f"{n['count']} of {n['observed']} repeats ({n['rate'] * 100:.0f}%)"})
     for cls, diff in class_examples:
         for d in diff:
             if d.kind != "changed":

@@ -86,3 +86,55 @@ async def test_three_bugs_and_a_timestamp_make_three_classes_and_noise(http_serv
         assert {(s["route"], s["path"], s["rule"]) for s in suggested["suggestions"]} == {
             (route, "$.generated", "ignore") for route in ("/items/{id}", "/users/{id}",
                                                            "/orders/{id}")}
+
+
+async def test_without_a_second_v1_noise_is_learned_from_repeats_and_hidden_only_on_request(
+        http_server, settings_factory):
+    v1, v2 = await http_server(app(1)), await http_server(app(2))
+
+    async with Pipeline(settings_factory(v1=v1, v2=v2, auto_ignore_noise=True)) as p, \
+            aiohttp.ClientSession() as client:
+        p.comparer.noise_refresh_s = 0.0  # re-read the learned noise on every batch
+
+        async def send(rounds: int) -> None:
+            for _ in range(rounds):
+                for n in range(1, 11):  # the same 10 requests again and again
+                    async with client.get(f"{p.url}/items/{n}") as r:
+                        await r.read()
+
+        async def decided(total: int) -> bool:
+            outcomes = await p.store.outcomes()
+            return sum(outcomes.values()) == total and outcomes.get("pending", 0) == 0
+
+        await send(3)
+        await wait_for(lambda: decided(30), 30, "30 decided")
+        summary = await p.summary()
+        [items] = summary["routes"]
+        assert items["suspected_noise"] == [{"path": "$.generated", "count": 20, "observed": 20,
+                                             "rate": 1.0}]
+        assert items["mismatched"] == 30  # learned, but not yet trusted (10 repeats needed)
+        await send(2)
+        await wait_for(lambda: decided(50), 30, "50 decided")
+        latest, _ = await p.store.list_exchanges(Filters(limit=10))
+        by_outcome = {x["url"]: x["outcome"] for x in latest}
+        assert by_outcome["/items/7"] == "mismatch"  # the real bug (price) stays a mismatch
+        assert all(outcome == "match" for url, outcome in by_outcome.items() if url != "/items/7")
+        assert all("suspected_noise" in x["flags"] for x in latest)
+
+
+async def test_suspected_noise_is_only_shown_by_default(http_server, settings_factory):
+    v1, v2 = await http_server(app(1)), await http_server(app(2))
+    async with Pipeline(settings_factory(v1=v1, v2=v2)) as p, aiohttp.ClientSession() as client:
+        p.comparer.noise_refresh_s = 0.0
+        for _ in range(5):
+            for n in range(1, 11):
+                async with client.get(f"{p.url}/items/{n}") as r:
+                    await r.read()
+
+        async def decided() -> bool:
+            outcomes = await p.store.outcomes()
+            return sum(outcomes.values()) == 50 and outcomes.get("pending", 0) == 0
+
+        await wait_for(decided, 30, "50 decided")
+        [items] = (await p.summary())["routes"]
+        assert items["mismatched"] == 50 and items["suspected_noise"][0]["observed"] == 40

@@ -1,0 +1,53 @@
+"""Learned noise (pure): for identical requests (same method, url and body), paths whose V1
+values change over time are suspected noise on their route."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+
+from shadow.compare import generalize
+from shadow.diff import decoded_body, json_differences, parse_json
+from shadow.model import Answer, Request
+
+
+def request_key(request: Request) -> str:
+    h = hashlib.sha1(request.method.encode() + b" " + request.url.encode("utf-8", "surrogatepass"))
+    h.update(b"\n" + request.body)
+    return h.hexdigest()
+
+
+class V1Memory:
+    """Remembers V1's last answer per identical request (bounded, least recently used out)."""
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self.capacity = capacity
+        self._last: OrderedDict[str, tuple[int | None, bytes]] = OrderedDict()
+
+    def observe(self, request: Request, v1: Answer) -> list[str] | None:
+        """The generalized paths where this V1 answer differs from V1's previous answer to
+        the same request; None when there is no previous answer to compare with."""
+        if v1.error or v1.body_truncated:
+            return None
+        body = decoded_body(v1)
+        if body is None:
+            return None
+        key = request_key(request)
+        previous = self._last.pop(key, None)
+        self._last[key] = (v1.status, body)
+        if len(self._last) > self.capacity:
+            self._last.popitem(last=False)
+        if previous is None:
+            return None
+        status, old = previous
+        paths: set[str] = set()
+        if status != v1.status:
+            paths.add("status")
+        if old != body:
+            ok_old, doc_old = parse_json(old)
+            ok_new, doc_new = parse_json(body)
+            if ok_old and ok_new:
+                paths |= {generalize(d.path) for d in json_differences(doc_old, doc_new)}
+            else:
+                paths.add("$")
+        return sorted(paths)
