@@ -106,14 +106,14 @@ async def test_without_a_second_v1_noise_is_learned_from_repeats_and_hidden_only
             outcomes = await p.store.outcomes()
             return sum(outcomes.values()) == total and outcomes.get("pending", 0) == 0
 
-        await send(3)
-        await wait_for(lambda: decided(30), 30, "30 decided")
+        await send(2)
+        await wait_for(lambda: decided(20), 30, "20 decided")
         summary = await p.summary()
         [items] = summary["routes"]
-        assert items["suspected_noise"] == [{"path": "$.generated", "count": 20, "observed": 20,
+        assert items["suspected_noise"] == [{"path": "$.generated", "count": 10, "observed": 10,
                                              "rate": 1.0}]
-        assert items["mismatched"] == 30  # learned, but not yet trusted (10 repeats needed)
-        await send(2)
+        assert items["mismatched"] == 20  # learned while they were compared: not yet trusted
+        await send(3)
         await wait_for(lambda: decided(50), 30, "50 decided")
         latest, _ = await p.store.list_exchanges(Filters(limit=10))
         by_outcome = {x["url"]: x["outcome"] for x in latest}
