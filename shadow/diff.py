@@ -7,10 +7,12 @@ parse, else byte for byte. Compressed bodies are decoded first.
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import hashlib
 import json
 import re
+import urllib.parse
 import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -224,7 +226,85 @@ def body_differences(v1: Answer, v2: Answer,
     json1, json2 = is_json_media(v1), is_json_media(v2)
     ok1, doc1 = parse_json(b1) if (json1 or b1[:1] in (b"{", b"[")) else (False, None)
     ok2, doc2 = parse_json(b2) if (json2 or b2[:1] in (b"{", b"[")) else (False, None)
-    if ok1 and ok2 and not v1.body_truncated and not v2.body_truncated:
+    complete = not v1.body_truncated and not v2.body_truncated
+    if ok1 and ok2 and complete:
         return json_diff(doc1, doc2), flags
+    media1, media2 = _media(v1), _media(v2)
+    if complete and media1 == media2 == "application/x-www-form-urlencoded":
+        return json_diff(form_fields(b1), form_fields(b2)), flags
+    if complete and media1 == media2 == "multipart/form-data":
+        parts1, parts2 = multipart_parts(v1, b1), multipart_parts(v2, b2)
+        if parts1 is not None and parts2 is not None:
+            return json_diff(parts1, parts2), flags
+    text1, text2 = _text(b1), _text(b2)
+    if text1 is not None and text2 is not None and not (json1 or json2):
+        return text_differences(text1, text2), flags
     return [Difference("$", "body", body_preview(b1, v1.body_size),
                        body_preview(b2, v2.body_size))], flags
+
+
+def _media(answer: Answer) -> str:
+    return (answer.header("content-type") or "").split(";", 1)[0].strip().lower()
+
+
+def _text(body: bytes) -> str | None:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if "\x00" not in text else None
+
+
+MAX_TEXT_DIFFS = 10
+
+
+def text_differences(a: str, b: str) -> list[Difference]:
+    """Line by line (difflib): `line[n]` is V1's 1-based line number; at most 10 entries."""
+    out: list[Difference] = []
+    la, lb = a.splitlines(), b.splitlines()
+    matcher = difflib.SequenceMatcher(a=la, b=lb, autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            continue
+        for k in range(max(i2 - i1, j2 - j1)):
+            old = la[i1 + k] if i1 + k < i2 else None
+            new = lb[j1 + k] if j1 + k < j2 else None
+            kind = "changed" if old is not None and new is not None else (
+                "removed" if new is None else "added")
+            out.append(Difference(f"line[{i1 + k + 1}]", kind, old, new))
+            if len(out) >= MAX_TEXT_DIFFS:
+                return out
+    return out
+
+
+def form_fields(body: bytes) -> dict[str, list[str]]:
+    """application/x-www-form-urlencoded as a mapping of field -> values (order of repeats kept)."""
+    fields: dict[str, list[str]] = {}
+    for key, value in urllib.parse.parse_qsl(body.decode("utf-8", "replace"),
+                                             keep_blank_values=True):
+        fields.setdefault(key, []).append(value)
+    return fields
+
+
+def multipart_parts(answer: Answer, body: bytes) -> dict[str, Any] | None:
+    """multipart/form-data part by part: name -> {content_type, filename, text | sha256, size}."""
+    ctype = answer.header("content-type") or ""
+    match = re.search(r'boundary="?([^";]+)"?', ctype)
+    if not match:
+        return None
+    parts: dict[str, Any] = {}
+    for n, chunk in enumerate(body.split(b"--" + match.group(1).encode())[1:]):
+        if chunk.startswith(b"--"):
+            break
+        head, _, content = chunk.strip(b"\r\n").partition(b"\r\n\r\n")
+        headers = head.decode("latin-1")
+        name = re.search(r'name="([^"]*)"', headers)
+        filename = re.search(r'filename="([^"]*)"', headers)
+        ptype = re.search(r"(?im)^content-type:\s*(.+)$", headers)
+        text = _text(content)
+        parts[name.group(1) if name else f"part{n}"] = {
+            "content_type": ptype.group(1).strip() if ptype else None,
+            "filename": filename.group(1) if filename else None, "size": len(content),
+            **({"text": text} if text is not None else
+               {"sha256": hashlib.sha256(content).hexdigest()[:16]})}
+    return parts

@@ -186,11 +186,11 @@ def test_compressed_bodies_are_compared_decoded() -> None:
     assert result.outcome == "match", result
 
 
-def test_non_json_bodies_compare_by_bytes() -> None:
-    text = [("Content-Type", "text/plain")]
-    r = compare(GET, answer(b"hello", headers=text), answer(b"hellO", headers=text), "/x")
+def test_binary_bodies_compare_by_size_and_hash() -> None:
+    binary = [("Content-Type", "application/octet-stream")]
+    r = compare(GET, answer(b"\xff\x00a", headers=binary), answer(b"\xff\x00b", headers=binary), "/x")
     assert r.outcome == "mismatch" and r.diff[0].kind == "body"
-    assert r.diff[0].v1 == {"size": 5, "text": "hello"}
+    assert r.diff[0].v1["size"] == 3 and "sha256" in r.diff[0].v1  # type: ignore[index,operator]
 
 
 def test_v2_error_and_skipped_outcomes() -> None:
@@ -235,3 +235,23 @@ def test_json_false_is_not_zero_and_one_is_not_true() -> None:
     assert [(d.path, d.kind) for d in json_differences([False, False], [False, 0])] == \
         [("$[1]", "type")]
     assert [(d.path, d.kind) for d in json_differences({"x": True}, {"x": 1})] == [("$.x", "type")]
+
+
+def test_text_form_and_multipart_bodies_compare_by_their_structure() -> None:
+    text = [("Content-Type", "text/plain")]
+    r = compare(GET, answer(b"a\nb\nc\n", headers=text), answer(b"a\nB\nc\nd\n", headers=text), "/x")
+    assert [(d.path, d.kind, d.v1, d.v2) for d in r.diff] == [
+        ("line[2]", "changed", "b", "B"), ("line[4]", "added", None, "d")]
+    form = [("Content-Type", "application/x-www-form-urlencoded")]
+    same = compare(GET, answer(b"a=1&b=2", headers=form), answer(b"b=2&a=1", headers=form), "/x")
+    assert same.outcome == "match"
+    r = compare(GET, answer(b"a=1&b=2&b=3", headers=form), answer(b"a=1&b=2", headers=form), "/x")
+    assert [(d.path, d.kind) for d in r.diff] == [("$.b[1]", "removed")]
+    mp = [("Content-Type", 'multipart/form-data; boundary="XyZ"')]
+    body = (b'--XyZ\r\nContent-Disposition: form-data; name="title"\r\n\r\nhello\r\n'
+            b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n'
+            b'Content-Type: application/octet-stream\r\n\r\n\x00\x01\x02\r\n--XyZ--\r\n')
+    other = body.replace(b"hello", b"world")
+    r = compare(GET, answer(body, headers=mp), answer(other, headers=mp), "/x")
+    assert [(d.path, d.kind, d.v1, d.v2) for d in r.diff] == [
+        ("$.title.text", "changed", "hello", "world")]
