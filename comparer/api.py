@@ -37,11 +37,13 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
-def _auth_middleware(token: str) -> Any:
+def _auth_middleware(token: str, metrics_open: bool) -> Any:
     expected = f"Bearer {token}".encode()
 
     @web.middleware
     async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+        if metrics_open and request.path == "/metrics":
+            return await handler(request)
         given = request.headers.get("Authorization", "").encode()
         if not hmac.compare_digest(given, expected):
             return json_response({"error": "unauthorized: send 'Authorization: Bearer <token>' "
@@ -177,7 +179,8 @@ async def index(request: web.Request) -> web.Response:
 
 
 def build_app(settings: Settings, store: Store, redis: aioredis.Redis, keys: Keys) -> web.Application:
-    middlewares = [_auth_middleware(settings.api_token)] if settings.api_token else []
+    middlewares = [_auth_middleware(settings.api_token, settings.metrics_open)] \
+        if settings.api_token else []
     app = web.Application(middlewares=middlewares)
     app[STORE_KEY] = store
     app[REDIS_KEY] = redis

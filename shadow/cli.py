@@ -70,7 +70,7 @@ DESCRIPTIONS = {
 # ---------------------------------------------------------------- arguments
 
 BOOLEAN_FLAGS = ("allow_side_effects", "publish", "forwarded_headers", "preserve_host",
-                 "auto_ignore_noise")
+                 "auto_ignore_noise", "metrics_open")
 
 
 def _add_settings(parser: argparse.ArgumentParser, primary: tuple[str, ...]) -> None:

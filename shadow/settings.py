@@ -64,6 +64,7 @@ class Settings:
     retention_max_age_s: float | None = None
     retention_max_docs: int | None = None
     api_token: str | None = None
+    metrics_open: bool = False
     # misc
     log_level: str = "info"
 
@@ -274,6 +275,7 @@ HELP: dict[str, str] = {
     "retention_max_docs": "keep at most this many exchanges, deleting the oldest (default: all)",
     "join_timeout_s": "seconds to wait for V2's answer before an exchange is v1_only",
     "api_token": "bearer token for the reports API (required off loopback)",
+    "metrics_open": "serve /metrics without the bearer token (for Prometheus scrapers)",
     "log_level": "debug, info, warning or error",
 }
 

@@ -28,6 +28,25 @@ async def test_token_is_required_when_configured(settings_factory, redis_server)
                 assert r.status == 401
             async with client.get(url, headers={"Authorization": "Bearer s3cret"}) as r:
                 assert r.status == 200 and (await r.json())["total"] == 0
+            async with client.get(f"http://127.0.0.1:{api.port}/metrics") as r:
+                assert r.status == 401  # closed unless --metrics-open
+    finally:
+        await store.close()
+        await redis.aclose()
+
+
+async def test_metrics_can_be_left_open(settings_factory, redis_server) -> None:
+    settings = settings_factory(api_token="s3cret", metrics_open=True)
+    store = open_store(settings.store)
+    await store.open()
+    redis = connect(redis_server.url, 5.0)
+    try:
+        async with ReportsApi(settings, store, redis, keys=Keys(settings.stream_prefix)) as api, \
+                aiohttp.ClientSession() as client:
+            async with client.get(f"http://127.0.0.1:{api.port}/metrics") as r:
+                assert r.status == 200 and "shadow_" in await r.text()
+            async with client.get(f"http://127.0.0.1:{api.port}/api/summary") as r:
+                assert r.status == 401
     finally:
         await store.close()
         await redis.aclose()
