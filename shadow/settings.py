@@ -57,6 +57,16 @@ class Settings:
     v2_connect_timeout_s: float = 5.0
     v2_read_timeout_s: float = 30.0
     replay_concurrency: int = 64
+    replay_include: str = "*"
+    replay_exclude: str | None = None
+    sample_percent: float = 100.0
+    max_replay_rate: float | None = None
+    v2_set_headers: str | None = None
+    v2_remove_headers: str | None = None
+    v2_strip_prefix: str | None = None
+    v2_add_prefix: str | None = None
+    breaker_failures: int = 10
+    breaker_cooldown_s: float = 30.0
     # comparer
     join_timeout_s: float = 60.0
     stale_after_s: float = 300.0
@@ -204,7 +214,7 @@ def validate(s: Settings) -> None:
             f"--store: expected sqlite:///path/to/shadow.db or mongodb://..., got {s.store!r}"
         )
     for name in ("capture_cap_bytes", "max_queue", "publish_batch", "stream_maxlen",
-                 "replay_concurrency", "workers"):
+                 "replay_concurrency", "workers", "breaker_failures"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(s, name)}")
     for name in ("v1_connect_timeout_s", "v1_read_timeout_s", "v2_connect_timeout_s",
@@ -212,7 +222,8 @@ def validate(s: Settings) -> None:
                  "stale_after_s"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(s, name)}")
-    for name in ("retention_max_age_s", "retention_max_docs"):
+    for name in ("retention_max_age_s", "retention_max_docs", "max_replay_rate",
+                 "breaker_cooldown_s"):
         value = getattr(s, name)
         if value is not None and value <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -268,6 +279,16 @@ HELP: dict[str, str] = {
     "v2_connect_timeout_s": "seconds to connect to V2",
     "v2_read_timeout_s": "seconds V2 may stay silent before the replay counts as an error",
     "replay_concurrency": "replays in flight at once, per subscriber",
+    "replay_include": "comma-separated path globs to replay (default *)",
+    "replay_exclude": "comma-separated path globs never to replay, e.g. /admin/*",
+    "sample_percent": "replay this percentage of requests, chosen by request id (default 100)",
+    "max_replay_rate": "at most this many replays per second per subscriber (default: no limit)",
+    "v2_set_headers": "headers to set on requests to V2: 'Authorization: Bearer x; X-Env: shadow'",
+    "v2_remove_headers": "comma-separated headers never sent to V2, e.g. Cookie",
+    "v2_strip_prefix": "path prefix to remove before calling V2",
+    "v2_add_prefix": "path prefix to add before calling V2",
+    "breaker_failures": "consecutive V2 failures or timeouts that open the circuit breaker",
+    "breaker_cooldown_s": "seconds the breaker stays open before one probe goes to V2",
     "auto_ignore_noise": "hide differences at paths where V1's answers to identical requests "
                          "change over time (suspected noise); off by default: they are only shown",
     "stale_after_s": "a comparison whose V2 call came this long after V1's answer is flagged stale",

@@ -1,16 +1,138 @@
-"""The replay policy (pure): may this request be sent to V2, and if not, why."""
+"""The replay policy (pure): may this request be sent to V2, and if not, why; and what the
+request V2 gets looks like (header and path rewrites)."""
 
 from __future__ import annotations
 
-from shadow.model import Request
+import fnmatch
+import hashlib
+from dataclasses import dataclass, field
+
+from shadow.errors import ConfigError
+from shadow.model import Headers, Request
+from shadow.settings import Settings
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+@dataclass(frozen=True)
+class Policy:
+    allow_side_effects: bool = False
+    include: tuple[str, ...] = ("*",)  # path globs
+    exclude: tuple[str, ...] = ()
+    sample_percent: float = 100.0
+    set_headers: tuple[tuple[str, str], ...] = ()
+    remove_headers: frozenset[str] = field(default_factory=frozenset)
+    strip_prefix: str = ""
+    add_prefix: str = ""
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Policy:
+        pairs = []
+        for item in filter(None, (p.strip() for p in (s.v2_set_headers or "").split(";"))):
+            name, sep, value = item.partition(":")
+            if not sep or not name.strip():
+                raise ConfigError(f"--v2-set-headers: expected 'Name: value; Name2: value', "
+                                  f"got {item!r}")
+            pairs.append((name.strip(), value.strip()))
+        if not 0 <= s.sample_percent <= 100:
+            raise ConfigError(f"--sample-percent must be 0-100, got {s.sample_percent}")
+        return cls(
+            allow_side_effects=s.allow_side_effects,
+            include=tuple(g.strip() for g in s.replay_include.split(",") if g.strip()) or ("*",),
+            exclude=tuple(g.strip() for g in (s.replay_exclude or "").split(",") if g.strip()),
+            sample_percent=s.sample_percent, set_headers=tuple(pairs),
+            remove_headers=frozenset(h.strip().lower() for h in (s.v2_remove_headers or "")
+                                     .split(",") if h.strip()),
+            strip_prefix=s.v2_strip_prefix or "", add_prefix=s.v2_add_prefix or "")
+
+    def decision(self, request: Request, request_id: str) -> str | None:
+        """None to replay, else the reason it is skipped (recorded on the exchange)."""
+        if request.method.upper() not in SAFE_METHODS and not self.allow_side_effects:
+            return "method_not_replayed"
+        if request.body_truncated:
+            return "request_body_truncated"
+        path = request.url.split("?", 1)[0]
+        if not any(fnmatch.fnmatchcase(path, g) for g in self.include) or \
+                any(fnmatch.fnmatchcase(path, g) for g in self.exclude):
+            return "route_excluded"
+        if self.sample_percent < 100 and not sampled(request_id, self.sample_percent):
+            return "not_sampled"
+        return None
+
+    def url(self, url: str) -> str:
+        if self.strip_prefix and url.startswith(self.strip_prefix):
+            url = url[len(self.strip_prefix):] or "/"
+            if not url.startswith(("/", "?")):
+                url = "/" + url
+        return self.add_prefix.rstrip("/") + url if self.add_prefix else url
+
+    def headers(self, headers: Headers) -> Headers:
+        drop = self.remove_headers | {name.lower() for name, _ in self.set_headers}
+        return [(k, v) for k, v in headers if k.lower() not in drop] + list(self.set_headers)
+
+
+def sampled(request_id: str, percent: float) -> bool:
+    """Deterministic by request id: every service (and every replay) agrees."""
+    bucket = int.from_bytes(hashlib.sha1(request_id.encode()).digest()[:4], "big") % 10_000
+    return bucket < percent * 100
+
+
 def replay_decision(request: Request, *, allow_side_effects: bool) -> str | None:
-    """None to replay, else the reason it is skipped (recorded on the exchange)."""
-    if request.method.upper() not in SAFE_METHODS and not allow_side_effects:
-        return "method_not_replayed"
-    if request.body_truncated:
-        return "request_body_truncated"
-    return None
+    """The default policy's decision (methods and truncated bodies only)."""
+    return Policy(allow_side_effects=allow_side_effects).decision(request, "")
+
+
+class TokenBucket:
+    """At most `rate_per_s` on average, bursts up to `burst`; `take()` says yes or no now."""
+
+    def __init__(self, rate_per_s: float, burst: float | None = None) -> None:
+        self.rate = rate_per_s
+        self.capacity = burst if burst is not None else max(1.0, rate_per_s)
+        self.tokens = self.capacity
+        self.stamp: float | None = None
+
+    def take(self, now: float) -> bool:
+        if self.stamp is not None:
+            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class CircuitBreaker:
+    """Opens after `threshold` consecutive failures; after `cooldown_s` lets one probe through;
+    closes on its success, reopens on its failure."""
+
+    def __init__(self, threshold: int = 10, cooldown_s: float = 30.0) -> None:
+        self.threshold = threshold
+        self.cooldown_s = cooldown_s
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.probing = False
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "half_open" if self.probing else "open"
+
+    def allow(self, now: float) -> bool:
+        if self.opened_at is None:
+            return True
+        if not self.probing and now - self.opened_at >= self.cooldown_s:
+            self.probing = True  # exactly one probe
+            return True
+        return False
+
+    def record(self, ok: bool, now: float) -> None:
+        if ok:
+            self.failures = 0
+            self.opened_at = None
+            self.probing = False
+            return
+        self.failures += 1
+        if self.probing or self.failures >= self.threshold:
+            self.opened_at = now
+            self.probing = False

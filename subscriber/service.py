@@ -26,7 +26,7 @@ from shadow.errors import EventError
 from shadow.keys import EVENT_FIELD, REPLAYERS, Keys
 from shadow.model import Answer, CandidateEvent, Headers, RequestEvent
 from shadow.settings import Settings
-from subscriber.policy import replay_decision
+from subscriber.policy import CircuitBreaker, Policy, TokenBucket
 
 log = logging.getLogger("shadow.subscriber")
 
@@ -54,6 +54,9 @@ class Subscriber:
         self.keys = keys or Keys(settings.stream_prefix)
         self.v2 = settings.v2.rstrip("/")
         self.v1_secondary = settings.v1_secondary.rstrip("/") if settings.v1_secondary else None
+        self.policy = Policy.from_settings(settings)
+        self.rate = TokenBucket(settings.max_replay_rate) if settings.max_replay_rate else None
+        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
         self.reader = GroupReader(
             redis, [self.keys.v1], REPLAYERS,
             settings.consumer or default_consumer_name("subscriber"),
@@ -147,12 +150,10 @@ class Subscriber:
             with contextlib.suppress(RedisError, OSError):
                 await self.reader.ack([entry])
             return
-        if self.v1_secondary and replay_decision(
-                event.request, allow_side_effects=self.settings.allow_side_effects) is None:
-            answer, secondary = await asyncio.gather(
-                self.replay(event), self._call(self.v1_secondary, event, "V1'"))
-        else:
-            answer, secondary = await self.replay(event), None
+        answer = await self.replay(event)
+        secondary = None
+        if self.v1_secondary and answer.skipped is None:
+            secondary = await self._call(self.v1_secondary, event, "V1'")
         candidate = CandidateEvent(id=event.id, ts=time.time(), answer=answer, secondary=secondary)
         try:
             await asyncio.shield(self._publish(entry, candidate))
@@ -171,12 +172,22 @@ class Subscriber:
 
     async def replay(self, event: RequestEvent) -> Answer:
         """Send the request to V2; any failure becomes data on the answer."""
-        request = event.request
-        reason = replay_decision(request, allow_side_effects=self.settings.allow_side_effects)
+        reason = self.policy.decision(event.request, event.request_id)
+        now = time.monotonic()
+        if reason is None and self.rate is not None and not self.rate.take(now):
+            reason = "rate_limited"
+        if reason is None and not self.breaker.allow(now):
+            reason = "breaker_open"
         if reason is not None:
             metrics.REPLAYS.labels("skipped").inc()
             return Answer(status=None, skipped=reason, target=self.v2)
-        return await self._call(self.v2, event, "V2")
+        answer = await self._call(self.v2, event, "V2")
+        was = self.breaker.state
+        self.breaker.record(answer.error is None, time.monotonic())
+        if self.breaker.state != was:
+            log.warning("V2 circuit breaker %s -> %s (%s)", was, self.breaker.state,
+                        answer.error or "V2 answered")
+        return answer
 
     async def _call(self, base: str, event: RequestEvent, name: str) -> Answer:
         request = event.request
@@ -185,10 +196,9 @@ class Subscriber:
         metrics.REPLAYS_IN_FLIGHT.inc()
         try:
             async with self._session.request(
-                    request.method, URL(base + request.url, encoded=True),
-                    headers=CIMultiDict(replay_headers(request.headers,
-                                                       self.settings.request_id_header,
-                                                       event.request_id)),
+                    request.method, URL(base + self.policy.url(request.url), encoded=True),
+                    headers=CIMultiDict(self.policy.headers(replay_headers(
+                        request.headers, self.settings.request_id_header, event.request_id))),
                     data=request.body if request.body_size else None,
                     allow_redirects=False, compress=None) as resp:
                 body, size = await _read_capped(resp, self.settings.capture_cap_bytes)

@@ -165,7 +165,7 @@ async def test_rules_through_the_pipeline_hide_noise_name_routes_and_count(http_
         routes = {r["route"]: r for r in summary["routes"]}
         assert set(routes) == {"/shops/{shop}/orders/{order}", "/orders/by-shop"}
         main = routes["/shops/{shop}/orders/{order}"]
-        assert (main["matched"], main["mismatched"]) == (32, 7)
+        assert (main["matched"], main["mismatched"]) == (32, 7), main
         assert main["top_diffs"] == [{"path": "$.total", "kind": "changed", "count": 7}]
         async with client.get(f"{p.api_url}/api/rules") as r:
             listed = await r.json()
