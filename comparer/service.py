@@ -40,7 +40,9 @@ class Comparer:
         self.reader = GroupReader(
             redis, [self.keys.v1, self.keys.v2], COMPARERS,
             settings.consumer or default_consumer_name("comparer"),
-            count=batch, block_ms=200, claim_idle_s=settings.claim_idle_s)
+            count=batch, block_ms=200, claim_idle_s=settings.claim_idle_s,
+            dead_stream=self.keys.dead, max_deliveries=settings.max_deliveries,
+            maxlen=settings.stream_maxlen)
         self.rules = load_rules_file(settings.rules)
         today = datetime.date.today()
         for rule in self.rules.expired(today):

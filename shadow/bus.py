@@ -7,6 +7,7 @@ ones; an entry is acknowledged only after its effect is durable elsewhere.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -16,7 +17,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from shadow import metrics
 from shadow.keys import EVENT_FIELD
+
+log = logging.getLogger("shadow.bus")
 
 
 def connect(url: str, timeout_s: float) -> aioredis.Redis:
@@ -42,7 +46,9 @@ class GroupReader:
     """Reads `streams` as `consumer` in `group`: own pending first, then claimed, then new."""
 
     def __init__(self, redis: aioredis.Redis, streams: list[str], group: str, consumer: str, *,
-                 count: int = 100, block_ms: int = 1000, claim_idle_s: float = 30.0) -> None:
+                 count: int = 100, block_ms: int = 1000, claim_idle_s: float = 30.0,
+                 dead_stream: str | None = None, max_deliveries: int = 5,
+                 maxlen: int = 1_000_000) -> None:
         self.redis = redis
         self.streams = streams
         self.group = group
@@ -50,6 +56,10 @@ class GroupReader:
         self.count = count
         self.block_ms = block_ms
         self.claim_idle_ms = int(claim_idle_s * 1000)
+        self.dead_stream = dead_stream
+        self.max_deliveries = max_deliveries
+        self.maxlen = maxlen
+        self.dead_lettered = 0
         self._cursor = {s: "0" for s in streams}  # "0" = replaying our own pending entries
         self._next_claim = 0.0
 
@@ -65,8 +75,10 @@ class GroupReader:
         try:
             entries = await self._claim()
             if entries:
-                return entries
-            return await self._read()
+                return await self._cap(entries)
+            replaying = any(c != ">" for c in self._cursor.values())
+            entries = await self._read()
+            return await self._cap(entries) if replaying else entries
         except ResponseError as e:
             if "NOGROUP" not in str(e):
                 raise
@@ -96,6 +108,33 @@ class GroupReader:
         if not out and replaying:
             return await self._read()
         return out
+
+    async def _cap(self, entries: list[Entry]) -> list[Entry]:
+        """Redelivered entries (own pending at start, claimed from others): one that has been
+        delivered more than `max_deliveries` times goes to the dead-letter stream instead of
+        failing forever."""
+        if self.dead_stream is None or not entries:
+            return entries
+        delivered: dict[tuple[str, bytes], int] = {}
+        for stream in {e.stream for e in entries}:
+            ids = sorted(e.id for e in entries if e.stream == stream)
+            rows: Any = await self.redis.xpending_range(stream, self.group, min=ids[0], max=ids[-1],
+                                                   count=len(ids) + 100)
+            for row in rows:
+                delivered[(stream, row["message_id"])] = int(row["times_delivered"])
+        keep = []
+        for e in entries:
+            times = delivered.get((e.stream, e.id), 1)
+            if times > self.max_deliveries:
+                self.dead_lettered += 1
+                metrics.DEAD_LETTERED.labels(self.group).inc()
+                log.warning("entry %s of %s delivered %d times without being processed: "
+                            "dead-lettered to %s", e.id, e.stream, times, self.dead_stream)
+                await self.dead_letter(self.dead_stream, e, f"delivered {times} times without "
+                                       "being processed", self.maxlen)
+            else:
+                keep.append(e)
+        return keep
 
     async def _claim(self) -> list[Entry]:
         now = time.monotonic()

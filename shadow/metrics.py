@@ -31,6 +31,9 @@ EVENTS_INGESTED = Counter("shadow_comparer_events_total", "Events written to the
 # shared
 POISON_EVENTS = Counter("shadow_poison_events_total", "Malformed stream entries dead-lettered",
                         ["group"])
+DEAD_LETTERED = Counter("shadow_dead_lettered_total",
+                        "Entries moved to the dead-letter stream after too many deliveries",
+                        ["group"])
 STREAM_LENGTH = Gauge("shadow_stream_length", "Entries in a stream", ["stream"])
 STREAM_PENDING = Gauge("shadow_stream_pending", "Entries delivered but not acknowledged",
                        ["stream", "group"])

@@ -52,6 +52,7 @@ class Settings:
     redis_timeout_s: float = 2.0
     claim_idle_s: float = 60.0
     consumer: str | None = None  # default: host-pid, unique per process
+    max_deliveries: int = 5
     # subscriber
     allow_side_effects: bool = False
     v2_connect_timeout_s: float = 5.0
@@ -214,7 +215,7 @@ def validate(s: Settings) -> None:
             f"--store: expected sqlite:///path/to/shadow.db or mongodb://..., got {s.store!r}"
         )
     for name in ("capture_cap_bytes", "max_queue", "publish_batch", "stream_maxlen",
-                 "replay_concurrency", "workers", "breaker_failures"):
+                 "replay_concurrency", "workers", "breaker_failures", "max_deliveries"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(s, name)}")
     for name in ("v1_connect_timeout_s", "v1_read_timeout_s", "v2_connect_timeout_s",
@@ -274,6 +275,7 @@ HELP: dict[str, str] = {
     "stream_maxlen": "approximate cap of each stream (MAXLEN ~), bounds Redis memory",
     "redis_timeout_s": "seconds a Redis call may take before it counts as down",
     "claim_idle_s": "seconds an unacknowledged entry may sit before another consumer takes it",
+    "max_deliveries": "deliveries after which an entry that keeps failing is dead-lettered",
     "consumer": "this consumer's name in its group (default role-host-pid)",
     "allow_side_effects": "also replay POST/PUT/PATCH/DELETE to V2 (only if V2 is harmless!)",
     "v2_connect_timeout_s": "seconds to connect to V2",

@@ -104,3 +104,30 @@ async def test_poison_entry_is_dead_lettered_and_the_rest_flows(http_server, set
         dead = await p.redis.xrange(p.keys.dead)
         reasons = [fields[b"reason"].decode() for _, fields in dead]
         assert len(reasons) >= 2 and all("malformed event" in r for r in reasons)
+
+
+async def test_an_entry_that_keeps_failing_is_dead_lettered_after_the_delivery_cap(
+        http_server, settings_factory):
+    """A consumer that crashes on the same entry again and again must not block it forever."""
+    v1 = await http_server(app())
+    settings = settings_factory(v1=v1, v2=v1, claim_idle_s=1.0, v2_connect_timeout_s=0.2,
+                                v2_read_timeout_s=0.2, max_deliveries=3)
+    async with Pipeline(settings) as p, aiohttp.ClientSession() as client:
+        await p.comparer.stop()  # hold the comparer back while we stage a cursed entry
+        cursed = await p.redis.xadd(p.keys.v2, {b"e": b'{"type":"candidate","id":"cursed",'
+                                                     b'"ts":1,"status":200}'})
+        await p.redis.xreadgroup("comparers", "crashing", {p.keys.v2: ">"}, count=1)
+        for _ in range(3):  # three more deliveries, each "crashed" (never acknowledged)
+            await p.redis.xclaim(p.keys.v2, "comparers", "crashing", 0, [cursed])
+        await p.comparer.start()
+        async with client.get(p.url + "/binary", headers={"X-Request-Id": "healthy"}) as r:
+            assert r.status == 200
+
+        async def flowed() -> bool:
+            x = await p.store.get("healthy")
+            return x is not None and x.outcome == "match" and p.comparer.reader.dead_lettered == 1
+
+        await wait_for(flowed, 30, "the healthy exchange and the cursed one dead-lettered")
+        dead = await p.redis.xrange(p.keys.dead)
+        assert any(f[b"entry"] == cursed and b"delivered" in f[b"reason"] for _, f in dead)
+        assert await p.store.get("cursed") is None
