@@ -13,36 +13,21 @@ import functools
 import logging
 import time
 
-import aiohttp
 import redis.asyncio as aioredis
-from multidict import CIMultiDict
 from redis.exceptions import RedisError
-from yarl import URL
 
 from shadow import metrics
 from shadow.bus import Entry, GroupReader, default_consumer_name
 from shadow.codec import decode_event, encode_event, peek_type
 from shadow.errors import EventError
 from shadow.keys import EVENT_FIELD, REPLAYERS, Keys
-from shadow.model import Answer, CandidateEvent, Headers, RequestEvent
+from shadow.model import Answer, CandidateEvent, RequestEvent
 from shadow.settings import Settings
+from subscriber.client import ReplayClient
 from subscriber.policy import CircuitBreaker, Policy, TokenBucket
 
 log = logging.getLogger("shadow.subscriber")
 
-_DROP_ON_REPLAY = frozenset({
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-    "upgrade", "proxy-authenticate", "proxy-authorization", "host", "content-length",
-})
-_CHUNK = 64 * 1024
-
-
-def replay_headers(headers: Headers, request_id_header: str, request_id: str) -> Headers:
-    drop = _DROP_ON_REPLAY | {request_id_header.lower()}
-    for k, v in headers:
-        if k.lower() == "connection":
-            drop = drop | {t.strip().lower() for t in v.split(",")}
-    return [(k, v) for k, v in headers if k.lower() not in drop] + [(request_id_header, request_id)]
 
 
 class Subscriber:
@@ -65,7 +50,7 @@ class Subscriber:
             max_deliveries=settings.max_deliveries, maxlen=settings.stream_maxlen)
         self._slots = asyncio.Semaphore(settings.replay_concurrency)
         self._inflight: dict[bytes, asyncio.Task[None]] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self.client = ReplayClient(settings, self.policy)
         self._task: asyncio.Task[None] | None = None
         self.replayed = 0
         if settings.allow_side_effects:
@@ -75,14 +60,7 @@ class Subscriber:
     async def start(self) -> None:
         if self._task is not None:
             return
-        s = self.settings
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=s.replay_concurrency),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.v2_connect_timeout_s,
-                                          sock_read=s.v2_read_timeout_s),
-            auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-        )
+        await self.client.start()
         await self.reader.ensure_groups()
         self._task = asyncio.create_task(self._run(), name="shadow-subscriber")
 
@@ -99,9 +77,7 @@ class Subscriber:
             for t in list(self._inflight.values()):
                 t.cancel()
             await asyncio.gather(*self._inflight.values(), return_exceptions=True)
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await self.client.stop()
 
     async def _run(self) -> None:
         backoff = 0.05
@@ -154,7 +130,8 @@ class Subscriber:
         answer = await self.replay(event)
         secondary = None
         if self.v1_secondary and answer.skipped is None:
-            secondary = await self._call(self.v1_secondary, event, "V1'")
+            secondary = await self.client.call(self.v1_secondary, event.request,
+                                               event.request_id, "V1'")
         candidate = CandidateEvent(id=event.id, ts=time.time(), answer=answer, secondary=secondary)
         try:
             await asyncio.shield(self._publish(entry, candidate))
@@ -182,7 +159,7 @@ class Subscriber:
         if reason is not None:
             metrics.REPLAYS.labels("skipped").inc()
             return Answer(status=None, skipped=reason, target=self.v2)
-        answer = await self._call(self.v2, event, "V2")
+        answer = await self.client.call(self.v2, event.request, event.request_id)
         was = self.breaker.state
         self.breaker.record(answer.error is None, time.monotonic())
         if self.breaker.state != was:
@@ -190,44 +167,4 @@ class Subscriber:
                         answer.error or "V2 answered")
         return answer
 
-    async def _call(self, base: str, event: RequestEvent, name: str) -> Answer:
-        request = event.request
-        assert self._session is not None
-        started = time.perf_counter()
-        metrics.REPLAYS_IN_FLIGHT.inc()
-        try:
-            async with self._session.request(
-                    request.method, URL(base + self.policy.url(request.url), encoded=True),
-                    headers=CIMultiDict(self.policy.headers(replay_headers(
-                        request.headers, self.settings.request_id_header, event.request_id))),
-                    data=request.body if request.body_size else None,
-                    allow_redirects=False, compress=None) as resp:
-                body, size = await _read_capped(resp, self.settings.capture_cap_bytes)
-                latency = (time.perf_counter() - started) * 1000
-                metrics.REPLAYS.labels("answered").inc()
-                metrics.REPLAY_DURATION.observe(latency / 1000)
-                return Answer(status=resp.status, headers=list(resp.headers.items()), body=body,
-                              body_size=size, body_truncated=size > len(body),
-                              latency_ms=latency, target=base)
-        except TimeoutError:
-            error = f"{name} timed out"
-        except (aiohttp.ClientError, OSError) as e:
-            error = f"{name} unreachable: {type(e).__name__}: {e}"
-        finally:
-            metrics.REPLAYS_IN_FLIGHT.dec()
-        metrics.REPLAYS.labels("error").inc()
-        return Answer(status=None, error=error, target=base,
-                      latency_ms=(time.perf_counter() - started) * 1000)
 
-
-async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, int]:
-    """Keep the first `cap` bytes; read (and count) the rest so the connection is reusable."""
-    parts: list[bytes] = []
-    kept = size = 0
-    async for chunk in resp.content.iter_chunked(_CHUNK):
-        size += len(chunk)
-        if kept < cap:
-            piece = chunk[: cap - kept]
-            parts.append(piece)
-            kept += len(piece)
-    return b"".join(parts), size
