@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import gc
 import logging
 import signal
@@ -33,6 +34,7 @@ from shadow.report import (
     make_console,
     mismatches_table,
     print_summary,
+    print_verification,
     rules_table,
     show_exchange,
     verdict_lines,
@@ -49,6 +51,7 @@ PRIMARY = {
     "subscriber": ("v2", "redis", "allow_side_effects"),
     "comparer": ("redis", "store", "api"),
     "demo": ("redis",),
+    "replay": ("v2", "store", "rules"),
 }
 
 DESCRIPTIONS = {
@@ -64,6 +67,11 @@ DESCRIPTIONS = {
     "demo": "A self-contained demo: starts a sample V1 and a V2 'rewrite' with deliberate "
             "differences, runs `shadow up` in front, sends traffic and prints the report.",
     "report": "Print the per-route summary from a running comparer's reports API.",
+    "replay": "Re-verify stored traffic against today's V2: re-send stored requests (all, only "
+              "mismatches, or by route, class or time), compare with the stored V1 answers, and "
+              "report per mismatch class: fixed, still failing, or changed; plus new regressions. "
+              "Reads the store directly (run it where the comparer's --store is reachable). "
+              "The policy settings apply: only safe methods unless --allow-side-effects.",
 }
 
 
@@ -97,13 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Start with `shadow demo`, then `shadow up --v1 URL --v2 URL`.")
     parser.add_argument("--version", action="version", version=f"shadow {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in ("up", "proxy", "subscriber", "comparer", "demo"):
+    for name in ("up", "proxy", "subscriber", "comparer", "demo", "replay"):
         p = sub.add_parser(name, help=DESCRIPTIONS[name].split(":")[0].split(".")[0],
                            description=DESCRIPTIONS[name])
         _add_settings(p, PRIMARY[name])
         p.set_defaults(func=COMMANDS[name])
     sub.choices["proxy"].add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     sub.choices["comparer"].add_argument("--api-fd", type=int, help=argparse.SUPPRESS)
+    rp = sub.choices["replay"]
+    rp.add_argument("--only", choices=("mismatches", "all"), default="mismatches",
+                    help="which stored exchanges to re-send (default mismatches)")
+    rp.add_argument("--route", help="only this route template")
+    rp.add_argument("--signature", help="only this mismatch class")
+    rp.add_argument("--since", help="unix seconds, ISO 8601 or a duration ago (15m, 2h, 7d)")
+    rp.add_argument("--limit", type=int, default=10_000, help="at most this many (default 10000)")
+    rp.add_argument("--json", action="store_true", help="print the report as JSON")
     demo = sub.choices["demo"]
     demo.add_argument("--requests", type=int, default=3000, help="requests to send (default 3000)")
     demo.add_argument("--concurrency", type=int, default=16, help="parallel clients (default 16)")
@@ -571,9 +587,81 @@ def _explain_demo(summary: dict[str, Any], console: Console) -> None:
         console.print(f"  {mark}  {route:<16} {what} ({path}, {r.get('mismatched', 0)} mismatches)")
 
 
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    return _run(run_replay(args, settings))
+
+
+async def run_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from comparer import open_store
+    from shadow.compare import compare
+    from shadow.filters import parse_filters
+    from shadow.model import Comparison
+    from shadow.rules import load_rules_file
+    from shadow.verify import verification_report
+    from subscriber.client import ReplayClient
+
+    settings.require("v2")
+    assert settings.v2 is not None
+    query = {k: str(v) for k, v in (("route", args.route), ("signature", args.signature),
+                                     ("since", args.since)) if v is not None}
+    filters = parse_filters(query, time.time(),
+                            default_outcome="mismatch" if args.only == "mismatches" else None)
+    rules = load_rules_file(settings.rules)
+    store = open_store(settings.store)
+    client = ReplayClient(settings)
+    console = make_console()
+    progress_console = Console(stderr=True)  # stdout stays clean for --json
+    await store.open()
+    await client.start()
+    try:
+        before: list[dict[str, Any]] = []
+        cursor = None
+        while len(before) < args.limit:
+            page, cursor = await store.list_exchanges(
+                replace_filters(filters, cursor=cursor, limit=min(1000, args.limit - len(before))))
+            before += [x for x in page if x["outcome"] in ("match", "mismatch")]
+            if cursor is None:
+                break
+        after: dict[str, Comparison] = {}
+        sem = asyncio.Semaphore(settings.replay_concurrency)
+        today = datetime.date.today()
+        with _progress(progress_console) as progress:
+            task = progress.add_task(f"re-sending {len(before)} stored requests to {settings.v2}",
+                                     total=len(before))
+
+            async def one(summary: dict[str, Any]) -> None:
+                async with sem:
+                    x = await store.get(summary["id"])
+                    if x is not None and x.request is not None and x.v1 is not None and \
+                            client.policy.decision(x.request, x.request_id or x.id) is None:
+                        v2 = await client.call(settings.v2.rstrip("/"), x.request,  # type: ignore[union-attr]
+                                               x.request_id or x.id)
+                        after[x.id] = compare(x.request, x.v1, v2, x.route,
+                                              rules.active(x.method, x.route, today))
+                    progress.advance(task)
+
+            await asyncio.gather(*(one(x) for x in before))
+        report = verification_report(before, after)
+    finally:
+        await client.stop()
+        await store.close()
+    if args.json:
+        _print_json(report)
+    else:
+        print_verification(report, console)
+    still = any(c["verdict"] != "fixed" for c in report["classes"]) or report["new_regressions"]
+    return 1 if still else 0
+
+
+def replace_filters(f: Any, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(f, **changes)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "up": cmd_up, "proxy": cmd_proxy, "subscriber": cmd_subscriber, "comparer": cmd_comparer,
-    "demo": cmd_demo,
+    "demo": cmd_demo, "replay": cmd_replay,
 }
 
 

@@ -188,3 +188,22 @@ def rules_table(data: dict[str, Any]) -> Table:
                       str(r["suppressed"]), r["reason"] or "[yellow](no reason given)[/]",
                       r["owner"] or "-", expires)
     return table
+
+
+def print_verification(report: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"verification run: {report['replayed']} stored requests re-sent",
+                  title_justify="left")
+    for name in ("class", "route", "replayed", "fixed", "still failing", "changed", "verdict"):
+        table.add_column(name, overflow="fold")
+    colors = {"fixed": "green", "still failing": "red", "changed": "yellow", "errors": "yellow"}
+    for c in report["classes"]:
+        table.add_row(c["signature"], f"{c['method']} {c['route']}", str(c["replayed"]),
+                      str(c["fixed"]), str(c["still_failing"]), str(c["changed"]),
+                      f"[{colors[c['verdict']]}]{c['verdict']}[/]")
+    console.print(table)
+    for r in report["new_regressions"]:
+        console.print(f"[red]new regression[/] {r['method']} {r['route']}: {r['count']} "
+                      f"exchanges that matched now differ at {', '.join(r['paths'])} "
+                      f"(class {r['signature']}, e.g. {r['examples'][0]})")
+    if not report["new_regressions"]:
+        console.print("no new regressions among the re-sent exchanges")
