@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from comparer import open_store
+from comparer import Comparer, open_store
 from proxy import Proxy, Publisher
 from shadow.bus import connect
 from subscriber import Subscriber
@@ -104,3 +104,65 @@ async def test_comparer_killed_and_restarted_mid_traffic(http_server, settings_f
 
 async def _some_stored(store: object) -> bool:
     return await store.count() > 0  # type: ignore[attr-defined,no-any-return]
+
+
+async def test_subscriber_killed_mid_traffic_and_restarted_loses_nothing(http_server,
+                                                                         settings_factory, keys):
+    """SIGKILL the subscriber after ~3,000 of 10,000 requests; the other ~7,000 pass while it
+    is down; a new subscriber (another name) takes over its pending entries and the backlog."""
+    v1 = await http_server(app())
+    v2 = await http_server(app())
+    settings = settings_factory(v1=v1, v2=v2, claim_idle_s=1.0, v2_connect_timeout_s=0.4,
+                                v2_read_timeout_s=0.4)
+    common = ["--redis", str(settings.redis), "--v2", v2, "--stream-prefix", keys.prefix,
+              "--claim-idle-s", "1", "--v2-connect-timeout-s", "0.4", "--v2-read-timeout-s", "0.4",
+              "--log-level", "warning"]
+
+    def start_subscriber(name: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "shadow", "subscriber", *common,
+                                 "--consumer", name], cwd=Path(__file__).parent.parent,
+                                stdin=subprocess.DEVNULL)
+
+    redis = connect(str(settings.redis), 5.0)
+    publisher = Publisher(redis, keys, max_queue=100_000)
+    store = open_store(settings.store)
+    await store.open()
+    comparer = Comparer(settings, redis, store, keys=keys)
+    first = start_subscriber("sub-a")
+    second: subprocess.Popen[bytes] | None = None
+    total = 10_000
+    try:
+        await publisher.start()
+        await comparer.start()
+        async with Proxy(settings, publisher) as proxy, aiohttp.ClientSession() as client:
+            base = f"http://127.0.0.1:{proxy.port}"
+            sem = asyncio.Semaphore(32)
+            sent = 0
+
+            async def one(i: int) -> None:
+                nonlocal sent
+                async with sem, client.get(f"{base}/items/{i}") as r:
+                    assert r.status == 200
+                    await r.read()
+                sent += 1
+                if sent == 3000:
+                    os.kill(first.pid, signal.SIGKILL)
+
+            await asyncio.gather(*(one(i) for i in range(total)))
+        await asyncio.to_thread(first.wait)
+        second = start_subscriber("sub-b")
+
+        async def all_matched() -> bool:
+            return (await store.outcomes()).get("match", 0) == total
+
+        await wait_for(all_matched, 120, f"{total} matched exchanges")
+        assert await store.count() == total and await store.outcomes() == {"match": total}
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+        await comparer.stop()
+        await publisher.stop()
+        await store.close()
+        await redis.aclose()
