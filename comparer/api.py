@@ -57,8 +57,12 @@ async def summary(request: web.Request) -> web.Response:
     data = await request.app[STORE_KEY].summary()
     keys = request.app[KEYS_KEY]
     try:
-        dropped = await request.app[REDIS_KEY].hget(keys.stats, "dropped_events")
-        data["dropped_events"] = int(dropped or 0)
+        r = request.app[REDIS_KEY]
+        raw: dict[bytes, bytes] = await r.hgetall(keys.stats)  # type: ignore[assignment]
+        stats = {k.decode(): int(v) for k, v in raw.items()}
+        data["dropped_events"] = stats.get("dropped_events", 0)
+        data["trimmed_unprocessed"] = {k.split(":", 1)[1]: v for k, v in stats.items()
+                                       if k.startswith("trimmed_unprocessed:")}
     except (RedisError, OSError):
         data["dropped_events"] = None
         data["warnings"] = ["Redis is unreachable: dropped_events unknown"]

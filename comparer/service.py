@@ -42,7 +42,7 @@ class Comparer:
             settings.consumer or default_consumer_name("comparer"),
             count=batch, block_ms=200, claim_idle_s=settings.claim_idle_s,
             dead_stream=self.keys.dead, max_deliveries=settings.max_deliveries,
-            maxlen=settings.stream_maxlen)
+            maxlen=settings.stream_maxlen, stats_key=self.keys.stats)
         self.rules = load_rules_file(settings.rules)
         today = datetime.date.today()
         for rule in self.rules.expired(today):

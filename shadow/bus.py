@@ -48,7 +48,7 @@ class GroupReader:
     def __init__(self, redis: aioredis.Redis, streams: list[str], group: str, consumer: str, *,
                  count: int = 100, block_ms: int = 1000, claim_idle_s: float = 30.0,
                  dead_stream: str | None = None, max_deliveries: int = 5,
-                 maxlen: int = 1_000_000) -> None:
+                 maxlen: int = 1_000_000, stats_key: str | None = None) -> None:
         self.redis = redis
         self.streams = streams
         self.group = group
@@ -60,6 +60,8 @@ class GroupReader:
         self.max_deliveries = max_deliveries
         self.maxlen = maxlen
         self.dead_lettered = 0
+        self.stats_key = stats_key
+        self.trimmed = 0
         self._cursor = {s: "0" for s in streams}  # "0" = replaying our own pending entries
         self._next_claim = 0.0
 
@@ -75,10 +77,10 @@ class GroupReader:
         try:
             entries = await self._claim()
             if entries:
-                return await self._cap(entries)
+                return await self._count_trimmed(await self._cap(entries))
             replaying = any(c != ">" for c in self._cursor.values())
             entries = await self._read()
-            return await self._cap(entries) if replaying else entries
+            return await self._count_trimmed(await self._cap(entries) if replaying else entries)
         except ResponseError as e:
             if "NOGROUP" not in str(e):
                 raise
@@ -108,6 +110,18 @@ class GroupReader:
         if not out and replaying:
             return await self._read()
         return out
+
+    async def _count_trimmed(self, entries: list[Entry]) -> list[Entry]:
+        """Pending entries whose data MAXLEN trimming deleted before we processed them: lost
+        exchanges, counted in the shared stats (`trimmed_unprocessed:<group>`)."""
+        lost = sum(1 for e in entries if e.data is None)
+        if lost:
+            self.trimmed += lost
+            log.warning("%d pending entries were trimmed by the stream cap before %s processed "
+                        "them: raise --stream-maxlen", lost, self.group)
+            if self.stats_key:
+                await self.redis.hincrby(self.stats_key, f"trimmed_unprocessed:{self.group}", lost)
+        return entries
 
     async def _cap(self, entries: list[Entry]) -> list[Entry]:
         """Redelivered entries (own pending at start, claimed from others): one that has been
@@ -147,6 +161,11 @@ class GroupReader:
                                                 min_idle_time=self.claim_idle_ms, start_id="0-0",
                                                 count=self.count)
             for entry_id, fields in reply[1]:
+                if entry_id is None:
+                    # Redis 6.2 answers (nil, nil) for a claimed entry whose data was trimmed:
+                    # it is ours now; re-reading our own pending entries shows its id.
+                    self._cursor[stream] = "0"
+                    continue
                 out.append(Entry(stream, entry_id, (fields or {}).get(EVENT_FIELD)))
         return out
 

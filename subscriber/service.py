@@ -47,7 +47,8 @@ class Subscriber:
             settings.consumer or default_consumer_name("subscriber"),
             count=min(100, settings.replay_concurrency), block_ms=200,
             claim_idle_s=settings.claim_idle_s, dead_stream=self.keys.dead,
-            max_deliveries=settings.max_deliveries, maxlen=settings.stream_maxlen)
+            max_deliveries=settings.max_deliveries, maxlen=settings.stream_maxlen,
+            stats_key=self.keys.stats)
         self._slots = asyncio.Semaphore(settings.replay_concurrency)
         self._inflight: dict[bytes, asyncio.Task[None]] = {}
         self.client = ReplayClient(settings, self.policy)

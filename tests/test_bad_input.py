@@ -131,3 +131,22 @@ async def test_an_entry_that_keeps_failing_is_dead_lettered_after_the_delivery_c
         dead = await p.redis.xrange(p.keys.dead)
         assert any(f[b"entry"] == cursed and b"delivered" in f[b"reason"] for _, f in dead)
         assert await p.store.get("cursed") is None
+
+
+async def test_pending_entries_trimmed_before_processing_are_counted(http_server,
+                                                                     settings_factory):
+    v1 = await http_server(app())
+    settings = settings_factory(v1=v1, v2=v1, claim_idle_s=1.0, v2_connect_timeout_s=0.2,
+                                v2_read_timeout_s=0.2)
+    async with Pipeline(settings) as p, aiohttp.ClientSession() as client:
+        await p.comparer.stop()
+        lost = await p.redis.xadd(p.keys.v2, {b"e": b'{"type":"candidate","id":"gone","ts":1}'})
+        await p.redis.xreadgroup("comparers", "dead-consumer", {p.keys.v2: ">"}, count=1)
+        await p.redis.xdel(p.keys.v2, lost)  # what MAXLEN trimming does to a slow group
+        await p.comparer.start()
+
+        async def counted() -> bool:
+            async with client.get(f"{p.api_url}/api/summary") as r:
+                return (await r.json()).get("trimmed_unprocessed") == {"comparers": 1}
+
+        await wait_for(counted, 30, "the trimmed entry to be counted")
