@@ -58,6 +58,7 @@ class Settings:
     v2_connect_timeout_s: float = 5.0
     v2_read_timeout_s: float = 30.0
     replay_concurrency: int = 64
+    ordered_by: str | None = None
     replay_include: str = "*"
     replay_exclude: str | None = None
     sample_percent: float = 100.0
@@ -281,6 +282,7 @@ HELP: dict[str, str] = {
     "v2_connect_timeout_s": "seconds to connect to V2",
     "v2_read_timeout_s": "seconds V2 may stay silent before the replay counts as an error",
     "replay_concurrency": "replays in flight at once, per subscriber",
+    "ordered_by": "header or cookie name: requests sharing its value are replayed in order",
     "replay_include": "comma-separated path globs to replay (default *)",
     "replay_exclude": "comma-separated path globs never to replay, e.g. /admin/*",
     "sample_percent": "replay this percentage of requests, chosen by request id (default 100)",

@@ -71,6 +71,22 @@ class Policy:
         return [(k, v) for k, v in headers if k.lower() not in drop] + list(self.set_headers)
 
 
+def ordering_key(request: Request, name: str) -> str | None:
+    """The value of header `name`, else of the cookie `name`: requests sharing it are
+    replayed in arrival order (session flows: create, then read)."""
+    lname = name.lower()
+    for k, v in request.headers:
+        if k.lower() == lname:
+            return f"h:{v}"
+    for k, v in request.headers:
+        if k.lower() == "cookie":
+            for part in v.split(";"):
+                cname, sep, cvalue = part.strip().partition("=")
+                if sep and cname == name:
+                    return f"c:{cvalue}"
+    return None
+
+
 def sampled(request_id: str, percent: float) -> bool:
     """Deterministic by request id: every service (and every replay) agrees."""
     bucket = int.from_bytes(hashlib.sha1(request_id.encode()).digest()[:4], "big") % 10_000

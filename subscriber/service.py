@@ -24,7 +24,7 @@ from shadow.keys import EVENT_FIELD, REPLAYERS, Keys
 from shadow.model import Answer, CandidateEvent, RequestEvent
 from shadow.settings import Settings
 from subscriber.client import ReplayClient
-from subscriber.policy import CircuitBreaker, Policy, TokenBucket
+from subscriber.policy import CircuitBreaker, Policy, TokenBucket, ordering_key
 
 log = logging.getLogger("shadow.subscriber")
 
@@ -52,6 +52,8 @@ class Subscriber:
         self._slots = asyncio.Semaphore(settings.replay_concurrency)
         self._inflight: dict[bytes, asyncio.Task[None]] = {}
         self.client = ReplayClient(settings, self.policy)
+        self._order_locks: dict[str, asyncio.Lock] = {}
+        self._order_users: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self.replayed = 0
         if settings.allow_side_effects:
@@ -128,11 +130,22 @@ class Subscriber:
             with contextlib.suppress(RedisError, OSError):
                 await self.reader.ack([entry])
             return
-        answer = await self.replay(event)
-        secondary = None
-        if self.v1_secondary and answer.skipped is None:
-            secondary = await self.client.call(self.v1_secondary, event.request,
-                                               event.request_id, "V1'")
+        key = ordering_key(event.request, self.settings.ordered_by) \
+            if self.settings.ordered_by else None
+        if key is None:
+            answer, secondary = await self._ask(event)
+        else:
+            # requests sharing the key reach V2 one at a time, in arrival order (asyncio.Lock
+            # is FIFO, and tasks reach it in the order they were read from the stream)
+            lock = self._order_locks.setdefault(key, asyncio.Lock())
+            self._order_users[key] = self._order_users.get(key, 0) + 1
+            try:
+                async with lock:
+                    answer, secondary = await self._ask(event)
+            finally:
+                self._order_users[key] -= 1
+                if not self._order_users[key]:
+                    del self._order_users[key], self._order_locks[key]
         candidate = CandidateEvent(id=event.id, ts=time.time(), answer=answer, secondary=secondary)
         try:
             await asyncio.shield(self._publish(entry, candidate))
@@ -141,6 +154,14 @@ class Subscriber:
                         event.request_id, e)
             return
         self.replayed += 1
+
+    async def _ask(self, event: RequestEvent) -> tuple[Answer, Answer | None]:
+        answer = await self.replay(event)
+        secondary = None
+        if self.v1_secondary and answer.skipped is None:
+            secondary = await self.client.call(self.v1_secondary, event.request,
+                                               event.request_id, "V1'")
+        return answer, secondary
 
     async def _publish(self, entry: Entry, candidate: CandidateEvent) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -113,3 +113,45 @@ async def _after(seconds: float) -> bool:
         _start.clear()
         return True
     return False
+
+
+def test_ordering_key_from_header_or_cookie() -> None:
+    from subscriber.policy import ordering_key
+
+    assert ordering_key(Request("GET", "/", [("X-Session", "s1")]), "X-Session") == "h:s1"
+    assert ordering_key(Request("GET", "/", [("Cookie", "a=1; sid=xyz")]), "sid") == "c:xyz"
+    assert ordering_key(Request("GET", "/", []), "sid") is None
+
+
+async def test_requests_sharing_a_session_reach_v2_in_arrival_order(http_server,
+                                                                    settings_factory) -> None:
+    import asyncio
+    import random
+
+    seen: dict[str, list[int]] = {"a": [], "b": []}
+
+    async def step(request: web.Request) -> web.Response:  # V2: answers out of order if it can
+        session, n = request.headers["X-Session"], int(request.match_info["n"])
+        await asyncio.sleep(random.uniform(0, 0.02))
+        seen[session].append(n)
+        return web.json_response({"n": n})
+
+    async def plain(request: web.Request) -> web.Response:
+        return web.json_response({"n": int(request.match_info["n"])})
+
+    v1_app, v2_app = web.Application(), web.Application()
+    v1_app.router.add_get("/step/{n}", plain)
+    v2_app.router.add_get("/step/{n}", step)
+    v1, v2 = await http_server(v1_app), await http_server(v2_app)
+    settings = settings_factory(v1=v1, v2=v2, ordered_by="X-Session", replay_concurrency=32)
+    async with Pipeline(settings) as p, aiohttp.ClientSession() as client:
+        for n in range(60):
+            session = "a" if n % 2 else "b"
+            async with client.get(f"{p.url}/step/{n}", headers={"X-Session": session}) as r:
+                assert r.status == 200
+
+        async def all_seen() -> bool:
+            return len(seen["a"]) + len(seen["b"]) >= 60
+
+        await wait_for(all_seen, 30, "60 replays")
+    assert seen["a"] == sorted(seen["a"]) and seen["b"] == sorted(seen["b"])
