@@ -52,6 +52,7 @@ class Subscriber:
         self._slots = asyncio.Semaphore(settings.replay_concurrency)
         self._inflight: dict[bytes, asyncio.Task[None]] = {}
         self.client = ReplayClient(settings, self.policy)
+        self.peak_inflight = 0
         self._order_locks: dict[str, asyncio.Lock] = {}
         self._order_users: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
@@ -106,6 +107,7 @@ class Subscriber:
                 await self._slots.acquire()
                 t = asyncio.create_task(self._handle(entry), name=f"replay-{entry.id.decode()}")
                 self._inflight[entry.id] = t
+                self.peak_inflight = max(self.peak_inflight, len(self._inflight))
                 t.add_done_callback(functools.partial(self._done, entry.id))
             if skip:
                 with contextlib.suppress(RedisError, OSError):

@@ -155,3 +155,39 @@ async def test_requests_sharing_a_session_reach_v2_in_arrival_order(http_server,
 
         await wait_for(all_seen, 30, "60 replays")
     assert seen["a"] == sorted(seen["a"]) and seen["b"] == sorted(seen["b"])
+
+
+async def test_blackholed_v2_keeps_in_flight_replays_bounded_and_opens_the_breaker(
+        http_server, settings_factory) -> None:
+    from tests.faultproxy import FaultProxy
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    real = web.Application()
+    real.router.add_get("/{tail:.*}", ok)
+    v1 = await http_server(real)
+    fault = FaultProxy(int(v1.rsplit(":", 1)[1]))
+    v2 = f"http://127.0.0.1:{await fault.start()}"
+    fault.mode = "blackhole"
+    settings = settings_factory(v1=v1, v2=v2, replay_concurrency=4, v2_connect_timeout_s=0.3,
+                                v2_read_timeout_s=0.3, breaker_failures=10,
+                                breaker_cooldown_s=60)
+    try:
+        async with Pipeline(settings) as p, aiohttp.ClientSession() as client:
+            for i in range(60):
+                async with client.get(f"{p.url}/x/{i}") as r:
+                    assert r.status == 200  # clients never notice
+
+            async def decided() -> bool:
+                o = await p.store.outcomes()
+                return sum(o.values()) == 60 and o.get("pending", 0) == 0
+
+            await wait_for(decided, 60, "60 decided")
+            outcomes = await p.store.outcomes()
+            assert p.subscriber.peak_inflight <= 4
+            assert outcomes["v2_error"] >= 10 and outcomes["skipped"] >= 40
+            assert outcomes["v2_error"] + outcomes["skipped"] == 60
+            assert p.subscriber.breaker.state == "open"
+    finally:
+        await fault.stop()
