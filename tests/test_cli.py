@@ -18,6 +18,7 @@ import pytest
 
 from shadow import demo_apps
 from tests.conftest import wait_for
+from tests.procs import start_proxy_process
 
 ROOT = Path(__file__).parent.parent
 
@@ -133,18 +134,10 @@ def test_embedded_redis_dies_with_a_killed_parent(tmp_path: Path) -> None:
 
 async def test_proxy_workers_share_one_port(http_server, redis_server, keys, tmp_path: Path) -> None:
     v1 = await http_server(demo_apps.build(1))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shadow", "proxy", "--v1", v1, "--listen", "127.0.0.1:0",
-        "--workers", "2", "--redis", redis_server.url, "--stream-prefix", keys.prefix,
-        cwd=tmp_path, stderr=asyncio.subprocess.PIPE)
+    proc, port = await start_proxy_process(
+        "--v1", v1, "--listen", "127.0.0.1:0", "--workers", "2", "--redis", redis_server.url,
+        "--stream-prefix", keys.prefix)
     try:
-        assert proc.stderr is not None
-        port = None
-        while port is None:
-            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
-            assert line, "proxy exited"
-            m = re.search(r"proxy on port (\d+) .*\(2 workers\)", line)
-            port = int(m.group(1)) if m else None
         workers = psutil.Process(proc.pid).children()
         assert len(workers) == 2
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as c:

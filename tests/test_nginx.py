@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
-import sys
 from collections import Counter
-from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from tests.nginxctl import Nginx, free_port, nginx_binary, shadow_front_conf
+from tests.procs import start_proxy_process
 
 if nginx_binary() is None:
     if os.environ.get("CI"):
@@ -38,24 +36,13 @@ def v1_app(posts: Counter[str]) -> web.Application:
     return app
 
 
-async def start_proxy(v1: str, port: int, redis_url: str, prefix: str) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shadow", "proxy", "--v1", v1, "--listen", f"127.0.0.1:{port}",
-        "--redis", redis_url, "--stream-prefix", prefix, cwd=Path(__file__).parent.parent,
-        stderr=asyncio.subprocess.PIPE)
-    assert proc.stderr is not None
-    while True:
-        line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
-        assert line, "proxy exited at start"
-        if re.search(r"proxy on port \d+", line):
-            return proc
-
-
 async def test_clients_never_see_the_proxy_die(http_server, redis_server, keys, tmp_path):
     posts: Counter[str] = Counter()
     v1 = await http_server(v1_app(posts))
     proxy_port, front_port = free_port(), free_port()
-    proxy = await start_proxy(v1, proxy_port, redis_server.url, keys.prefix)
+    proxy, _ = await start_proxy_process("--v1", v1, "--listen", f"127.0.0.1:{proxy_port}",
+                                         "--redis", redis_server.url, "--stream-prefix",
+                                         keys.prefix)
     nginx = Nginx(tmp_path / "nginx", shadow_front_conf(
         front_port, f"127.0.0.1:{proxy_port}", v1.removeprefix("http://"))).start(front_port)
     front = f"http://127.0.0.1:{front_port}"

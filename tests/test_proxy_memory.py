@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import re
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import psutil
 from aiohttp import web
+
+from tests.procs import start_proxy_process
 
 SIZE = 300 * 1024 * 1024  # far above any buffer the proxy may hold
 CHUNK = b"\xab" * (256 * 1024)
@@ -44,19 +43,11 @@ async def _body() -> AsyncIterator[bytes]:
 
 async def test_upload_and_download_far_beyond_memory_caps(http_server, redis_server, keys):
     v1 = await http_server(v1_app())
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shadow", "proxy", "--v1", v1, "--listen", "127.0.0.1:0",
-        "--redis", redis_server.url, "--stream-prefix", keys.prefix,
-        cwd=Path(__file__).parent.parent, stderr=asyncio.subprocess.PIPE)
+    proc, port = await start_proxy_process(
+        "--v1", v1, "--listen", "127.0.0.1:0", "--redis", redis_server.url,
+        "--stream-prefix", keys.prefix)
     peak = 0
     try:
-        assert proc.stderr is not None
-        port = None
-        while port is None:
-            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
-            assert line, "proxy exited"
-            m = re.search(r"proxy on port (\d+)", line)
-            port = int(m.group(1)) if m else None
         watched = psutil.Process(proc.pid)
         done = asyncio.Event()
 
