@@ -40,7 +40,7 @@ _BACKOFF_MAX_S = 2.0
 
 class Publisher:
     def __init__(self, redis: aioredis.Redis, keys: Keys, *, max_queue: int = 10_000,
-                 batch: int = 256, maxlen: int = 1_000_000, linger_s: float = 0.002) -> None:
+                 batch: int = 256, maxlen: int = 1_000_000, linger_s: float = 0.005) -> None:
         self.redis = redis
         self.keys = keys
         self.batch = batch
@@ -102,9 +102,10 @@ class Publisher:
             if not self.queue:
                 self._ready.clear()
                 await self._ready.wait()
-                if len(self.queue) < self.batch and self.linger_s:
-                    # Let a batch gather: far fewer, bigger commands for a few ms of delay.
-                    await asyncio.sleep(self.linger_s)
+            if len(self.queue) < self.batch and self.linger_s:
+                # Let a batch gather, also right after a publish: far fewer, bigger commands
+                # (each Redis call costs far more than the events in it) for a few ms of delay.
+                await asyncio.sleep(self.linger_s)
             queue = self.queue
             batch = [queue.popleft() for _ in range(min(self.batch, len(queue)))]
             metrics.PUBLISH_QUEUE.set(len(queue))
