@@ -15,7 +15,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from comparer.store import CLASS_STATUSES, class_doc, exchange_summary, summary_from_aggregates
+from comparer.store import (
+    CLASS_STATUSES,
+    class_doc,
+    evidence_from,
+    exchange_summary,
+    summary_from_aggregates,
+)
 from shadow import codec
 from shadow.compare import class_shape
 from shadow.errors import StoreError
@@ -298,22 +304,10 @@ class MongoStore:
                                        noise, observed, suspected, repeats)
 
     async def route_evidence(self) -> list[RouteEvidence]:
-        summary = await self.summary()
-        status = {c["signature"]: c["status"] for c in await self.classes()}
-        failing: dict[tuple[str, str], dict[str, int]] = {}
-        accepted: dict[tuple[str, str], int] = {}
-        for row in await self._group({"m": "$method", "r": "$route", "s": "$signature"},
-                                     {"outcome": MISMATCH}):
-            key = (row["_id"].get("m") or "?", row["_id"].get("r") or "?")
-            sig = row["_id"].get("s") or "?"
-            if status.get(sig) == "accepted":
-                accepted[key] = accepted.get(key, 0) + row["n"]
-            else:
-                failing.setdefault(key, {})[sig] = row["n"]
-        return [RouteEvidence(r["method"], r["route"], r["compared"], r["matched"],
-                              accepted.get((r["method"], r["route"]), 0),
-                              failing.get((r["method"], r["route"]), {}))
-                for r in summary["routes"]]
+        rows = [(r["_id"].get("m"), r["_id"].get("r"), r["_id"].get("s"), r["n"])
+                for r in await self._group({"m": "$method", "r": "$route", "s": "$signature"},
+                                           {"outcome": MISMATCH})]
+        return evidence_from(await self.summary(), await self.classes(), rows)
 
 
 def _exchange(d: dict[str, Any]) -> Exchange:

@@ -15,7 +15,13 @@ from typing import Any
 
 import aiosqlite
 
-from comparer.store import CLASS_STATUSES, class_doc, exchange_summary, summary_from_aggregates
+from comparer.store import (
+    CLASS_STATUSES,
+    class_doc,
+    evidence_from,
+    exchange_summary,
+    summary_from_aggregates,
+)
 from shadow import codec
 from shadow.compare import class_shape
 from shadow.errors import StoreError
@@ -503,23 +509,11 @@ class SQLiteStore:
                                        noise, observed, suspected, repeats)
 
     async def route_evidence(self) -> list[RouteEvidence]:
-        summary = await self.summary()
-        status = {c["signature"]: c["status"] for c in await self.classes()}
-        failing: dict[tuple[str, str], dict[str, int]] = {}
-        accepted: dict[tuple[str, str], int] = {}
         async with self.db.execute(
                 "SELECT method, route, signature, count(*) FROM exchanges "
                 f"WHERE outcome = '{MISMATCH}' GROUP BY 1, 2, 3") as cur:
-            async for method, route, sig, n in cur:
-                key = (method or "?", route or "?")
-                if status.get(sig) == "accepted":
-                    accepted[key] = accepted.get(key, 0) + n
-                else:
-                    failing.setdefault(key, {})[sig or "?"] = n
-        return [RouteEvidence(r["method"], r["route"], r["compared"], r["matched"],
-                              accepted.get((r["method"], r["route"]), 0),
-                              failing.get((r["method"], r["route"]), {}))
-                for r in summary["routes"]]
+            rows = [tuple(row) async for row in cur]
+        return evidence_from(await self.summary(), await self.classes(), rows)
 
 
 def _exchange(row: Any) -> Exchange:

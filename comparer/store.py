@@ -180,3 +180,23 @@ def summary_from_aggregates(counts: list[tuple[Any, ...]], latency: list[tuple[A
         "stale": stale,
         "routes": sorted(routes.values(), key=lambda r: (-r["total"], r["route"], r["method"])),
     }
+
+
+def evidence_from(summary: dict[str, Any], classes: list[dict[str, Any]],
+                  mismatches: list[tuple[str | None, str | None, str | None, int]],
+                  ) -> list[RouteEvidence]:
+    """Per-route evidence for the verdict from the summary, the class statuses and the
+    mismatch counts per (method, route, signature): accepted classes count as matches."""
+    status = {c["signature"]: c["status"] for c in classes}
+    failing: dict[tuple[str, str], dict[str, int]] = {}
+    accepted: dict[tuple[str, str], int] = {}
+    for method, route, sig, n in mismatches:
+        key = (method or "?", route or "?")
+        if status.get(sig) == "accepted":
+            accepted[key] = accepted.get(key, 0) + n
+        else:
+            failing.setdefault(key, {})[sig or "?"] = n
+    return [RouteEvidence(r["method"], r["route"], r["compared"], r["matched"],
+                          accepted.get((r["method"], r["route"]), 0),
+                          failing.get((r["method"], r["route"]), {}))
+            for r in summary["routes"]]

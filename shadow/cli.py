@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import gc
 import logging
@@ -618,7 +619,7 @@ async def run_replay(args: argparse.Namespace, settings: Settings) -> int:
         cursor = None
         while len(before) < args.limit:
             page, cursor = await store.list_exchanges(
-                replace_filters(filters, cursor=cursor, limit=min(1000, args.limit - len(before))))
+                dataclasses.replace(filters, cursor=cursor, limit=min(1000, args.limit - len(before))))
             before += [x for x in page if x["outcome"] in ("match", "mismatch")]
             if cursor is None:
                 break
@@ -651,12 +652,6 @@ async def run_replay(args: argparse.Namespace, settings: Settings) -> int:
         print_verification(report, console)
     still = any(c["verdict"] != "fixed" for c in report["classes"]) or report["new_regressions"]
     return 1 if still else 0
-
-
-def replace_filters(f: Any, **changes: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(f, **changes)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from subscriber.policy import replay_decision
 from subscriber.service import Subscriber
 
-__all__ = ["Subscriber", "replay_decision"]
+__all__ = ["Subscriber"]

@@ -93,11 +93,6 @@ def sampled(request_id: str, percent: float) -> bool:
     return bucket < percent * 100
 
 
-def replay_decision(request: Request, *, allow_side_effects: bool) -> str | None:
-    """The default policy's decision (methods and truncated bodies only)."""
-    return Policy(allow_side_effects=allow_side_effects).decision(request, "")
-
-
 class TokenBucket:
     """At most `rate_per_s` on average, bursts up to `burst`; `take()` says yes or no now."""
 
