@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from collections import deque
 
 import redis.asyncio as aioredis
@@ -22,17 +23,25 @@ from shadow.model import Event
 
 log = logging.getLogger("shadow.proxy.publisher")
 
-# Each event is its own stream entry (field `e`); the batch travels as one command.
+# Each event is its own stream entry (field `e`); the batch travels as one command with
+# one argument: the events framed by 4-byte big-endian lengths. One big argument costs the
+# client a fraction of what as many small ones do (redis-py packs each argument in Python).
 XADD_BATCH = f"""
-local maxlen = ARGV[1]
-for i = 3, #ARGV do
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', '{EVENT_FIELD.decode()}', ARGV[i])
+local maxlen, blob = ARGV[1], ARGV[3]
+local pos, n = 1, 0
+while pos <= #blob do
+    local size = struct.unpack('>I4', blob, pos)
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', '{EVENT_FIELD.decode()}',
+               string.sub(blob, pos + 4, pos + 3 + size))
+    pos = pos + 4 + size
+    n = n + 1
 end
 if tonumber(ARGV[2]) > 0 then
     redis.call('HINCRBY', KEYS[2], 'dropped_events', ARGV[2])
 end
-return #ARGV - 2
+return n
 """
+_frame_size = struct.Struct(">I").pack
 _ENCODE_SLICE = 32
 _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 2.0
@@ -133,12 +142,16 @@ class Publisher:
     async def _publish(self, batch: list[Event]) -> None:
         """One EVALSHA per batch: one command to pack, one round trip, one reply."""
         drops = self._unreported_drops
-        args: list[bytes | int] = [self.maxlen, drops]
+        parts: list[bytes] = []
         for start in range(0, len(batch), _ENCODE_SLICE):
             if start:
                 await asyncio.sleep(0)  # a backlog flush must not hold up client requests
-            args.extend(map(encode_event, batch[start:start + _ENCODE_SLICE]))
-        await self._script(keys=[self.keys.v1, self.keys.stats], args=args)
+            for event in batch[start:start + _ENCODE_SLICE]:
+                data = encode_event(event)
+                parts.append(_frame_size(len(data)))
+                parts.append(data)
+        await self._script(keys=[self.keys.v1, self.keys.stats],
+                           args=[self.maxlen, drops, b"".join(parts)])
         self._unreported_drops -= drops
 
 

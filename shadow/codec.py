@@ -25,9 +25,11 @@ from shadow.model import (
     ResponseEvent,
 )
 
+_b64_bytes = binascii.b2a_base64
+
 
 def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return _b64_bytes(data, newline=False).decode("ascii")
 
 
 def _unb64(text: str) -> bytes:
@@ -59,14 +61,12 @@ def _scrub(obj: Any) -> Any:
 # ---- parts (shared by events and store documents) ----
 
 def request_to_dict(r: Request) -> dict[str, Any]:
-    return {
-        "method": r.method,
-        "url": r.url,
-        "headers": r.headers,
-        "body": _b64(r.body),
-        "body_size": r.body_size,
-        "body_truncated": r.body_truncated,
-    }
+    return {**_request_head(r), "body": _b64(r.body)}
+
+
+def _request_head(r: Request) -> dict[str, Any]:
+    return {"method": r.method, "url": r.url, "headers": r.headers, "body_size": r.body_size,
+            "body_truncated": r.body_truncated}
 
 
 def request_from_dict(d: dict[str, Any]) -> Request:
@@ -81,10 +81,13 @@ def request_from_dict(d: dict[str, Any]) -> Request:
 
 
 def answer_to_dict(a: Answer) -> dict[str, Any]:
+    return {**_answer_head(a), "body": _b64(a.body)}
+
+
+def _answer_head(a: Answer) -> dict[str, Any]:
     out: dict[str, Any] = {
         "status": a.status,
         "headers": a.headers,
-        "body": _b64(a.body),
         "body_size": a.body_size,
         "body_truncated": a.body_truncated,
         "latency_ms": a.latency_ms,
@@ -129,15 +132,19 @@ def _headers(raw: Any) -> Headers:
 # ---- events ----
 
 def encode_event(event: Event) -> bytes:
+    """One stream entry's JSON. The proxy encodes two per request, so the body's base64 is
+    spliced in as bytes: a third of the cost of passing a long string through the encoder."""
     if isinstance(event, RequestEvent):
-        body = {"type": "request", "id": event.id, "request_id": event.request_id,
-                "ts": event.ts, **request_to_dict(event.request)}
+        head = {"type": "request", "id": event.id, "request_id": event.request_id,
+                "ts": event.ts, **_request_head(event.request)}
+        body = event.request.body
     else:
-        body = {"type": event.type, "id": event.id, "ts": event.ts,
-                **answer_to_dict(event.answer)}
+        head = {"type": event.type, "id": event.id, "ts": event.ts,
+                **_answer_head(event.answer)}
         if isinstance(event, CandidateEvent) and event.secondary is not None:
-            body["secondary"] = answer_to_dict(event.secondary)
-    return _dumps(body)
+            head["secondary"] = answer_to_dict(event.secondary)
+        body = event.answer.body
+    return b"".join((_dumps(head)[:-1], b',"body":"', _b64_bytes(body, newline=False), b'"}'))
 
 
 _TYPE_PREFIX = b'{"type":"'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 from pathlib import Path
 
@@ -101,10 +102,23 @@ def test_events_round_trip() -> None:
     resp = ResponseEvent("id1", 2.0, Answer(200, [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")],
                                             b"hi", 2, latency_ms=3.5))
     cand = CandidateEvent("id1", 2.5, Answer(None, error="V2 timed out", skipped=None, target="t"))
-    for event in (req, resp, cand):
+    with_secondary = CandidateEvent("id1", 2.5, Answer(200, [], b"{}", 2),
+                                    secondary=Answer(200, [("A", "b")], b"[1]", 3, latency_ms=1.0))
+    for event in (req, resp, cand, with_secondary):
         data = encode_event(event)
         assert decode_event(data) == event
         assert peek_type(data) == event.type
+
+
+@given(st.binary(max_size=300), st.lists(st.tuples(st.text(max_size=8), st.text(max_size=20)),
+                                         max_size=4), st.booleans())
+def test_any_body_and_headers_round_trip(body: bytes, headers: list[tuple[str, str]],
+                                         truncated: bool) -> None:
+    event = ResponseEvent("i", 1.0, Answer(200, headers, body, len(body) + truncated,
+                                           body_truncated=truncated))
+    data = encode_event(event)
+    assert decode_event(data) == event
+    assert orjson.loads(data)["body"] == base64.b64encode(body).decode()
 
 
 def test_non_utf8_header_bytes_survive_encoding() -> None:
