@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import struct
-from collections import deque
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -42,12 +41,14 @@ end
 return n
 """
 _frame_size = struct.Struct(">I").pack
-_ENCODE_SLICE = 32
 _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 2.0
 
 
 class Publisher:
+    """Events are encoded as they are offered (their data is still in the CPU's caches, and
+    the batch becomes one join) and queued as frames; a background task sends the batches."""
+
     def __init__(self, redis: aioredis.Redis, keys: Keys, *, max_queue: int = 10_000,
                  batch: int = 256, maxlen: int = 1_000_000, linger_s: float = 0.005) -> None:
         self.redis = redis
@@ -56,7 +57,7 @@ class Publisher:
         self.linger_s = linger_s
         self.maxlen = maxlen
         self.max_queue = max_queue
-        self.queue: deque[Event] = deque()  # bounded by offer(); cheaper than asyncio.Queue
+        self._frames: list[bytes] = []  # size, event, size, event, ...: bounded by offer()
         self._ready = asyncio.Event()
         self.published = 0
         self.dropped = 0
@@ -65,12 +66,24 @@ class Publisher:
         self._healthy = True
         self._script = redis.register_script(XADD_BATCH)
 
+    @property
+    def queued(self) -> int:
+        return len(self._frames) // 2
+
     def offer(self, event: Event) -> bool:
         """Queue an event for Redis without waiting. False (and counted) when full."""
-        if len(self.queue) >= self.max_queue:
+        frames = self._frames
+        if len(frames) >= 2 * self.max_queue:
             self._drop(1, "queue_full")
             return False
-        self.queue.append(event)
+        try:
+            data = encode_event(event)
+        except Exception:  # a bug must cost an event, never the client's request
+            self._drop(1, "error")
+            log.exception("publisher: event %s could not be encoded; dropped", event.id)
+            return False
+        frames.append(_frame_size(len(data)))
+        frames.append(data)
         if not self._ready.is_set():
             self._ready.set()
         return True
@@ -94,34 +107,44 @@ class Publisher:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        left = len(self.queue)
-        self.queue.clear()
+        left = self.queued
+        self._frames.clear()
         if left:
             self._drop(left, "shutdown")
             log.warning("shutdown: %d events could not be published in %.1f s", left, flush_timeout_s)
 
     async def _drained(self) -> None:
-        while self.queue:
+        while self._frames:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0)  # let an in-flight batch finish
+
+    def _take(self) -> list[bytes]:
+        """Up to `batch` events' frames, oldest first."""
+        frames = self._frames
+        if len(frames) <= 2 * self.batch:
+            self._frames = []
+            return frames
+        taken = frames[:2 * self.batch]
+        del frames[:2 * self.batch]
+        return taken
 
     async def _run(self) -> None:
         backoff = _BACKOFF_MIN_S
         while True:
-            if not self.queue:
+            if not self._frames:
                 self._ready.clear()
                 await self._ready.wait()
-            if len(self.queue) < self.batch and self.linger_s:
+            if self.queued < self.batch and self.linger_s:
                 # Let a batch gather, also right after a publish: far fewer, bigger commands
                 # (each Redis call costs far more than the events in it) for a few ms of delay.
                 await asyncio.sleep(self.linger_s)
-            queue = self.queue
-            batch = [queue.popleft() for _ in range(min(self.batch, len(queue)))]
-            metrics.PUBLISH_QUEUE.set(len(queue))
+            frames = self._take()
+            n = len(frames) // 2
+            metrics.PUBLISH_QUEUE.set(self.queued)
             try:
-                await self._publish(batch)
+                await self._publish(frames)
             except (TimeoutError, RedisError, OSError) as e:
-                self._drop(len(batch), "redis")
+                self._drop(n, "redis")
                 if self._healthy:
                     log.warning("Redis unavailable (%s): dropping events, clients unaffected", e)
                     self._healthy = False
@@ -129,29 +152,21 @@ class Publisher:
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 continue
             except Exception:  # a bug must not stop publishing for good
-                self._drop(len(batch), "error")
-                log.exception("publisher: unexpected error, %d events dropped", len(batch))
+                self._drop(n, "error")
+                log.exception("publisher: unexpected error, %d events dropped", n)
                 continue
             if not self._healthy:
                 log.info("Redis is back: publishing resumed")
                 self._healthy = True
             backoff = _BACKOFF_MIN_S
-            self.published += len(batch)
-            metrics.EVENTS_PUBLISHED.inc(len(batch))
+            self.published += n
+            metrics.EVENTS_PUBLISHED.inc(n)
 
-    async def _publish(self, batch: list[Event]) -> None:
-        """One EVALSHA per batch: one command to pack, one round trip, one reply."""
+    async def _publish(self, frames: list[bytes]) -> None:
+        """One EVALSHA per batch: one argument to pack, one round trip, one reply."""
         drops = self._unreported_drops
-        parts: list[bytes] = []
-        for start in range(0, len(batch), _ENCODE_SLICE):
-            if start:
-                await asyncio.sleep(0)  # a backlog flush must not hold up client requests
-            for event in batch[start:start + _ENCODE_SLICE]:
-                data = encode_event(event)
-                parts.append(_frame_size(len(data)))
-                parts.append(data)
         await self._script(keys=[self.keys.v1, self.keys.stats],
-                           args=[self.maxlen, drops, b"".join(parts)])
+                           args=[self.maxlen, drops, b"".join(frames)])
         self._unreported_drops -= drops
 
 

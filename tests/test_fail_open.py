@@ -12,6 +12,7 @@ from aiohttp import web
 from proxy import Proxy, Publisher
 from shadow.bus import connect
 from shadow.embedded_redis import EmbeddedRedis
+from shadow.model import Answer, ResponseEvent
 from tests.conftest import wait_for
 
 
@@ -102,3 +103,14 @@ async def test_paused_redis_never_delays_clients(http_server, settings_factory, 
 
 async def _const(value: bool) -> bool:
     return value
+
+
+async def test_an_event_that_cannot_be_encoded_is_dropped_not_raised(redis, keys):
+    """Events are encoded as they are offered, on the client's path: a failure there must
+    cost the event, counted, and never an exception in the request handler."""
+    publisher = Publisher(redis, keys)
+    odd = ResponseEvent("x", 1.0, Answer(200, [("X-Odd", object())], b"", 0))  # type: ignore[list-item]
+    fine = ResponseEvent("y", 1.0, Answer(200, [("A", "b")], b"{}", 2))
+    assert publisher.offer(odd) is False
+    assert publisher.offer(fine) is True
+    assert (publisher.dropped, publisher.queued) == (1, 1)
