@@ -7,6 +7,7 @@ import hmac
 import logging
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,10 +16,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
+from comparer.firehose import FirehoseHub
 from comparer.store import CLASS_STATUSES, Store
 from shadow import metrics
 from shadow.codec import exchange_for_display
 from shadow.filters import FilterError, Filters, parse_filters
+from shadow.firehose import wanted
 from shadow.keys import COMPARERS, Keys
 from shadow.rules import RuleSet, load_rules_file
 from shadow.settings import Settings, check_access, parse_hostport
@@ -31,6 +34,9 @@ STORE_KEY = web.AppKey("store", Store)
 REDIS_KEY = web.AppKey("redis", aioredis.Redis)
 KEYS_KEY = web.AppKey("keys", Keys)
 RULES_KEY = web.AppKey("rules", RuleSet)
+HUB_KEY = web.AppKey("firehose", FirehoseHub)
+OUTCOMES = frozenset({"match", "mismatch", "v2_error", "skipped"})
+KEEPALIVE_S = 15.0
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -44,6 +50,8 @@ def _auth_middleware(token: str, metrics_open: bool) -> Any:
     async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
         if metrics_open and request.path == "/metrics":
             return await handler(request)
+        if request.path == "/" and request.method == "GET":
+            return await handler(request)  # the dashboard page is static; its API calls are not
         given = request.headers.get("Authorization", "").encode()
         if not hmac.compare_digest(given, expected):
             return json_response({"error": "unauthorized: send 'Authorization: Bearer <token>' "
@@ -159,6 +167,43 @@ async def exchange(request: web.Request) -> web.Response:
     return json_response(exchange_for_display(x))
 
 
+async def firehose_endpoint(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: one `data:` line per compared exchange (redacted), live.
+
+    Filters: outcome=mismatch,v2_error  route=/users/*  method=GET. A client that reads
+    too slowly loses the oldest items and gets an `event: dropped` with the count."""
+    q = request.query
+    outcomes = frozenset(o.strip() for o in q.get("outcome", "").split(",") if o.strip())
+    if outcomes - OUTCOMES:
+        return json_response({"error": f"outcome must be among {', '.join(sorted(OUTCOMES))}"},
+                             400)
+    route, method = q.get("route") or None, q.get("method") or None
+    filtered = bool(outcomes or route or method)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    hub = request.app[HUB_KEY]
+    try:
+        async with hub.listen() as listener:
+            await response.write(b": shadow firehose: one event per compared exchange\n\n")
+            while not listener.closed:
+                raw_items = await listener.take(KEEPALIVE_S)
+                out: list[bytes] = []
+                if listener.dropped:
+                    out.append(b"event: dropped\ndata: %d\n\n" % listener.dropped)
+                    listener.dropped = 0
+                for raw in raw_items:
+                    if filtered and not wanted(orjson.loads(raw), outcomes=outcomes,
+                                               route=route, method=method):
+                        continue
+                    out.append(b"data: " + raw + b"\n\n")
+                await response.write(b"".join(out) if out else b": keepalive\n\n")
+    except (ConnectionResetError, ConnectionError):
+        pass  # the client went away
+    return response
+
+
 async def metrics_endpoint(request: web.Request) -> web.Response:
     r, keys = request.app[REDIS_KEY], request.app[KEYS_KEY]
     try:
@@ -176,10 +221,15 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return resp
 
 
+DASHBOARD = (Path(__file__).parent / "static" / "dashboard.html").read_bytes()
+
+
 async def index(request: web.Request) -> web.Response:
-    return web.Response(text="shadow reports API: /api/summary, /api/routes, /api/mismatches, "
-                             "/api/exchanges, /api/exchanges/{id}, /api/classes, /api/verdict, "
-                             "/metrics\n")
+    """The dashboard: one static page that reads this API (the token stays in the browser)."""
+    return web.Response(body=DASHBOARD, content_type="text/html", charset="utf-8",
+                        headers={"Cache-Control": "no-cache",
+                                 "Content-Security-Policy": "default-src 'self'; "
+                                 "style-src 'unsafe-inline'; script-src 'unsafe-inline'"})
 
 
 def build_app(settings: Settings, store: Store, redis: aioredis.Redis, keys: Keys) -> web.Application:
@@ -190,6 +240,12 @@ def build_app(settings: Settings, store: Store, redis: aioredis.Redis, keys: Key
     app[REDIS_KEY] = redis
     app[KEYS_KEY] = keys
     app[RULES_KEY] = load_rules_file(settings.rules)
+    app[HUB_KEY] = hub = FirehoseHub(redis, keys.firehose)
+
+    async def close_firehose(_: web.Application) -> None:
+        await hub.close()  # long-lived streams end now, not after the shutdown timeout
+
+    app.on_shutdown.append(close_firehose)
     app.router.add_get("/", index)
     app.router.add_get("/api/summary", summary)
     app.router.add_get("/api/routes", routes)
@@ -201,6 +257,7 @@ def build_app(settings: Settings, store: Store, redis: aioredis.Redis, keys: Key
     app.router.add_get("/api/rules", rules_endpoint)
     app.router.add_get("/api/suggestions", suggestions_endpoint)
     app.router.add_get("/api/exchanges/{id}", exchange)
+    app.router.add_get("/api/firehose", firehose_endpoint)
     app.router.add_get("/metrics", metrics_endpoint)
     return app
 

@@ -11,6 +11,7 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from comparer.firehose import FirehosePublisher
 from comparer.store import Store
 from shadow import metrics
 from shadow.bus import Entry, GroupReader, default_consumer_name
@@ -18,8 +19,9 @@ from shadow.codec import decode_event
 from shadow.compare import compare, replay_delay_ms
 from shadow.errors import EventError
 from shadow.keys import COMPARERS, Keys
-from shadow.model import Comparison, Event
+from shadow.model import Comparison, Event, Exchange
 from shadow.noise import V1Memory
+from shadow.redact import Redaction
 from shadow.rules import load_rules_file, route_of
 from shadow.settings import Settings
 
@@ -50,6 +52,9 @@ class Comparer:
                         "renew or remove it", rule.id, self.rules.source, rule.line,
                         rule.owner or "-", rule.expires)
         self.completed = 0
+        self.firehose = FirehosePublisher(
+            redis, self.keys.firehose,
+            Redaction.from_settings(settings.redact_headers, settings.redact_fields))
         self.memory = V1Memory()
         self._known_noise: dict[tuple[str, str], list[str]] = {}
         self._next_noise_refresh = 0.0
@@ -119,6 +124,7 @@ class Comparer:
         for event in events:
             metrics.EVENTS_INGESTED.labels(event.type).inc()
         results: list[tuple[str, Comparison]] = []
+        compared: list[tuple[Exchange, Comparison]] = []
         repeats: dict[tuple[str, str], int] = {}
         changed: dict[tuple[str, str, str], int] = {}
         known = await self._learned_noise()
@@ -145,6 +151,7 @@ class Comparer:
                 result.flags.append("stale")
             metrics.COMPARE_DURATION.observe(time.perf_counter() - started)
             results.append((x.id, result))
+            compared.append((x, result))
         recorded = set(await self.store.complete(results))
         if repeats:
             await self.store.add_suspected(repeats, changed)
@@ -153,6 +160,7 @@ class Comparer:
             if ident in recorded:
                 metrics.COMPARISONS.labels(r.outcome).inc()
         await self.reader.ack(good)
+        await self.firehose.publish((x, r) for x, r in compared if x.id in recorded)
 
     async def _learned_noise(self) -> dict[tuple[str, str], list[str]]:
         """With --auto-ignore-noise: per route, the paths where V1 changed in at least half of

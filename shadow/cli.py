@@ -26,7 +26,7 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from shadow import __version__, demo_apps
+from shadow import __version__, demo_apps, firehose
 from shadow.bus import connect
 from shadow.errors import ShadowError
 from shadow.keys import Keys
@@ -189,6 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
     vd.add_argument("--exclude", action="append", default=[], metavar="ROUTE",
                     help="leave a route out ('/health' or 'GET /health'); repeatable")
     vd.set_defaults(func=cmd_verdict)
+    tl = reader("tail", "the live firehose: one line per compared exchange",
+                "Follow the comparisons as they happen (redacted: secrets named by "
+                "--redact-headers / --redact-fields on the comparer are masked). One line per "
+                "exchange: time, outcome, method, URL, V1 and V2 status and latency, and the "
+                "first difference. Ctrl-C to stop.")
+    tl.add_argument("--outcome", help="only these outcomes, comma-separated "
+                                      "(match, mismatch, v2_error, skipped)")
+    tl.add_argument("--route", help="only routes matching this glob, e.g. '/users/*'")
+    tl.add_argument("--method", help="only this HTTP method")
+    tl.add_argument("--count", type=int, default=None, metavar="N",
+                    help="stop after N exchanges (default: follow until Ctrl-C)")
+    tl.set_defaults(func=cmd_tail)
     return parser
 
 
@@ -412,6 +424,42 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         _print_json(data)
     else:
         show_exchange(data, make_console())
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    query = {k: v for k, v in (("outcome", args.outcome), ("route", args.route),
+                               ("method", args.method)) if v}
+    url = f"{_api_url(args, settings)}/api/firehose?{urllib.parse.urlencode(query)}"
+    request = urllib.request.Request(url, headers={"Accept": "text/event-stream"})
+    if settings.api_token:
+        request.add_header("Authorization", f"Bearer {settings.api_token}")
+    seen = 0
+    try:
+        # the API sends a keepalive every 15 s; 60 s of silence means it is gone
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            if not args.json:
+                print(f"following {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+            for event, data in firehose.sse_events(resp):
+                if event == "dropped":
+                    print(f"… {data.decode()} exchanges skipped: this terminal reads slower "
+                          "than they arrive; filter with --outcome or --route",
+                          file=sys.stderr, flush=True)
+                    continue
+                print(data.decode() if args.json else firehose.line(orjson.loads(data)),
+                      flush=True)
+                seen += 1
+                if args.count is not None and seen >= args.count:
+                    return 0
+    except KeyboardInterrupt:
+        return 0
+    except urllib.error.HTTPError as e:
+        raise ShadowError(f"{url} answered {e.code}: "
+                          f"{e.read().decode(errors='replace')[:300]}") from e
+    except (urllib.error.URLError, OSError) as e:
+        raise ShadowError(f"cannot follow the firehose at {url} "
+                          f"({getattr(e, 'reason', e)}): is `shadow up` or `shadow comparer` "
+                          "running? Point at it with --api URL") from e
     return 0
 
 

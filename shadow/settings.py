@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from shadow import redact
 from shadow.errors import ConfigError
 
 ENV_PREFIX = "SHADOW_"
@@ -77,6 +78,8 @@ class Settings:
     retention_max_docs: int | None = None
     api_token: str | None = None
     metrics_open: bool = False
+    redact_headers: str = redact.DEFAULT_HEADERS
+    redact_fields: str = redact.DEFAULT_FIELDS
     # misc
     log_level: str = "info"
 
@@ -254,7 +257,7 @@ def sqlite_path(store_url: str) -> str:
 HELP: dict[str, str] = {
     "v1": "base URL of the existing system, which answers every client (e.g. http://10.0.0.5:8000)",
     "v2": "base URL of the rewrite, which gets the replayed requests",
-    "v1_secondary": "a second V1 instance, to tell V1's own noise from real differences (accepted, not used yet)",
+    "v1_secondary": "a second V1 instance, to tell V1's own noise from real differences",
     "listen": "HOST:PORT the proxy listens on (default 127.0.0.1:8080)",
     "api": "HOST:PORT of the reports API (default 127.0.0.1:8081)",
     "redis": "Redis URL (redis://, rediss://, unix://); default: start an embedded Redis",
@@ -301,6 +304,10 @@ HELP: dict[str, str] = {
     "join_timeout_s": "seconds to wait for V2's answer before an exchange is v1_only",
     "api_token": "bearer token for the reports API (required off loopback)",
     "metrics_open": "serve /metrics without the bearer token (for Prometheus scrapers)",
+    "redact_headers": "comma-separated header names whose values the live firehose masks "
+                      "(default: Authorization, Cookie, Set-Cookie, X-Api-Key, ...)",
+    "redact_fields": "comma-separated JSON field / query parameter names whose values the "
+                     "live firehose masks (default: password, token, secret, api_key, ...)",
     "log_level": "debug, info, warning or error",
 }
 

@@ -30,6 +30,12 @@ async def test_token_is_required_when_configured(settings_factory, redis_server)
                 assert r.status == 200 and (await r.json())["total"] == 0
             async with client.get(f"http://127.0.0.1:{api.port}/metrics") as r:
                 assert r.status == 401  # closed unless --metrics-open
+            async with client.get(f"http://127.0.0.1:{api.port}/api/firehose") as r:
+                assert r.status == 401
+            async with client.get(f"http://127.0.0.1:{api.port}/") as r:  # static: asks for it
+                page = await r.text()
+                assert r.status == 200 and r.content_type == "text/html"
+                assert "/api/firehose" in page and "API token" in page
     finally:
         await store.close()
         await redis.aclose()
@@ -61,3 +67,12 @@ def test_off_loopback_without_token_is_refused_before_binding(settings_factory) 
         ReportsApi(settings, open_store(settings.store), connect("redis://127.0.0.1:1", 1.0))
     with socket.socket() as again:  # nothing was bound: the port is still free
         again.bind(("127.0.0.1", port))
+
+
+def test_dashboard_puts_traffic_data_on_the_page_only_as_text() -> None:
+    """URLs, headers and diff values come from clients: never parsed as HTML (no XSS)."""
+    from comparer.api import DASHBOARD
+    page = DASHBOARD.decode()
+    assert "textContent" in page
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in page
