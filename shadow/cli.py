@@ -582,7 +582,8 @@ async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         if args.exit:
             return 0 if errors == 0 else 1
         console.print(f"\nStill serving: proxy {proxy_url}  reports API {api_url}/api/summary\n"
-                      f"Try: shadow report --api {api_url}    (Ctrl-C to stop)")
+                      f"Dashboard: {api_url}/   Try: shadow report --api {api_url}  or  "
+                      f"shadow tail --api {api_url}    (Ctrl-C to stop)")
         await _until_signal(sup.failed)
         return 0
     finally:
