@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shadow import codec, firehose
+from shadow.aio import cancel_and_wait
 from shadow.model import Comparison, Exchange
 from shadow.redact import Redaction
 
@@ -121,10 +122,7 @@ class FirehoseHub:
             listener.close()
         self.listeners.clear()
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         backoff = 0.1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import logging
 import time
@@ -14,6 +13,7 @@ from redis.exceptions import RedisError
 from comparer.firehose import FirehosePublisher
 from comparer.store import Store
 from shadow import metrics
+from shadow.aio import cancel_and_wait
 from shadow.bus import Entry, GroupReader, default_consumer_name
 from shadow.codec import decode_event
 from shadow.compare import compare, replay_delay_ms
@@ -70,10 +70,7 @@ class Comparer:
     async def stop(self) -> None:
         """Stop reading; a batch being stored finishes first (shielded). Idempotent."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         backoff = 0.05

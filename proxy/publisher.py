@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shadow import metrics
+from shadow.aio import cancel_and_wait
 from shadow.codec import encode_event
 from shadow.keys import EVENT_FIELD, Keys
 from shadow.model import Event
@@ -104,9 +105,7 @@ class Publisher:
             return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._drained(), flush_timeout_s)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         left = self.queued
         self._frames.clear()
         if left:

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shadow import metrics
+from shadow.aio import cancel_and_wait
 from shadow.bus import Entry, GroupReader, default_consumer_name
 from shadow.codec import decode_event, encode_event, peek_type
 from shadow.errors import EventError
@@ -72,10 +73,7 @@ class Subscriber:
         """Stop reading, let in-flight replays finish within the deadline; the rest stays
         pending for this or another consumer. Idempotent."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=deadline_s)
             for t in list(self._inflight.values()):
