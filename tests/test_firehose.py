@@ -13,10 +13,13 @@ from aiohttp import web
 
 from comparer import ReportsApi, open_store
 from comparer.api import HUB_KEY
-from comparer.firehose import FirehosePublisher, Listener
+from comparer.firehose import FirehoseHub, FirehosePublisher, Listener
 from shadow import firehose
+from shadow.bus import connect
+from shadow.embedded_redis import EmbeddedRedis
 from shadow.model import Answer, Comparison, Difference, Exchange, Request
 from shadow.redact import DEFAULT_FIELDS, DEFAULT_HEADERS, MASK, Redaction
+from tests.conftest import wait_for
 from tests.pipeline import Pipeline
 
 SECRET = "hunter2-s3cr3t"
@@ -225,3 +228,33 @@ async def test_unknown_outcome_filter_is_a_clear_400(settings_factory, redis, ke
             assert r.status == 400 and "outcome must be among" in (await r.json())["error"]
     finally:
         await store.close()
+
+
+async def test_hub_resubscribes_after_redis_comes_back(keys, tmp_path):
+    """Redis restarted under a connected client: the stream resumes by itself."""
+    server = EmbeddedRedis(tmp_path / "own-redis", tcp_port=0, appendonly=False).start()
+    redis, sender = connect(server.url, 1.0), connect(server.url, 1.0)
+    hub = FirehoseHub(redis, keys.firehose)
+    try:
+        async with hub.listen() as listener:
+            await asyncio.wait_for(hub.subscribed.wait(), 10)
+            await sender.publish(keys.firehose, b'{"n": 1}')
+            assert await listener.take(5) == [b'{"n": 1}']
+
+            server.stop()
+            await wait_for(lambda: _const(not hub.subscribed.is_set()), 20, "the loss noticed")
+            server.start()
+            await asyncio.wait_for(hub.subscribed.wait(), 30)
+            await sender.aclose()
+            sender = connect(server.url, 1.0)  # the old connection died with the server
+            await sender.publish(keys.firehose, b'{"n": 2}')
+            assert await listener.take(5) == [b'{"n": 2}']
+    finally:
+        await hub.close()
+        await redis.aclose()
+        await sender.aclose()
+        server.stop()
+
+
+async def _const(value: bool) -> bool:
+    return value
