@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from comparer.firehose import FirehoseHub
 from comparer.store import CLASS_STATUSES, Store
-from shadow import metrics
+from shadow import codec, metrics
 from shadow.codec import exchange_for_display
 from shadow.filters import FilterError, Filters, parse_filters
 from shadow.firehose import wanted
@@ -40,7 +40,7 @@ KEEPALIVE_S = 15.0
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+    return web.Response(body=codec.dumps(data), status=status, content_type="application/json")
 
 
 def _auth_middleware(token: str, metrics_open: bool) -> Any:

@@ -102,7 +102,7 @@ class MongoStore:
         try:
             await self.db.exchanges.update_one(
                 {"_id": ident, part: None},
-                {"$set": fields,
+                {"$set": codec.storable(fields),
                  "$setOnInsert": {"outcome": PENDING, "created_at": datetime.now(UTC)},
                  "$min": {"ts": ts}},
                 upsert=True)
@@ -141,11 +141,11 @@ class MongoStore:
         for ident, c in results:
             before = await self.db.exchanges.find_one_and_update(
                 {"_id": ident, "outcome": {"$in": UNDECIDED}},
-                {"$set": {"outcome": c.outcome, "diff": codec.diff_to_list(c.diff),
+                {"$set": {"outcome": c.outcome, "diff": codec.storable(codec.diff_to_list(c.diff)),
                           "diff_paths": [d.path for d in c.diff], "signature": c.signature,
                           "flags": c.flags, "compared_at": now,
                           "replay_delay_ms": c.replay_delay_ms, "stale": int("stale" in c.flags),
-                          "noise": codec.diff_to_list(c.noise)}},
+                          "noise": codec.storable(codec.diff_to_list(c.noise))}},
                 projection={"method": 1, "route": 1})
             if before is None:
                 continue  # decided before: a re-delivery, never counted twice

@@ -40,28 +40,54 @@ def _dumps(obj: Any) -> bytes:
     try:
         return orjson.dumps(obj)
     except (orjson.JSONEncodeError, TypeError):
-        # Header bytes that are not UTF-8 arrive as lone surrogates
-        # (surrogateescape); JSON cannot carry them, so they become U+FFFD.
-        # Integers beyond 64 bits become strings.
-        return orjson.dumps(_scrub(obj))
+        return orjson.dumps(storable(obj))
 
 
-def _scrub(obj: Any) -> Any:
-    if isinstance(obj, int) and not isinstance(obj, bool) and not -2**63 <= obj < 2**64:
-        return str(obj)  # JSON numbers beyond 64 bits are kept exactly, as text
+def storable(obj: Any) -> Any:
+    """`obj` made safe for JSON and BSON, losing nothing that matters.
+
+    Header bytes that are not UTF-8 arrive as lone surrogates (surrogateescape),
+    which JSON and BSON cannot carry: such a header becomes a triple
+    [name, value with U+FFFD, base64 of the exact bytes], which `_headers` reads back
+    exactly. Other such strings get U+FFFD; integers beyond 64 bits become text."""
+    if isinstance(obj, int) and not isinstance(obj, bool) and not -2**63 <= obj < 2**63:
+        return str(obj)
     if isinstance(obj, str):
-        return obj.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return obj if obj.isascii() else _replace_surrogates(obj)
     if isinstance(obj, dict):
-        return {k: _scrub(v) for k, v in obj.items()}
+        return {k: _safe_headers(v) if k == "headers" and isinstance(v, list) else storable(v)
+                for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_scrub(v) for v in obj]
+        return [storable(v) for v in obj]
     return obj
+
+
+def _replace_surrogates(text: str) -> str:
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _safe_headers(headers: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for pair in headers:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            out.append(storable(pair))
+            continue
+        name, value = pair
+        if isinstance(value, str) and not value.isascii():
+            raw = value.encode("utf-8", "surrogateescape")
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                out.append([storable(name), raw.decode("utf-8", "replace"), _b64(raw)])
+                continue
+        out.append([storable(name), value])
+    return out
 
 
 # ---- parts (shared by events and store documents) ----
 
 def request_to_dict(r: Request) -> dict[str, Any]:
-    return {**_request_head(r), "body": _b64(r.body)}
+    return {**_request_head(r), "headers": _safe_headers(r.headers), "body": _b64(r.body)}
 
 
 def _request_head(r: Request) -> dict[str, Any]:
@@ -81,7 +107,7 @@ def request_from_dict(d: dict[str, Any]) -> Request:
 
 
 def answer_to_dict(a: Answer) -> dict[str, Any]:
-    return {**_answer_head(a), "body": _b64(a.body)}
+    return {**_answer_head(a), "headers": _safe_headers(a.headers), "body": _b64(a.body)}
 
 
 def _answer_head(a: Answer) -> dict[str, Any]:
@@ -123,9 +149,12 @@ def _headers(raw: Any) -> Headers:
         raise ValueError("headers must be a list of [name, value] pairs")
     out: Headers = []
     for pair in raw:
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+        if not isinstance(pair, (list, tuple)) or len(pair) not in (2, 3):
             raise ValueError("headers must be a list of [name, value] pairs")
-        out.append((str(pair[0]), str(pair[1])))
+        if len(pair) == 3:  # [name, readable value, base64 of the exact bytes]: see storable()
+            out.append((str(pair[0]), _unb64(str(pair[2])).decode("utf-8", "surrogateescape")))
+        else:
+            out.append((str(pair[0]), str(pair[1])))
     return out
 
 
@@ -217,7 +246,6 @@ def exchange_for_display(x: Exchange) -> dict[str, Any]:
         if p is None:
             return None
         d = request_to_dict(p) if isinstance(p, Request) else answer_to_dict(p)
-        d["headers"] = [list(h) for h in p.headers]
         d["body"] = body_for_display(p.body, p.body_truncated)
         return d
 

@@ -8,7 +8,7 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from shadow import metrics
+from shadow import metrics, rawheaders
 from shadow.model import Answer, Headers, Request
 from shadow.settings import Settings
 from subscriber.policy import Policy
@@ -40,6 +40,7 @@ class ReplayClient:
 
     async def start(self) -> None:
         if self._session is None:
+            rawheaders.install()  # header bytes that are not UTF-8 reach V2 as V1 got them
             s = self.settings
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.concurrency),

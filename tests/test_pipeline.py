@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import Counter
 
 import aiohttp
@@ -11,6 +12,8 @@ from aiohttp import web
 
 from tests.conftest import wait_for
 from tests.pipeline import Pipeline
+from tests.procs import ROOT, start_proxy_process
+from tests.rawhttp import RawServer, exchange
 
 
 def v1_app() -> web.Application:
@@ -99,3 +102,52 @@ async def test_thousand_requests_become_thousand_exchanges(http_server, settings
         assert summary["dropped_events"] == 0
         route = next(r for r in summary["routes"] if r["route"] == "/items/{id}")
         assert {d["path"] for d in route["top_diffs"]} >= {"$.name", "$.title", "status"}
+
+
+async def test_header_bytes_that_are_not_utf8_reach_v2_and_the_report_exactly(settings_factory,
+                                                                             keys):
+    """Through a real proxy process, Redis and a real subscriber process (so nothing in this
+    test process stands in for them): V2 gets the very bytes V1 got, and the reports API
+    shows the exchange (the readable value plus the exact bytes)."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Raw: caf\xe9\r\n\r\nok"
+    v1, v2 = RawServer(lambda r: answer), RawServer(lambda r: answer)
+    settings = settings_factory(v1=await v1.start(), v2=await v2.start())
+    common = ["--redis", str(settings.redis), "--stream-prefix", keys.prefix,
+              "--log-level", "info"]
+    proxy, port = await start_proxy_process("--v1", str(settings.v1), "--listen", "127.0.0.1:0",
+                                            *common)
+    subscriber = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shadow", "subscriber", "--v2", str(settings.v2), *common,
+        cwd=ROOT, stdin=asyncio.subprocess.DEVNULL)
+    p = Pipeline(settings)  # only its comparer and API run: proxy and subscriber are the above
+    try:
+        await p.store.open()
+        await p.comparer.start()
+        await p.api.start()
+        head, body = await exchange(port, b"GET /odd HTTP/1.1\r\nHost: x\r\nX-Bin: caf\xe9\r\n\r\n")
+        assert body == b"ok" and b"X-Raw: caf\xe9" in head
+        await wait_for(lambda: _compared(p), 30, "the exchange compared")
+        assert v1.requests[0].header(b"x-bin") == b"caf\xe9"
+        assert v2.requests[0].header(b"x-bin") == b"caf\xe9"
+        rid = v1.requests[0].header(b"x-request-id")
+        assert rid is not None
+        async with aiohttp.ClientSession() as s, \
+                s.get(f"{p.api_url}/api/exchanges/{rid.decode()}") as r:
+            assert r.status == 200
+            shown = await r.json()
+        assert ["X-Bin", "caf\ufffd", "Y2Fm6Q=="] in shown["request"]["headers"]
+        assert shown["outcome"] == "match"
+    finally:
+        for proc in (proxy, subscriber):
+            proc.terminate()
+            await proc.wait()
+        await p.api.stop()
+        await p.comparer.stop()
+        await p.store.close()
+        await p.redis.aclose()
+        await v1.stop()
+        await v2.stop()
+
+
+async def _compared(p: Pipeline) -> bool:
+    return (await p.summary())["compared"] == 1

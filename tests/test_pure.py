@@ -121,10 +121,14 @@ def test_any_body_and_headers_round_trip(body: bytes, headers: list[tuple[str, s
     assert orjson.loads(data)["body"] == base64.b64encode(body).decode()
 
 
-def test_non_utf8_header_bytes_survive_encoding() -> None:
+def test_non_utf8_header_bytes_survive_encoding_exactly() -> None:
     bad = b"caf\xe9".decode("utf-8", "surrogateescape")
-    event = ResponseEvent("i", 1.0, Answer(200, [("X-Name", bad)], b"", 0))
-    assert decode_event(encode_event(event)).answer.headers == [("X-Name", "caf\ufffd")]
+    event = ResponseEvent("i", 1.0, Answer(200, [("X-Name", bad), ("X-Ok", "café")], b"", 0))
+    data = encode_event(event)
+    assert decode_event(data).answer.headers == [("X-Name", bad), ("X-Ok", "café")]
+    # readable for anyone else reading the stream: the value with U+FFFD, then the bytes
+    assert orjson.loads(data)["headers"][0] == ["X-Name", "caf\ufffd", "Y2Fm6Q=="]
+    assert orjson.loads(data)["headers"][1] == ["X-Ok", "café"]
 
 
 @pytest.mark.parametrize("data", [b"", b"{", b"[]", b'{"type":"request"}',

@@ -215,3 +215,23 @@ async def test_classes_count_keep_examples_take_a_status_and_reopen(store: Store
     await store.set_class_status(cls["signature"], "accepted")
     [accepted] = await store.route_evidence()
     assert accepted.accepted == 9 and accepted.failing == {}
+
+
+async def test_header_bytes_that_are_not_utf8_and_huge_numbers_are_stored(store: Store):
+    """JSON and BSON cannot carry lone surrogates or integers beyond 64 bits: the stored
+    exchange still gives back the exact header bytes (for display and for `shadow replay`)."""
+    bad = b"caf\xe9".decode("utf-8", "surrogateescape")
+    huge = b'{"n": 123456789012345678901234567890}'
+    v1 = Answer(200, [("Content-Type", "application/json"), ("X-Name", bad)], huge, len(huge))
+    events = exchange_events(1, v1=v1, v2=answer({"n": 1}))
+    events[0] = RequestEvent(xid(1), "req-1", 1.0, Request("GET", "/items/1", [("X-Bin", bad)]))
+    assert await ingest(store, events) == [xid(1)]
+    x = await store.get(xid(1))
+    assert x is not None and x.request is not None and x.v1 is not None
+    assert x.request.headers == [("X-Bin", bad)]
+    assert x.v1.headers == v1.headers and x.v1.body == huge
+    assert x.outcome == "mismatch" and "$.n" in [d.path for d in x.diff]
+    if isinstance(store, MongoStore):  # what a real MongoDB would be sent must be valid BSON
+        import bson
+
+        bson.encode(await store.db.exchanges.find_one({"_id": xid(1)}))
