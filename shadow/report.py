@@ -150,7 +150,7 @@ def show_exchange(x: dict[str, Any], console: Console) -> None:
         head += f"  skipped: {part['skipped']}" if part.get("skipped") else ""
         head += f"  {part.get('latency_ms') or 0:.1f} ms"
         text = Text(head + "\n")
-        for k, v in part.get("headers", []):
+        for k, v, *_ in part.get("headers", []):  # [name, value(, exact bytes in base64)]
             text.append(f"{k}: {v}\n", style="yellow" if k.lower() in differing else "dim")
         text.append("\n")
         for line in _pretty_body(part).splitlines():

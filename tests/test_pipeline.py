@@ -137,6 +137,12 @@ async def test_header_bytes_that_are_not_utf8_reach_v2_and_the_report_exactly(se
             shown = await r.json()
         assert ["X-Bin", "caf\ufffd", "Y2Fm6Q=="] in shown["request"]["headers"]
         assert shown["outcome"] == "match"
+        show = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shadow", "show", rid.decode(), "--api", p.api_url, cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(show.communicate(), 30)
+        assert show.returncode == 0, err.decode()
+        assert "X-Raw: caf\ufffd" in out.decode()
     finally:
         for proc in (proxy, subscriber):
             proc.terminate()
