@@ -350,8 +350,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         sup = Supervisor(settings)
         await sup.start()
         print(f"shadow is up: send clients to http://{sup.proxy_address} (V1: {settings.v1}); "
-              f"replaying to {settings.v2}; reports: shadow report --api "
-              f"http://{sup.api_address}  (Ctrl-C to stop)", flush=True)
+              f"replaying to {settings.v2}; dashboard: http://{sup.api_address}/  reports: "
+              f"shadow report --api http://{sup.api_address}  (Ctrl-C to stop)", flush=True)
         try:
             await _until_signal(sup.failed)
         finally:
