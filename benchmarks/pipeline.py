@@ -8,6 +8,10 @@ differ for 5% (then 50%) of them. A paced load generator sends GETs through one 
 proxy at each rate in turn; the pipeline keeps up at a rate when the backlog (requests sent
 minus exchanges decided) does not grow over the second half of the run. Run with 1 and with
 2 subscriber + comparer processes. CPU per process names the bottleneck.
+
+--firehose keeps one live-firehose client (server-sent events from the first comparer's
+API, as the dashboard or `shadow tail` would) connected the whole time, to measure what
+watching costs; --mismatch and --replicas pick one configuration instead of all four.
 """
 
 from __future__ import annotations
@@ -106,8 +110,23 @@ def start(args: list[str], work: Path) -> subprocess.Popen[bytes]:
                             cwd=REPO, stdin=subprocess.DEVNULL)
 
 
+async def watch_firehose(api: str, seen: list[int], connected: asyncio.Event) -> None:
+    """One SSE client, as the dashboard would be, counting the items it receives."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as client:
+        for _ in range(100):
+            try:
+                async with client.get(f"{api}/api/firehose") as r:
+                    connected.set()
+                    async for line in r.content:
+                        if line.startswith(b"data: "):
+                            seen[0] += 1
+                return
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.2)
+
+
 async def run_config(work: Path, mismatch: int, replicas: int, rates: list[float],
-                     duration: float) -> list[dict[str, float]]:
+                     duration: float, firehose: bool = False) -> list[dict[str, float]]:
     shutil.rmtree(work / "v1", ignore_errors=True)
     shutil.rmtree(work / "v2", ignore_errors=True)
     write_sites(work, mismatch)
@@ -120,9 +139,10 @@ async def run_config(work: Path, mismatch: int, replicas: int, rates: list[float
     common = ["--redis", redis.url, "--store", f"sqlite:///{db}"]
     children = [start(["proxy", "--v1", f"http://127.0.0.1:{p1}", "--listen",
                        f"127.0.0.1:{pp}", *common], work)]
-    for _ in range(replicas):
+    api_ports = [free_port() for _ in range(replicas)]
+    for api_port in api_ports:
         children.append(start(["subscriber", "--v2", f"http://127.0.0.1:{p2}", *common], work))
-        children.append(start(["comparer", "--api", "127.0.0.1:0", *common], work))
+        children.append(start(["comparer", "--api", f"127.0.0.1:{api_port}", *common], work))
     procs: dict[str, list[psutil.Process]] = {"proxy": [], "subscriber": [], "comparer": []}
     for c in children:
         role = c.args[3]  # type: ignore[index]
@@ -135,18 +155,28 @@ async def run_config(work: Path, mismatch: int, replicas: int, rates: list[float
     await asyncio.sleep(1.5)
     await store.open()
     results = []
+    seen, connected = [0], asyncio.Event()
+    watcher = asyncio.create_task(
+        watch_firehose(f"http://127.0.0.1:{api_ports[0]}", seen, connected)) if firehose else None
+    if watcher is not None:
+        await asyncio.wait_for(connected.wait(), 30)
+        await asyncio.sleep(2.5)  # comparers look for listeners every 2 s
     try:
         for rate in rates:
             r = await step(f"http://127.0.0.1:{pp}", store, rate, duration, procs)
             results.append(r)
             busiest = max((k for k in r if k.startswith("cpu_")), key=lambda k: r[k])
+            watched = f"; firehose items so far {seen[0]}" if firehose else ""
             print(f"  {mismatch:>2}% mismatching, {replicas} sub+cmp: {rate:>6.0f}/s asked, "
                   f"{r['achieved']:>6.0f}/s sent, backlog growth {r['backlog_growth']:>6.0f} -> "
                   f"{'kept up' if r['kept_up'] else 'FELL BEHIND'}; busiest {busiest[4:]} "
-                  f"{r[busiest]:.0f}% CPU", flush=True)
+                  f"{r[busiest]:.0f}% CPU{watched}", flush=True)
             if not r["kept_up"]:
                 break
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         await store.close()
         for c in children:
             c.send_signal(signal.SIGTERM)
@@ -161,14 +191,21 @@ async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=20.0, help="seconds per rate (default 20)")
     ap.add_argument("--rates", default="500,1000,1500,2000,2500,3000")
+    ap.add_argument("--mismatch", type=int, choices=(5, 50), default=None,
+                    help="only this mismatching percentage (default: 5 and 50)")
+    ap.add_argument("--replicas", type=int, default=None,
+                    help="only this many subscriber + comparer processes (default: 1 and 2)")
+    ap.add_argument("--firehose", action="store_true",
+                    help="keep one live-firehose (SSE) client connected throughout")
     args = ap.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     work = Path(tempfile.mkdtemp(prefix="shadow-pipeline-bench-"))
     table = []
     try:
-        for mismatch in (5, 50):
-            for replicas in (1, 2):
-                results = await run_config(work, mismatch, replicas, rates, args.duration)
+        for mismatch in (5, 50) if args.mismatch is None else (args.mismatch,):
+            for replicas in (1, 2) if args.replicas is None else (args.replicas,):
+                results = await run_config(work, mismatch, replicas, rates, args.duration,
+                                           args.firehose)
                 ok = [r for r in results if r["kept_up"]]
                 best = max((r["rate"] for r in ok), default=0.0)
                 last = results[-1]
@@ -177,7 +214,8 @@ async def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n### Pipeline benchmark ({datetime.date.today().isoformat()}, {os.cpu_count()} cores, "
-          f"{args.duration:.0f} s per rate, load generator on the same machine)\n")
+          f"{args.duration:.0f} s per rate, load generator on the same machine"
+          f"{', one firehose client watching' if args.firehose else ''})\n")
     print("| mismatching | subscriber + comparer processes | highest rate kept up | "
           "busiest at the last rate tried |")
     print("|---:|---:|---:|---|")
