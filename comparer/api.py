@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from comparer.firehose import FirehoseHub
 from comparer.store import CLASS_STATUSES, Store
 from shadow import codec, metrics
+from shadow.bus import stream_health
 from shadow.codec import exchange_for_display
 from shadow.filters import FilterError, Filters, parse_filters
 from shadow.firehose import wanted
@@ -71,6 +72,8 @@ async def summary(request: web.Request) -> web.Response:
         data["dropped_events"] = stats.get("dropped_events", 0)
         data["trimmed_unprocessed"] = {k.split(":", 1)[1]: v for k, v in stats.items()
                                        if k.startswith("trimmed_unprocessed:")}
+        data["streams"] = {"v1": await stream_health(r, keys.v1),
+                           "v2": await stream_health(r, keys.v2)}
     except (RedisError, OSError):
         data["dropped_events"] = None
         data["warnings"] = ["Redis is unreachable: dropped_events unknown"]
@@ -208,12 +211,13 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     r, keys = request.app[REDIS_KEY], request.app[KEYS_KEY]
     try:
         for stream in (keys.v1, keys.v2):
-            metrics.STREAM_LENGTH.labels(stream).set(await r.xlen(stream))
-            for group in await r.xinfo_groups(stream):
-                name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
-                metrics.STREAM_PENDING.labels(stream, name).set(group["pending"])
-                if group.get("lag") is not None:
-                    metrics.STREAM_LAG.labels(stream, name).set(group["lag"])
+            health = await stream_health(r, stream)
+            metrics.STREAM_LENGTH.labels(stream).set(health["length"])
+            for name, g in health["groups"].items():
+                metrics.STREAM_PENDING.labels(stream, name).set(g["pending"])
+                metrics.STREAM_BEHIND.labels(stream, name).set(g["behind_s"])
+                if g["lag"] is not None:
+                    metrics.STREAM_LAG.labels(stream, name).set(g["lag"])
     except (RedisError, OSError):
         pass
     resp = web.Response(body=generate_latest())

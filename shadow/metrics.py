@@ -37,4 +37,8 @@ DEAD_LETTERED = Counter("shadow_dead_lettered_total",
 STREAM_LENGTH = Gauge("shadow_stream_length", "Entries in a stream", ["stream"])
 STREAM_PENDING = Gauge("shadow_stream_pending", "Entries delivered but not acknowledged",
                        ["stream", "group"])
-STREAM_LAG = Gauge("shadow_stream_lag", "Entries not yet delivered to a group", ["stream", "group"])
+STREAM_LAG = Gauge("shadow_stream_lag", "Entries not yet delivered to a group (Redis >= 7)",
+                   ["stream", "group"])
+STREAM_BEHIND = Gauge("shadow_stream_behind_seconds",
+                      "Age gap between a stream's newest entry and the newest one its group got",
+                      ["stream", "group"])

@@ -48,7 +48,23 @@ def totals_line(summary: dict[str, Any]) -> str:
             f"{summary['mismatched']} mismatched, {summary['skipped']} skipped, "
             f"{summary['v2_errors']} V2 errors, {summary['pending']} pending, "
             f"{summary.get('v1_only', 0)} without V2 answer; "
-            f"{'unknown' if dropped is None else dropped} events dropped by the proxy")
+            f"{'unknown' if dropped is None else dropped} events dropped by the proxy"
+            + _behind(summary.get("streams")))
+
+
+def behind(streams: dict[str, Any] | None) -> tuple[float, float] | None:
+    """(replay, compare): seconds each stage trails the traffic; None when unknown."""
+    if not streams:
+        return None
+    groups = [(s.get("groups") or {}) for s in streams.values()]
+    replay = (streams.get("v1") or {}).get("groups", {}).get("replayers", {}).get("behind_s", 0.0)
+    compare = max((g.get("comparers", {}).get("behind_s", 0.0) for g in groups), default=0.0)
+    return float(replay), float(compare)
+
+
+def _behind(streams: dict[str, Any] | None) -> str:
+    b = behind(streams)
+    return "" if b is None else f"; replay {b[0]:.1f} s behind, compare {b[1]:.1f} s behind"
 
 
 def make_console() -> Console:
