@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import psutil
 from aiohttp import web
 
+from shadow.codec import decode_event
+from shadow.model import RequestEvent, ResponseEvent
+from tests.conftest import wait_for
 from tests.procs import start_proxy_process
 
-SIZE = 300 * 1024 * 1024  # far above any buffer the proxy may hold
+SIZE = 1024 * 1024 * 1024  # 1 GiB each way: far above any buffer the proxy may hold
 CHUNK = b"\xab" * (256 * 1024)
 
 
@@ -41,7 +45,8 @@ async def _body() -> AsyncIterator[bytes]:
         yield CHUNK
 
 
-async def test_upload_and_download_far_beyond_memory_caps(http_server, redis_server, keys):
+async def test_upload_and_download_far_beyond_memory_caps(http_server, redis_server, redis,
+                                                          keys):
     v1 = await http_server(v1_app())
     proc, port = await start_proxy_process(
         "--v1", v1, "--listen", "127.0.0.1:0", "--redis", redis_server.url,
@@ -69,7 +74,19 @@ async def test_upload_and_download_far_beyond_memory_caps(http_server, redis_ser
                 assert (await r.json())["received"] == SIZE
         done.set()
         await sampler
+        # what was captured for comparison: the first capture-cap bytes, flagged truncated
+        await wait_for(lambda: _events_at_least(redis, keys.v1, 4), 20, "4 events")
+        events = [decode_event(f[b"e"]) for _, f in await redis.xrange(keys.v1)]
     finally:
         proc.terminate()
         await proc.wait()
     assert peak < 150 * 1024 * 1024, f"proxy RSS peaked at {peak / 2**20:.0f} MiB"
+    down = next(e for e in events if isinstance(e, ResponseEvent) and e.answer.body_size == SIZE)
+    up = next(e for e in events if isinstance(e, RequestEvent) and e.request.url == "/up")
+    assert len(down.answer.body) == 65536 and down.answer.body_truncated
+    assert up.request.body_size == SIZE and len(up.request.body) == 65536
+    assert up.request.body_truncated
+
+
+async def _events_at_least(redis: Any, stream: str, n: int) -> bool:
+    return int(await redis.xlen(stream)) >= n
