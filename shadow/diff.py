@@ -8,7 +8,6 @@ parse, else byte for byte. Compressed bodies are decoded first.
 from __future__ import annotations
 
 import difflib
-import gzip
 import hashlib
 import json
 import re
@@ -17,6 +16,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import brotli
 import orjson
 from deepdiff import DeepDiff
 
@@ -103,37 +103,39 @@ def header_differences(v1: Headers, v2: Headers, *, include: Iterable[str] = (),
 # ---- bodies ----
 
 def decoded_body(answer: Answer) -> bytes | None:
-    """The body after Content-Encoding (gzip, deflate, br when available); None if undecodable."""
+    """The body after Content-Encoding (gzip, deflate, br); None if undecodable.
+
+    Never more than MAX_DECODED_BYTES: a few KiB of gzip or brotli can claim gigabytes."""
     encoding = (answer.header("content-encoding") or "").strip().lower()
     body = answer.body
     if not encoding or encoding == "identity" or not body:
         return body
     try:
         if encoding in ("gzip", "x-gzip"):
-            if answer.body_truncated:
-                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                return d.decompress(body, MAX_DECODED_BYTES)
-            return _bounded(gzip.decompress(body))
+            return _gunzip(body)
         if encoding == "deflate":
             try:
-                d = zlib.decompressobj()
-                return d.decompress(body, MAX_DECODED_BYTES)
+                return zlib.decompressobj().decompress(body, MAX_DECODED_BYTES)
             except zlib.error:
-                d = zlib.decompressobj(-zlib.MAX_WBITS)
-                return d.decompress(body, MAX_DECODED_BYTES)
+                return zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, MAX_DECODED_BYTES)
         if encoding == "br":
-            try:
-                import brotli  # type: ignore[import-not-found]
-            except ImportError:
-                return None
-            return _bounded(brotli.decompress(body))
-    except (OSError, zlib.error, EOFError, ValueError):
+            out = brotli.Decompressor().process(body, output_buffer_limit=MAX_DECODED_BYTES)
+            return out[:MAX_DECODED_BYTES]
+    except (OSError, zlib.error, EOFError, ValueError, brotli.error):
         return None
     return None
 
 
-def _bounded(data: bytes) -> bytes:
-    return data[:MAX_DECODED_BYTES]
+def _gunzip(body: bytes) -> bytes:
+    """Every gzip member, bounded; a truncated body gives what its complete part holds."""
+    out = bytearray()
+    while body and len(out) < MAX_DECODED_BYTES:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out += d.decompress(body, MAX_DECODED_BYTES - len(out))
+        if not d.eof:
+            break  # truncated, or the bound was reached
+        body = d.unused_data
+    return bytes(out)
 
 
 def is_json_media(answer: Answer) -> bool:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
+import brotli
 import pytest
 from aiohttp import web
 
@@ -161,12 +162,16 @@ async def test_expect_100_continue(proxy_for):
 
 async def test_chunked_both_ways_and_compressed_bodies_untouched(proxy_for, redis_server, keys):
     packed = gzip.compress(b'{"a": 1}' * 1000)
+    packed_br = brotli.compress(b'{"a": 1}' * 1000)
 
     def respond(r: RawRequest) -> bytes:
         if r.request_line.startswith(b"POST"):
             body = b"got %d" % len(r.body)
             return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + \
                 b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        if r.request_line.startswith(b"GET /br"):
+            return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: br\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(packed_br)) + packed_br
         return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
                 b"Content-Length: %d\r\n\r\n" % len(packed)) + packed
 
@@ -178,6 +183,8 @@ async def test_chunked_both_ways_and_compressed_bodies_untouched(proxy_for, redi
     assert v1.requests[-1].body == b"hello world"
     head, body = await exchange(proxy.port, b"GET /z HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
     assert body == packed and b"Content-Encoding: gzip" in head  # passed through, not decoded
+    head, body = await exchange(proxy.port, b"GET /br HTTP/1.1\r\nHost: x\r\nAccept-Encoding: br\r\n\r\n")
+    assert body == packed_br and b"Content-Encoding: br" in head
     captured = [e for e in await events(redis_server, keys, 4) if isinstance(e, RequestEvent)]
     assert captured[0].request.body == b"hello world" and captured[0].request.body_size == 11
     await v1.stop()

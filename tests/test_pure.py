@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import gzip
+import zlib
 from pathlib import Path
 
+import brotli
 import orjson
 import pytest
 from hypothesis import given
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 
 from shadow.codec import decode_event, encode_event, peek_type
 from shadow.compare import compare, signature
-from shadow.diff import json_differences
+from shadow.diff import MAX_DECODED_BYTES, decoded_body, json_differences
 from shadow.errors import ConfigError, EventError
 from shadow.ids import is_sane_request_id, new_id
 from shadow.model import Answer, CandidateEvent, Difference, Request, RequestEvent, ResponseEvent
@@ -202,6 +204,24 @@ def test_compressed_bodies_are_compared_decoded() -> None:
     v2 = answer(b'{"b": 2, "a": 1}')
     result = compare(GET, v1, v2, "/x")
     assert result.outcome == "match", result
+    br = answer(brotli.compress(b'{"a": 1, "b": 3}'), headers=[*JSON, ("Content-Encoding", "br")])
+    result = compare(GET, v1, br, "/x")
+    assert result.outcome == "mismatch" and [d.path for d in result.diff] == ["$.b"]
+    two_members = gzip.compress(b'{"a": 1,') + gzip.compress(b' "b": 2}')
+    assert decoded_body(answer(two_members, headers=[("Content-Encoding", "gzip")])) == \
+        b'{"a": 1, "b": 2}'
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate"])
+def test_decompression_bombs_are_cut_at_the_bound(encoding: str) -> None:
+    """64 MiB of zeros shrink to a few KiB: decoding stops at MAX_DECODED_BYTES."""
+    zeros = b"\0" * (64 << 20)
+    packed = {"gzip": lambda: gzip.compress(zeros, compresslevel=1),
+              "br": lambda: brotli.compress(zeros, quality=1),
+              "deflate": lambda: zlib.compress(zeros, 1)}[encoding]()
+    assert len(packed) < 400_000
+    got = decoded_body(answer(packed, headers=[("Content-Encoding", encoding)]))
+    assert got is not None and len(got) == MAX_DECODED_BYTES
 
 
 def test_binary_bodies_compare_by_size_and_hash() -> None:
