@@ -182,16 +182,24 @@ async def firehose_endpoint(request: web.Request) -> web.StreamResponse:
                              400)
     route, method = q.get("route") or None, q.get("method") or None
     filtered = bool(outcomes or route or method)
+    hub = request.app[HUB_KEY]
+    if hub.full:
+        return json_response({"error": f"{hub.max_clients} live clients are already following "
+                                       "the firehose; close one, or subscribe to the Redis "
+                                       "channel directly"}, 503)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
     await response.prepare(request)
-    hub = request.app[HUB_KEY]
     try:
         async with hub.listen() as listener:
             await response.write(b": shadow firehose: one event per compared exchange\n\n")
+            quiet_since = time.monotonic()
             while not listener.closed:
-                raw_items = await listener.take(KEEPALIVE_S)
+                # wake every second: a client that went away frees its place within a second
+                raw_items = await listener.take(1.0)
+                if request.transport is None or request.transport.is_closing():
+                    break
                 out: list[bytes] = []
                 if listener.dropped:
                     out.append(b"event: dropped\ndata: %d\n\n" % listener.dropped)
@@ -201,7 +209,11 @@ async def firehose_endpoint(request: web.Request) -> web.StreamResponse:
                                                route=route, method=method):
                         continue
                     out.append(b"data: " + raw + b"\n\n")
-                await response.write(b"".join(out) if out else b": keepalive\n\n")
+                if not out and time.monotonic() - quiet_since >= KEEPALIVE_S:
+                    out.append(b": keepalive\n\n")
+                if out:
+                    await response.write(b"".join(out))
+                    quiet_since = time.monotonic()
     except (ConnectionResetError, ConnectionError):
         pass  # the client went away
     return response

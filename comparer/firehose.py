@@ -97,13 +97,19 @@ class Listener:
 class FirehoseHub:
     """API side: one Redis subscription per process, only while clients are connected."""
 
-    def __init__(self, redis: aioredis.Redis, channel: str, *, per_client: int = 1000) -> None:
+    def __init__(self, redis: aioredis.Redis, channel: str, *, per_client: int = 1000,
+                 max_clients: int = 64) -> None:
         self.redis = redis
         self.channel = channel
-        self.per_client = per_client
+        self.per_client = per_client  # items queued per client: memory is bounded by both
+        self.max_clients = max_clients
         self.listeners: set[Listener] = set()
         self.subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def full(self) -> bool:
+        return len(self.listeners) >= self.max_clients
 
     @contextlib.asynccontextmanager
     async def listen(self) -> AsyncIterator[Listener]:

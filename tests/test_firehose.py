@@ -258,3 +258,26 @@ async def test_hub_resubscribes_after_redis_comes_back(keys, tmp_path):
 
 async def _const(value: bool) -> bool:
     return value
+
+
+async def test_live_clients_are_capped_with_a_clear_503(settings_factory, redis, keys):
+    """Each client may hold up to 1,000 queued items: the number of clients is bounded too."""
+    settings = settings_factory()
+    store = open_store(settings.store)
+    await store.open()
+    try:
+        async with ReportsApi(settings, store, redis, keys=keys) as api, \
+                aiohttp.ClientSession() as s:
+            api.app[HUB_KEY].max_clients = 2
+            url = f"http://127.0.0.1:{api.port}/api/firehose"
+            async with s.get(url) as first, s.get(url) as second:
+                for r in (first, second):
+                    assert r.status == 200 and (await r.content.readline()).startswith(b":")
+                async with s.get(url) as third:
+                    assert third.status == 503
+                    assert "live clients" in (await third.json())["error"]
+            await wait_for(lambda: _const(not api.app[HUB_KEY].listeners), 10, "clients gone")
+            async with s.get(url) as again:
+                assert again.status == 200
+    finally:
+        await store.close()
