@@ -13,6 +13,7 @@ import fnmatch
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from shadow import codec
 from shadow.model import Answer, Comparison, Difference, Exchange
 from shadow.redact import MASK, Redaction
 
@@ -58,7 +59,7 @@ def _short(value: Any) -> Any:
     if isinstance(value, str):
         return value if len(value) <= MAX_VALUE_CHARS else value[:MAX_VALUE_CHARS] + "…"
     if isinstance(value, (dict, list)):
-        text = repr(value)
+        text = codec.dumps(value).decode()
         return value if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS] + "…"
     return value
 

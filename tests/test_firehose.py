@@ -67,6 +67,9 @@ def test_long_values_are_shortened_and_diffs_capped() -> None:
     it = firehose.item(_exchange("/a"), Comparison("mismatch", diff, "s", []), REDACTION)
     assert it["diff_count"] == 50 and len(it["diff"]) == firehose.MAX_DIFFS
     assert len(it["diff"][0]["v1"]) == firehose.MAX_VALUE_CHARS + 1
+    big = Difference("$.list", "changed", [{"k": "v" * 10}] * 30, [])
+    shown = firehose.item(_exchange("/a"), Comparison("mismatch", [big], "s", []), REDACTION)
+    assert shown["diff"][0]["v1"].startswith('[{"k":"vvvvvvvvvv"}')  # JSON text, cut
 
 
 def test_filters_and_terminal_line() -> None:
