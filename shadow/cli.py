@@ -434,33 +434,44 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     request = urllib.request.Request(url, headers={"Accept": "text/event-stream"})
     if settings.api_token:
         request.add_header("Authorization", f"Bearer {settings.api_token}")
-    seen = 0
+    seen, followed, lost = 0, False, False
     try:
-        # the API sends a keepalive every 15 s; 60 s of silence means it is gone
-        with urllib.request.urlopen(request, timeout=60) as resp:
-            if not args.json:
-                print(f"following {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-            for event, data in firehose.sse_events(resp):
-                if event == "dropped":
-                    print(f"… {data.decode()} exchanges skipped: this terminal reads slower "
-                          "than they arrive; filter with --outcome or --route",
-                          file=sys.stderr, flush=True)
-                    continue
-                print(data.decode() if args.json else firehose.line(orjson.loads(data)),
-                      flush=True)
-                seen += 1
-                if args.count is not None and seen >= args.count:
-                    return 0
+        while True:
+            try:
+                # the API sends a keepalive every 15 s; 60 s of silence means it is gone
+                with urllib.request.urlopen(request, timeout=60) as resp:
+                    if not args.json and (lost or not followed):
+                        print(f"{'back: ' if lost else ''}following {url} (Ctrl-C to stop)",
+                              file=sys.stderr, flush=True)
+                    followed, lost = True, False
+                    for event, data in firehose.sse_events(resp):
+                        if event == "dropped":
+                            print(f"… {data.decode()} exchanges skipped: this terminal reads "
+                                  "slower than they arrive; filter with --outcome or --route",
+                                  file=sys.stderr, flush=True)
+                            continue
+                        print(data.decode() if args.json else firehose.line(orjson.loads(data)),
+                              flush=True)
+                        seen += 1
+                        if args.count is not None and seen >= args.count:
+                            return 0
+                reason = "the stream ended"
+            except urllib.error.HTTPError as e:
+                raise ShadowError(f"{url} answered {e.code}: "
+                                  f"{e.read().decode(errors='replace')[:300]}") from e
+            except (urllib.error.URLError, OSError) as e:
+                if not followed:
+                    raise ShadowError(f"cannot follow the firehose at {url} "
+                                      f"({getattr(e, 'reason', e)}): is `shadow up` or `shadow "
+                                      "comparer` running? Point at it with --api URL") from e
+                reason = str(getattr(e, "reason", e))
+            if not lost:
+                print(f"lost the firehose ({reason}); reconnecting every 2 s (Ctrl-C to stop)",
+                      file=sys.stderr, flush=True)
+                lost = True
+            time.sleep(2)
     except KeyboardInterrupt:
         return 0
-    except urllib.error.HTTPError as e:
-        raise ShadowError(f"{url} answered {e.code}: "
-                          f"{e.read().decode(errors='replace')[:300]}") from e
-    except (urllib.error.URLError, OSError) as e:
-        raise ShadowError(f"cannot follow the firehose at {url} "
-                          f"({getattr(e, 'reason', e)}): is `shadow up` or `shadow comparer` "
-                          "running? Point at it with --api URL") from e
-    return 0
 
 
 def cmd_classes(args: argparse.Namespace, settings: Settings) -> int:

@@ -20,6 +20,7 @@ from shadow.embedded_redis import EmbeddedRedis
 from shadow.model import Answer, Comparison, Difference, Exchange, Request
 from shadow.redact import DEFAULT_FIELDS, DEFAULT_HEADERS, MASK, Redaction
 from tests.conftest import wait_for
+from tests.nginxctl import free_port
 from tests.pipeline import Pipeline
 
 SECRET = "hunter2-s3cr3t"
@@ -283,4 +284,36 @@ async def test_live_clients_are_capped_with_a_clear_503(settings_factory, redis,
             async with s.get(url) as again:
                 assert again.status == 200
     finally:
+        await store.close()
+
+
+async def test_tail_reconnects_when_the_api_restarts(settings_factory, redis, keys):
+    port = free_port()
+    settings = settings_factory(api=f"127.0.0.1:{port}")
+    store = open_store(settings.store)
+    await store.open()
+    tail = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shadow", "tail", "--api", f"http://127.0.0.1:{port}", "--json",
+        "--count", "2", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert tail.stdout is not None and tail.stderr is not None
+
+    async def serve_one_item(n: int) -> None:
+        async with ReportsApi(settings, store, redis, keys=keys) as api:
+            hub = api.app[HUB_KEY]
+            await wait_for(lambda: _const(bool(hub.listeners) and hub.subscribed.is_set()), 30,
+                           "tail connected")
+            await redis.publish(keys.firehose, b'{"n": %d}' % n)
+            line = await asyncio.wait_for(tail.stdout.readline(), 10)
+            assert orjson.loads(line) == {"n": n}
+
+    try:
+        await serve_one_item(1)
+        lost = await asyncio.wait_for(tail.stderr.readline(), 10)
+        assert b"lost the firehose" in lost and b"reconnecting" in lost
+        await serve_one_item(2)
+        assert await asyncio.wait_for(tail.wait(), 10) == 0
+    finally:
+        if tail.returncode is None:
+            tail.kill()
+            await tail.wait()
         await store.close()
