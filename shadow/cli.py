@@ -72,7 +72,9 @@ DESCRIPTIONS = {
               "mismatches, or by route, class or time), compare with the stored V1 answers, and "
               "report per mismatch class: fixed, still failing, or changed; plus new regressions. "
               "Reads the store directly (run it where the comparer's --store is reachable). "
-              "The policy settings apply: only safe methods unless --allow-side-effects.",
+              "The policy settings apply: only safe methods unless --allow-side-effects. "
+              "With --stored nothing is sent: the stored V2 answers are compared again under "
+              "--rules, a preview of what a rules change would hide.",
 }
 
 
@@ -121,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--since", help="unix seconds, ISO 8601 or a duration ago (15m, 2h, 7d)")
     rp.add_argument("--limit", type=int, default=10_000, help="at most this many (default 10000)")
     rp.add_argument("--json", action="store_true", help="print the report as JSON")
+    rp.add_argument("--stored", action="store_true",
+                    help="send nothing: compare the stored V2 answers again under --rules, to "
+                         "see what a rules change would hide before deploying it (no --v2)")
     demo = sub.choices["demo"]
     demo.add_argument("--requests", type=int, default=3000, help="requests to send (default 3000)")
     demo.add_argument("--concurrency", type=int, default=16, help="parallel clients (default 16)")
@@ -661,19 +666,20 @@ async def run_replay(args: argparse.Namespace, settings: Settings) -> int:
     from shadow.verify import verification_report
     from subscriber.client import ReplayClient
 
-    settings.require("v2")
-    assert settings.v2 is not None
+    if not args.stored:
+        settings.require("v2")
     query = {k: str(v) for k, v in (("route", args.route), ("signature", args.signature),
                                      ("since", args.since)) if v is not None}
     filters = parse_filters(query, time.time(),
                             default_outcome="mismatch" if args.only == "mismatches" else None)
     rules = load_rules_file(settings.rules)
     store = open_store(settings.store)
-    client = ReplayClient(settings)
+    client = None if args.stored else ReplayClient(settings)
     console = make_console()
     progress_console = Console(stderr=True)  # stdout stays clean for --json
     await store.open()
-    await client.start()
+    if client is not None:
+        await client.start()
     try:
         before: list[dict[str, Any]] = []
         cursor = None
@@ -686,17 +692,24 @@ async def run_replay(args: argparse.Namespace, settings: Settings) -> int:
         after: dict[str, Comparison] = {}
         sem = asyncio.Semaphore(settings.replay_concurrency)
         today = datetime.date.today()
+        doing = (f"re-comparing {len(before)} stored exchanges under "
+                 f"{settings.rules or 'no rules'}" if client is None else
+                 f"re-sending {len(before)} stored requests to {settings.v2}")
         with _progress(progress_console) as progress:
-            task = progress.add_task(f"re-sending {len(before)} stored requests to {settings.v2}",
-                                     total=len(before))
+            task = progress.add_task(doing, total=len(before))
 
             async def one(summary: dict[str, Any]) -> None:
                 async with sem:
                     x = await store.get(summary["id"])
-                    if x is not None and x.request is not None and x.v1 is not None and \
-                            client.policy.decision(x.request, x.request_id or x.id) is None:
-                        v2 = await client.call(settings.v2.rstrip("/"), x.request,  # type: ignore[union-attr]
+                    v2 = None
+                    if x is None or x.request is None or x.v1 is None:
+                        pass
+                    elif client is None:
+                        v2 = x.v2
+                    elif client.policy.decision(x.request, x.request_id or x.id) is None:
+                        v2 = await client.call(str(settings.v2).rstrip("/"), x.request,
                                                x.request_id or x.id)
+                    if x is not None and x.v1 is not None and v2 is not None:
                         after[x.id] = compare(x.request, x.v1, v2, x.route,
                                               rules.active(x.method, x.route, today))
                     progress.advance(task)
@@ -704,12 +717,13 @@ async def run_replay(args: argparse.Namespace, settings: Settings) -> int:
             await asyncio.gather(*(one(x) for x in before))
         report = verification_report(before, after)
     finally:
-        await client.stop()
+        if client is not None:
+            await client.stop()
         await store.close()
     if args.json:
         _print_json(report)
     else:
-        print_verification(report, console)
+        print_verification(report, console, stored=args.stored)
     still = any(c["verdict"] != "fixed" for c in report["classes"]) or report["new_regressions"]
     return 1 if still else 0
 

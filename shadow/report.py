@@ -206,9 +206,11 @@ def rules_table(data: dict[str, Any]) -> Table:
     return table
 
 
-def print_verification(report: dict[str, Any], console: Console) -> None:
-    table = Table(title=f"verification run: {report['replayed']} stored requests re-sent",
-                  title_justify="left")
+def print_verification(report: dict[str, Any], console: Console, *, stored: bool = False) -> None:
+    title = (f"rules preview: {report['replayed']} stored exchanges compared again (fixed = "
+             "no longer a mismatch under these rules)" if stored else
+             f"verification run: {report['replayed']} stored requests re-sent")
+    table = Table(title=title, title_justify="left")
     for name in ("class", "route", "replayed", "fixed", "still failing", "changed", "verdict"):
         table.add_column(name, overflow="fold")
     colors = {"fixed": "green", "still failing": "red", "changed": "yellow", "errors": "yellow"}
@@ -222,4 +224,5 @@ def print_verification(report: dict[str, Any], console: Console) -> None:
                       f"exchanges that matched now differ at {', '.join(r['paths'])} "
                       f"(class {r['signature']}, e.g. {r['examples'][0]})")
     if not report["new_regressions"]:
-        console.print("no new regressions among the re-sent exchanges")
+        console.print("no new regressions among the "
+                      + ("exchanges compared again" if stored else "re-sent exchanges"))

@@ -63,3 +63,17 @@ async def test_replay_reports_the_fixed_class_and_the_one_still_failing(http_ser
     assert verdicts == {classes["/prices/{id}"]: ("fixed", 10),
                         classes["/names/{id}"]: ("still failing", 10)}
     assert report["new_regressions"] == []
+
+    # Previewing a rule needs no V2: the stored answers are compared again under it.
+    rules = Path(settings.store.removeprefix("sqlite:///")).parent / "rules.toml"
+    rules.write_text('[[rules]]\nroute = "/names/*"\nignore = ["$.name"]\n'
+                     'reason = "case change accepted"\n')
+    done = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "shadow", "replay", "--stored", "--store", settings.store,
+        "--rules", str(rules), "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        check=False)
+    assert done.returncode == 1, done.stderr
+    verdicts = {c["signature"]: (c["verdict"], c["replayed"])
+                for c in json.loads(done.stdout)["classes"]}
+    assert verdicts == {classes["/prices/{id}"]: ("still failing", 10),  # stored V2: still off
+                        classes["/names/{id}"]: ("fixed", 10)}  # hidden by the rule
