@@ -7,6 +7,7 @@ import hmac
 import logging
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ log = logging.getLogger("shadow.api")
 STORE_KEY = web.AppKey("store", Store)
 REDIS_KEY = web.AppKey("redis", aioredis.Redis)
 KEYS_KEY = web.AppKey("keys", Keys)
-RULES_KEY = web.AppKey("rules", RuleSet)
+RulesSource = Callable[[], RuleSet]  # the rules in force, read when asked (they can be reloaded)
+RULES_KEY: web.AppKey[RulesSource] = web.AppKey("rules")
 HUB_KEY = web.AppKey("firehose", FirehoseHub)
 OUTCOMES = frozenset({"match", "mismatch", "v2_error", "skipped"})
 KEEPALIVE_S = 15.0
@@ -127,7 +129,7 @@ async def set_class(request: web.Request) -> web.Response:
 
 
 async def rules_endpoint(request: web.Request) -> web.Response:
-    ruleset: RuleSet = request.app[RULES_KEY]
+    ruleset: RuleSet = request.app[RULES_KEY]()
     hits = await request.app[STORE_KEY].rule_hits()
     today = datetime.date.today()
     return json_response({"source": ruleset.source or None, "routes": list(ruleset.routes),
@@ -248,14 +250,18 @@ async def index(request: web.Request) -> web.Response:
                                  "style-src 'unsafe-inline'; script-src 'unsafe-inline'"})
 
 
-def build_app(settings: Settings, store: Store, redis: aioredis.Redis, keys: Keys) -> web.Application:
+def build_app(settings: Settings, store: Store, redis: aioredis.Redis, keys: Keys,
+              rules: Callable[[], RuleSet] | None = None) -> web.Application:
     middlewares = [_auth_middleware(settings.api_token, settings.metrics_open)] \
         if settings.api_token else []
     app = web.Application(middlewares=middlewares)
     app[STORE_KEY] = store
     app[REDIS_KEY] = redis
     app[KEYS_KEY] = keys
-    app[RULES_KEY] = load_rules_file(settings.rules)
+    if rules is None:
+        loaded = load_rules_file(settings.rules)
+        rules = lambda: loaded  # noqa: E731
+    app[RULES_KEY] = rules
     app[HUB_KEY] = hub = FirehoseHub(redis, keys.firehose)
 
     async def close_firehose(_: web.Application) -> None:
@@ -282,10 +288,11 @@ class ReportsApi:
     """`async with ReportsApi(...) as api:` serves on `api.port`."""
 
     def __init__(self, settings: Settings, store: Store, redis: aioredis.Redis, *,
-                 keys: Keys | None = None, sock: socket.socket | None = None) -> None:
+                 keys: Keys | None = None, sock: socket.socket | None = None,
+                 rules: Callable[[], RuleSet] | None = None) -> None:
         check_access(settings)
         self.settings = settings
-        self.app = build_app(settings, store, redis, keys or Keys(settings.stream_prefix))
+        self.app = build_app(settings, store, redis, keys or Keys(settings.stream_prefix), rules)
         self._sock = sock
         self._runner: web.AppRunner | None = None
         self.port: int | None = None

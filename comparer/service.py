@@ -17,7 +17,7 @@ from shadow.aio import cancel_and_wait
 from shadow.bus import Entry, GroupReader, default_consumer_name
 from shadow.codec import decode_event
 from shadow.compare import compare, replay_delay_ms
-from shadow.errors import EventError
+from shadow.errors import EventError, ShadowError
 from shadow.keys import COMPARERS, Keys
 from shadow.model import Comparison, Event, Exchange
 from shadow.noise import V1Memory
@@ -46,11 +46,7 @@ class Comparer:
             dead_stream=self.keys.dead, max_deliveries=settings.max_deliveries,
             maxlen=settings.stream_maxlen, stats_key=self.keys.stats)
         self.rules = load_rules_file(settings.rules)
-        today = datetime.date.today()
-        for rule in self.rules.expired(today):
-            log.warning("rule %s (%s line %d, owner %s) expired on %s and no longer applies: "
-                        "renew or remove it", rule.id, self.rules.source, rule.line,
-                        rule.owner or "-", rule.expires)
+        self._warn_expired()
         self.completed = 0
         self.firehose = FirehosePublisher(
             redis, self.keys.firehose,
@@ -61,6 +57,25 @@ class Comparer:
         self.noise_refresh_s = 5.0
         self._task: asyncio.Task[None] | None = None
         self._next_sweep = 0.0
+
+    def _warn_expired(self) -> None:
+        for rule in self.rules.expired(datetime.date.today()):
+            log.warning("rule %s (%s line %d, owner %s) expired on %s and no longer applies: "
+                        "renew or remove it", rule.id, self.rules.source, rule.line,
+                        rule.owner or "-", rule.expires)
+
+    def reload_rules(self) -> bool:
+        """Read --rules again (SIGHUP): the next batch is compared under the new rules. A bad
+        file changes nothing: the rules in force stay, and the error says what to fix."""
+        try:
+            rules = load_rules_file(self.settings.rules)
+        except ShadowError as e:
+            log.error("rules not reloaded, the previous ones stay in force: %s", e)
+            return False
+        self.rules = rules
+        log.info("rules reloaded from %s: %d rules", self.settings.rules, len(rules.rules))
+        self._warn_expired()
+        return True
 
     async def start(self) -> None:
         if self._task is None:

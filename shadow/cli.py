@@ -332,12 +332,15 @@ def cmd_comparer(args: argparse.Namespace, settings: Settings) -> int:
         redis = connect(_need_redis(settings, "comparer"), settings.redis_timeout_s)
         store = open_store(settings.store, retention_max_age_s=settings.retention_max_age_s)
         sock = socket.socket(fileno=args.api_fd) if args.api_fd is not None else None
-        api = ReportsApi(settings, store, redis, sock=sock)  # checks the token before binding
-        await store.open()
         comparer = Comparer(settings, redis, store)
+        api = ReportsApi(settings, store, redis, sock=sock,  # checks the token before binding
+                         rules=lambda: comparer.rules)
+        await store.open()
         await comparer.start()
         await api.start()
-        log.info("comparer storing to %s; reports API on port %s", settings.store, api.port)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, comparer.reload_rules)
+        log.info("comparer storing to %s; reports API on port %s (SIGHUP reloads --rules)",
+                 settings.store, api.port)
         try:
             await _until_signal()
         finally:
@@ -354,6 +357,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         sup = Supervisor(settings)
         await sup.start()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, sup.reload_rules)
         print(f"shadow is up: send clients to http://{sup.proxy_address} (V1: {settings.v1}); "
               f"replaying to {settings.v2}; dashboard: http://{sup.api_address}/  reports: "
               f"shadow report --api http://{sup.api_address}  (Ctrl-C to stop)", flush=True)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -171,6 +172,14 @@ class Supervisor:
             Child("comparer", [*common, "--consumer", f"comparer-{name}", "--api",
                                self.api_address, "--api-fd", str(api.fileno())], (api.fileno(),)),
         ])
+
+    def reload_rules(self) -> None:
+        """SIGHUP: the comparer reads --rules again (a bad file leaves the old rules)."""
+        for child in self.group.children:
+            if child.role == "comparer" and child.process is not None and \
+                    child.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.send_signal(signal.SIGHUP)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Proxies first (no new events), then subscriber and comparer, then Redis. Idempotent."""

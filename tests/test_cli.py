@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psutil
@@ -189,3 +190,83 @@ def test_docker_compose_file_is_valid_and_its_commands_are_ours() -> None:
         env = {k: re.sub(r"\$\{[A-Z0-9_]+:\?[^}]*\}", "a-token", v) for k, v in env.items()}
         flags = {f: getattr(args, f) for f in field_names() if hasattr(args, f)}
         load_settings(flags, env=env, config_file=None)  # validates every value
+
+
+async def test_sighup_reloads_the_rules_and_a_bad_file_changes_nothing(http_server,
+                                                                       tmp_path: Path) -> None:
+    """Rules change without a restart: `kill -HUP <shadow up>` reaches the comparer, whose
+    next comparisons use the new file; a broken file is refused and the old rules stay."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rules]]\nname = "hide-rename"\nroute = "/users/*"\n'
+                     'ignore = ["$.name", "$.full_name"]\nreason = "renamed on purpose"\n')
+    v1 = await http_server(demo_apps.build(1))
+    v2 = await http_server(demo_apps.build(2))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shadow", "up", "--v1", v1, "--v2", v2, "--listen", "127.0.0.1:0",
+        "--api", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"), "--rules", str(rules),
+        "--store", f"sqlite:///{tmp_path / 'shadow.db'}", cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    errors: list[str] = []
+
+    async def read_stderr() -> None:
+        assert proc.stderr is not None
+        async for raw in proc.stderr:
+            errors.append(raw.decode())
+
+    reader = asyncio.create_task(read_stderr())
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        proxy, api = re.search(r"send clients to (http://\S+)", line), re.search(
+            r"--api (http://\S+)", line)
+        assert proxy and api, line
+        async with aiohttp.ClientSession() as client:
+            async def send(first: int) -> None:
+                for i in range(first, first + 5):
+                    async with client.get(f"{proxy.group(1)}/users/{i}") as r:
+                        assert r.status == 200
+
+            async def summary() -> dict[str, Any]:
+                async with client.get(f"{api.group(1)}/api/summary") as r:
+                    return await r.json()  # type: ignore[no-any-return]
+
+            async def rule_names() -> list[str]:
+                async with client.get(f"{api.group(1)}/api/rules") as r:
+                    return [x["id"] for x in (await r.json())["rules"]]
+
+            await send(1)
+            await wait_for(lambda: _eq(summary, "compared", 5), 30, "5 compared")
+            assert (await summary())["matched"] == 5  # the rule hides the rename
+
+            rules.write_text('[[rules]]\nname = "other"\nroute = "/orders/*"\nignore = ["$.x"]\n'
+                             'reason = "r"\n')
+            proc.send_signal(signal.SIGHUP)
+            await wait_for(lambda: _names_are(rule_names, ["other"]), 30, "the new rules")
+            await send(6)
+            await wait_for(lambda: _eq(summary, "compared", 10), 30, "10 compared")
+            assert (await summary())["mismatched"] == 5  # the rename counts again
+
+            rules.write_text("[[rules]\nthis is not toml")
+            proc.send_signal(signal.SIGHUP)
+            await wait_for(lambda: _const(any("rules not reloaded" in e for e in errors)), 30,
+                           "the bad file refused")
+            assert await rule_names() == ["other"]
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await reader
+
+
+async def _eq(get: Any, key: str, value: int) -> bool:
+    return (await get()).get(key) == value
+
+
+async def _names_are(get: Any, names: list[str]) -> bool:
+    return await get() == names
+
+
+async def _const(value: bool) -> bool:
+    return value
