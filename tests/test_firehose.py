@@ -10,6 +10,8 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
 from comparer import ReportsApi, open_store
 from comparer.api import HUB_KEY
@@ -317,3 +319,46 @@ async def test_tail_reconnects_when_the_api_restarts(settings_factory, redis, ke
             tail.kill()
             await tail.wait()
         await store.close()
+
+
+_keys = st.sampled_from(["a", "Password", "TOKEN", "list", "api_key", "b", "Session"])
+_trees = st.recursive(
+    st.one_of(st.integers(), st.text(max_size=5), st.just(SECRET)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(_keys, inner, max_size=3)),
+    max_leaves=12)
+
+
+@given(_trees)
+def test_a_secret_under_a_secret_name_never_survives_redaction(tree: Any) -> None:
+    """Wherever a field named like a secret holds it, at any depth, it is masked; and
+    nothing else changes shape."""
+    masked = REDACTION.value(tree)
+    _assert_secret_only_where_named(tree, masked)
+
+
+def _assert_secret_only_where_named(original: Any, masked: Any) -> None:
+    if isinstance(original, dict):
+        assert set(masked) == set(original)
+        for k, v in original.items():
+            if k.lower() in REDACTION.fields:
+                assert masked[k] == MASK
+            else:
+                _assert_secret_only_where_named(v, masked[k])
+    elif isinstance(original, list):
+        assert len(masked) == len(original)
+        for a, b in zip(original, masked, strict=True):
+            _assert_secret_only_where_named(a, b)
+    else:
+        assert masked == original
+
+
+@given(st.lists(st.tuples(st.sampled_from(["q", "token", "Access_Token", "page", "x y"]),
+                          st.sampled_from([SECRET, "1", ""])), max_size=5))
+def test_query_redaction_keeps_every_other_byte(params: list[tuple[str, str]]) -> None:
+    query = "&".join(f"{k.replace(' ', '+')}={v}" for k, v in params)
+    url = REDACTION.url(f"/p?{query}")
+    kept = [(k, v) for k, v in params if k.lower() not in REDACTION.fields]
+    assert all(f"{k.replace(' ', '+')}={v}" in url for k, v in kept)
+    if all(v != SECRET for _, v in kept):
+        assert SECRET not in url
