@@ -51,13 +51,16 @@ class Publisher:
     the batch becomes one join) and queued as frames; a background task sends the batches."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, *, max_queue: int = 10_000,
-                 batch: int = 256, maxlen: int = 1_000_000, linger_s: float = 0.005) -> None:
+                 max_queue_bytes: int = 128 * 1024 * 1024, batch: int = 256,
+                 maxlen: int = 1_000_000, linger_s: float = 0.005) -> None:
         self.redis = redis
         self.keys = keys
         self.batch = batch
         self.linger_s = linger_s
         self.maxlen = maxlen
         self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
+        self._queued_bytes = 0
         self._frames: list[bytes] = []  # size, event, size, event, ...: bounded by offer()
         self._ready = asyncio.Event()
         self.published = 0
@@ -74,7 +77,7 @@ class Publisher:
     def offer(self, event: Event) -> bool:
         """Queue an event for Redis without waiting. False (and counted) when full."""
         frames = self._frames
-        if len(frames) >= 2 * self.max_queue:
+        if len(frames) >= 2 * self.max_queue or self._queued_bytes >= self.max_queue_bytes:
             self._drop(1, "queue_full")
             return False
         try:
@@ -85,6 +88,7 @@ class Publisher:
             return False
         frames.append(_frame_size(len(data)))
         frames.append(data)
+        self._queued_bytes += len(data)
         if not self._ready.is_set():
             self._ready.set()
         return True
@@ -108,6 +112,7 @@ class Publisher:
         await cancel_and_wait(task)
         left = self.queued
         self._frames.clear()
+        self._queued_bytes = 0
         if left:
             self._drop(left, "shutdown")
             log.warning("shutdown: %d events could not be published in %.1f s", left, flush_timeout_s)
@@ -121,10 +126,11 @@ class Publisher:
         """Up to `batch` events' frames, oldest first."""
         frames = self._frames
         if len(frames) <= 2 * self.batch:
-            self._frames = []
-            return frames
-        taken = frames[:2 * self.batch]
-        del frames[:2 * self.batch]
+            self._frames, taken = [], frames
+        else:
+            taken = frames[:2 * self.batch]
+            del frames[:2 * self.batch]
+        self._queued_bytes -= sum(map(len, taken)) - 4 * (len(taken) // 2)
         return taken
 
     async def _run(self) -> None:

@@ -266,6 +266,7 @@ async def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
     redis = connect(_need_redis(settings, "proxy"), settings.redis_timeout_s) \
         if settings.publish else None
     publisher = Publisher(redis, Keys(settings.stream_prefix), max_queue=settings.max_queue,
+                          max_queue_bytes=settings.max_queue_bytes,
                           batch=settings.publish_batch, maxlen=settings.stream_maxlen) \
         if redis is not None else Discard()
     sock = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None

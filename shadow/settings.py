@@ -40,6 +40,7 @@ class Settings:
     request_id_header: str = "X-Request-Id"
     capture_cap_bytes: int = 65536
     max_queue: int = 10_000
+    max_queue_bytes: int = 128 * 1024 * 1024
     publish_batch: int = 256
     workers: int = 1
     publish: bool = True
@@ -218,7 +219,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             f"--store: expected sqlite:///path/to/shadow.db or mongodb://..., got {s.store!r}"
         )
-    for name in ("capture_cap_bytes", "max_queue", "publish_batch", "stream_maxlen",
+    for name in ("capture_cap_bytes", "max_queue", "max_queue_bytes", "publish_batch",
+                 "stream_maxlen",
                  "replay_concurrency", "workers", "breaker_failures", "max_deliveries"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(s, name)}")
@@ -268,6 +270,8 @@ HELP: dict[str, str] = {
     "capture_cap_bytes": "bytes of each body kept for comparison (default 65536); clients always "
                          "get the whole body",
     "max_queue": "events the proxy buffers for Redis before it drops (and counts) them",
+    "max_queue_bytes": "bytes of encoded events the proxy buffers for Redis (default 128 MiB): "
+                       "with big captured bodies this bound comes before --max-queue",
     "publish_batch": "events per pipelined XADD batch",
     "workers": "proxy processes sharing the listening port (use the cores you have)",
     "publish": "publish events to Redis (default true); false serves clients only",

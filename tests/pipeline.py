@@ -22,6 +22,7 @@ class Pipeline:
         self.keys = Keys(settings.stream_prefix)
         self.redis = connect(settings.redis, settings.redis_timeout_s)
         self.publisher = Publisher(self.redis, self.keys, max_queue=settings.max_queue,
+                                   max_queue_bytes=settings.max_queue_bytes,
                                    batch=settings.publish_batch, maxlen=settings.stream_maxlen)
         self.proxy = Proxy(settings, self.publisher)
         self.subscriber = Subscriber(settings, self.redis, keys=self.keys)

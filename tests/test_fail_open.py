@@ -114,3 +114,19 @@ async def test_an_event_that_cannot_be_encoded_is_dropped_not_raised(redis, keys
     assert publisher.offer(odd) is False
     assert publisher.offer(fine) is True
     assert (publisher.dropped, publisher.queued) == (1, 1)
+
+
+async def test_the_queue_is_bounded_in_bytes_too(redis, keys):
+    """With big captured bodies the byte bound comes first: memory stays bounded even when
+    every event carries the whole capture cap."""
+    publisher = Publisher(redis, keys, max_queue=1000, max_queue_bytes=10_000)
+    big = [ResponseEvent(f"e{i}", 1.0, Answer(200, [], b"x" * 4000, 4000)) for i in range(4)]
+    assert [publisher.offer(e) for e in big[:3]] == [True, True, False]  # ~5.4 KB each
+    assert (publisher.queued, publisher.dropped) == (2, 1)
+    await publisher.start()
+    try:
+        await wait_for(lambda: _const(publisher.queued == 0), 10, "the queue drained")
+        assert publisher.offer(big[3]) is True  # room again once published
+        await wait_for(lambda: _const(publisher.published == 3), 10, "all published")
+    finally:
+        await publisher.stop()
