@@ -13,7 +13,7 @@ Targets, all on 127.0.0.1 (this machine's 2 cores are shared by everything):
 and one fault run: shadow-1w while Redis is frozen (SIGSTOP) for the middle third of the run.
 
 shadow-nopub and shadow-1w run --repeat times (default 3), interleaved (off, on, off, on, ...),
-and their medians are reported with the range: one 10 s run varies by about ±5% here, which is
+and their medians are reported with the range: one 10 s run varies by 5-10% here, which is
 as large as the publishing cost being measured.
 
 Load: wrk (Debian's package; installed here when missing and running as root).
