@@ -139,11 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--config", default=None, metavar="FILE", help="TOML settings file")
     report.set_defaults(func=cmd_report)
 
-    def reader(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+    def reader(name: str, help_text: str, description: str,
+               json_help: str = "print JSON instead of a table") -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=description)
         p.add_argument("--api", dest="api_url", default=None, metavar="URL",
                        help="reports API URL (default http://<api setting>, 127.0.0.1:8081)")
-        p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        p.add_argument("--json", action="store_true", help=json_help)
         p.add_argument("--config", default=None, metavar="FILE", help="TOML settings file")
         return p
 
@@ -198,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "Follow the comparisons as they happen (redacted: secrets named by "
                 "--redact-headers / --redact-fields on the comparer are masked). One line per "
                 "exchange: time, outcome, method, URL, V1 and V2 status and latency, and the "
-                "first difference. Ctrl-C to stop.")
+                "first difference. Ctrl-C to stop.",
+                json_help="print each item as one line of JSON (for scripts)")
     tl.add_argument("--outcome", help="only these outcomes, comma-separated "
                                       "(match, mismatch, v2_error, skipped)")
     tl.add_argument("--route", help="only routes matching this glob, e.g. '/users/*'")
