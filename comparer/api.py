@@ -14,7 +14,6 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from comparer.firehose import FirehoseHub
@@ -234,8 +233,8 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
                     metrics.STREAM_LAG.labels(stream, name).set(g["lag"])
     except (RedisError, OSError):
         pass
-    resp = web.Response(body=generate_latest())
-    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    resp = web.Response(body=metrics.exposition())
+    resp.content_type = metrics.CONTENT_TYPE
     return resp
 
 

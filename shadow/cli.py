@@ -9,6 +9,7 @@ import dataclasses
 import datetime
 import gc
 import logging
+import shutil
 import signal
 import socket
 import sys
@@ -30,6 +31,7 @@ from shadow import __version__, demo_apps, firehose
 from shadow.bus import connect
 from shadow.errors import ShadowError
 from shadow.keys import Keys
+from shadow.metrics_http import MetricsServer
 from shadow.report import (
     classes_table,
     make_console,
@@ -273,13 +275,19 @@ async def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
         if redis is not None else Discard()
     sock = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
     proxy = Proxy(settings, publisher, sock=sock)
+    exporter = MetricsServer(settings.metrics_listen) if settings.metrics_listen else None
     await publisher.start()
     await proxy.start()
-    log.info("proxy on port %s -> V1 %s%s", proxy.port, settings.v1,
-             "" if settings.publish else " (publishing off)")
+    if exporter is not None:
+        await exporter.start()
+    log.info("proxy on port %s -> V1 %s%s%s", proxy.port, settings.v1,
+             "" if settings.publish else " (publishing off)",
+             f"; /metrics on port {exporter.port}" if exporter is not None else "")
     try:
         await _until_signal()
     finally:
+        if exporter is not None:
+            await exporter.stop()
         await proxy.stop()
         await publisher.stop()
         if redis is not None:
@@ -295,18 +303,28 @@ async def run_proxy_workers(args: argparse.Namespace, settings: Settings) -> int
         sock = socket.socket(fileno=args.listen_fd)
     else:
         sock = bind(settings.listen, "--listen")
-    group = Children()
-    worker_args = [*to_args(settings, skip=("listen", "workers")), "--listen", address(sock),
-                   "--listen-fd", str(sock.fileno())]
+    metrics_dir = Path(tempfile.mkdtemp(prefix="shadow-proxy-metrics-")) \
+        if settings.metrics_listen else None
+    group = Children(metrics_dir=metrics_dir)  # the workers' metrics, summed on our /metrics
+    exporter = MetricsServer(settings.metrics_listen, multiproc_dir=str(metrics_dir)) \
+        if settings.metrics_listen else None
+    worker_args = [*to_args(settings, skip=("listen", "workers", "metrics_listen")), "--listen",
+                   address(sock), "--listen-fd", str(sock.fileno())]
     await group.start([Child("proxy", worker_args, (sock.fileno(),))
                        for _ in range(settings.workers)])
     log.info("proxy on port %s -> V1 %s (%d workers)", sock.getsockname()[1], settings.v1,
              settings.workers)
+    if exporter is not None:
+        await exporter.start()
     try:
         await _until_signal(group.failed)
     finally:
+        if exporter is not None:
+            await exporter.stop()
         await group.stop()
         sock.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 1 if group.failed.is_set() else 0
 
 
@@ -316,11 +334,17 @@ def cmd_subscriber(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         redis = connect(_need_redis(settings, "subscriber"), settings.redis_timeout_s)
         sub = Subscriber(settings, redis)
+        exporter = MetricsServer(settings.metrics_listen) if settings.metrics_listen else None
         await sub.start()
-        log.info("subscriber replaying to V2 %s", settings.v2)
+        if exporter is not None:
+            await exporter.start()
+        log.info("subscriber replaying to V2 %s%s", settings.v2,
+                 f"; /metrics on port {exporter.port}" if exporter is not None else "")
         try:
             await _until_signal()
         finally:
+            if exporter is not None:
+                await exporter.stop()
             await sub.stop()
             await redis.aclose()
         return 0

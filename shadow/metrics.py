@@ -1,8 +1,32 @@
-"""Every Prometheus metric, defined once. Components only increment them."""
+"""Every Prometheus metric, defined once. Components only increment them.
+
+Under `shadow up` (and `shadow proxy --workers N`) every child process writes its
+metrics to files in one directory (prometheus_client's multiprocess mode, switched
+on by the PROMETHEUS_MULTIPROC_DIR its parent sets), and one /metrics serves their
+sum: the comparer's, or the `--metrics-listen` of the parent.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import generate_latest as _generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own switch, read at import
+CONTENT_TYPE = CONTENT_TYPE_LATEST.split(";")[0]
+
+
+def exposition(multiproc_dir: str | None = None) -> bytes:
+    """The text /metrics serves: this process's metrics, or the sum over every process
+    writing to `multiproc_dir` (default: the directory this process writes to, if any)."""
+    path = multiproc_dir or os.environ.get(MULTIPROC_ENV)
+    if not path:
+        return _generate_latest()
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=path)
+    return _generate_latest(registry)
 
 # proxy
 PROXY_REQUESTS = Counter("shadow_proxy_requests_total", "Client requests the proxy answered",
@@ -14,13 +38,15 @@ PROXY_V1_DURATION = Histogram("shadow_proxy_v1_duration_seconds",
 EVENTS_PUBLISHED = Counter("shadow_proxy_events_published_total", "Events written to Redis")
 EVENTS_DROPPED = Counter("shadow_proxy_events_dropped_total",
                          "Events dropped instead of delaying clients", ["reason"])  # queue_full, redis
-PUBLISH_QUEUE = Gauge("shadow_proxy_publish_queue_depth", "Events waiting to be published")
+PUBLISH_QUEUE = Gauge("shadow_proxy_publish_queue_depth", "Events waiting to be published",
+                      multiprocess_mode="livesum")
 
 # subscriber
 REPLAYS = Counter("shadow_replays_total", "Requests handled by the subscriber",
                   ["result"])  # answered, error, skipped
 REPLAY_DURATION = Histogram("shadow_replay_duration_seconds", "Time V2 took to answer a replay")
-REPLAYS_IN_FLIGHT = Gauge("shadow_replays_in_flight", "Replays waiting on V2")
+REPLAYS_IN_FLIGHT = Gauge("shadow_replays_in_flight", "Replays waiting on V2",
+                          multiprocess_mode="livesum")
 
 # comparer
 COMPARISONS = Counter("shadow_comparisons_total", "Exchanges compared", ["outcome"])
@@ -34,11 +60,13 @@ POISON_EVENTS = Counter("shadow_poison_events_total", "Malformed stream entries 
 DEAD_LETTERED = Counter("shadow_dead_lettered_total",
                         "Entries moved to the dead-letter stream after too many deliveries",
                         ["group"])
-STREAM_LENGTH = Gauge("shadow_stream_length", "Entries in a stream", ["stream"])
+# read from Redis when /metrics is asked for: the latest reading is the value
+STREAM_LENGTH = Gauge("shadow_stream_length", "Entries in a stream", ["stream"],
+                      multiprocess_mode="mostrecent")
 STREAM_PENDING = Gauge("shadow_stream_pending", "Entries delivered but not acknowledged",
-                       ["stream", "group"])
+                       ["stream", "group"], multiprocess_mode="mostrecent")
 STREAM_LAG = Gauge("shadow_stream_lag", "Entries not yet delivered to a group (Redis >= 7)",
-                   ["stream", "group"])
+                   ["stream", "group"], multiprocess_mode="mostrecent")
 STREAM_BEHIND = Gauge("shadow_stream_behind_seconds",
                       "Age gap between a stream's newest entry and the newest one its group got",
-                      ["stream", "group"])
+                      ["stream", "group"], multiprocess_mode="mostrecent")

@@ -43,6 +43,7 @@ class Settings:
     max_queue_bytes: int = 128 * 1024 * 1024
     publish_batch: int = 256
     workers: int = 1
+    metrics_listen: str | None = None  # proxy and subscriber; the comparer serves them on --api
     publish: bool = True
     forwarded_headers: bool = True
     preserve_host: bool = False
@@ -213,6 +214,8 @@ def validate(s: Settings) -> None:
     _check_http_url(s.v1_secondary, "--v1-secondary")
     parse_hostport(s.listen, "--listen")
     parse_hostport(s.api, "--api")
+    if s.metrics_listen is not None:
+        parse_hostport(s.metrics_listen, "--metrics-listen")
     if s.redis is not None and urlsplit(s.redis).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(f"--redis: expected redis://, rediss:// or unix:// URL, got {s.redis!r}")
     if urlsplit(s.store).scheme not in ("sqlite", "mongodb", "mongodb+srv"):
@@ -274,6 +277,8 @@ HELP: dict[str, str] = {
                        "with big captured bodies this bound comes before --max-queue",
     "publish_batch": "events per pipelined XADD batch",
     "workers": "proxy processes sharing the listening port (use the cores you have)",
+    "metrics_listen": "HOST:PORT where the proxy or the subscriber serves Prometheus /metrics "
+                      "(under `shadow up`, the reports API's /metrics has every process's)",
     "publish": "publish events to Redis (default true); false serves clients only",
     "forwarded_headers": "append X-Forwarded-For/-Proto/-Host on requests to V1 (default true)",
     "preserve_host": "send the client's Host header to V1 instead of V1's own host",

@@ -22,6 +22,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client.multiprocess import mark_process_dead
+
+from shadow import metrics
 from shadow.embedded_redis import EmbeddedRedis, die_with_parent_hook
 from shadow.errors import ShadowError
 from shadow.rules import load_rules_file
@@ -62,8 +65,16 @@ class Child:
 class Children:
     """Start `shadow <role>` processes, restart the ones that crash, stop them in order."""
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, *,
+                 metrics_dir: Path | None = None) -> None:
         self.env = env
+        self.metrics_dir = metrics_dir
+        if metrics_dir is not None:  # every child writes its metrics there; one /metrics sums
+            metrics_dir.mkdir(parents=True, exist_ok=True)
+            for old in metrics_dir.glob("*.db"):
+                old.unlink()  # a new run starts from zero, as a restarted exporter would
+            self.env = {**(env if env is not None else os.environ),
+                        metrics.MULTIPROC_ENV: str(metrics_dir)}
         self.children: list[Child] = []
         self.failed = asyncio.Event()
         self._monitor: asyncio.Task[None] | None = None
@@ -93,6 +104,9 @@ class Children:
                 if self._stopping:
                     return
                 code = task.result()
+                if self.metrics_dir is not None and child.process is not None:
+                    # its counters still count; its live gauges (queue depth) no longer do
+                    mark_process_dead(child.process.pid, str(self.metrics_dir))
                 now = time.monotonic()
                 child.restarts = [t for t in child.restarts if now - t < _RESTART_WINDOW_S]
                 if len(child.restarts) >= _MAX_RESTARTS:
@@ -144,7 +158,7 @@ class Supervisor:
         env = dict(os.environ)  # the token travels in the environment, never on a command line
         if settings.api_token:
             env["SHADOW_API_TOKEN"] = settings.api_token
-        self.group = Children(env)
+        self.group = Children(env, metrics_dir=Path(settings.data_dir) / "metrics")
         self.failed = self.group.failed
         self._sockets: list[socket.socket] = []
         self.proxy_address = ""
@@ -162,7 +176,8 @@ class Supervisor:
         self._sockets = [listen, api]
         self.proxy_address = address(listen)
         self.api_address = address(api)
-        common = to_args(s, skip=("listen", "api", "api_token", "consumer", "workers"))
+        common = to_args(s, skip=("listen", "api", "api_token", "consumer", "workers",
+                                  "metrics_listen"))
         # Stable consumer names: a restarted child re-reads its own pending entries at once.
         name = f"{socket.gethostname()}-up{os.getpid()}"
         proxy_args = [*common, "--listen", self.proxy_address, "--listen-fd", str(listen.fileno())]

@@ -19,6 +19,7 @@ import pytest
 
 from shadow import demo_apps
 from tests.conftest import wait_for
+from tests.nginxctl import free_port
 from tests.procs import start_proxy_process
 
 ROOT = Path(__file__).parent.parent
@@ -97,6 +98,12 @@ async def test_up_serves_reports_restarts_a_crashed_child_and_stops_on_ctrl_c(
                 return summary.get("compared") == 50
 
             await wait_for(compared, 60, "50 compared exchanges in `shadow report --json`")
+            # the reports API's /metrics sums every child's, the killed comparer's included
+            async with client.get(f"{api.group(1)}/metrics") as r:
+                text = await r.text()
+            assert metric(text, 'shadow_proxy_requests_total{result="ok"}') == 50
+            assert metric(text, 'shadow_replays_total{result="answered"}') == 50
+            assert metric(text, 'shadow_comparisons_total{outcome="mismatch"}') == 50
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) == 4 and comparer.pid not in {c.pid for c in children}
         proc.send_signal(signal.SIGINT)
@@ -135,9 +142,10 @@ def test_embedded_redis_dies_with_a_killed_parent(tmp_path: Path) -> None:
 
 async def test_proxy_workers_share_one_port(http_server, redis_server, keys, tmp_path: Path) -> None:
     v1 = await http_server(demo_apps.build(1))
+    metrics_port = free_port()
     proc, port = await start_proxy_process(
         "--v1", v1, "--listen", "127.0.0.1:0", "--workers", "2", "--redis", redis_server.url,
-        "--stream-prefix", keys.prefix)
+        "--stream-prefix", keys.prefix, "--metrics-listen", f"127.0.0.1:{metrics_port}")
     try:
         workers = psutil.Process(proc.pid).children()
         assert len(workers) == 2
@@ -145,6 +153,10 @@ async def test_proxy_workers_share_one_port(http_server, redis_server, keys, tmp
             for i in range(1, 41):
                 async with c.get(f"http://127.0.0.1:{port}/users/{i}") as r:
                     assert r.status == 200
+            # one /metrics for both workers: their counts summed
+            async with c.get(f"http://127.0.0.1:{metrics_port}/metrics") as r:
+                text = await r.text()
+            assert metric(text, 'shadow_proxy_requests_total{result="ok"}') == 40
         check = connect_redis(redis_server.url)
         try:
             await wait_for(lambda: _xlen(check, keys.v1, 80), 10, "80 events from the workers")
@@ -156,6 +168,14 @@ async def test_proxy_workers_share_one_port(http_server, redis_server, keys, tmp
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def metric(text: str, sample: str) -> float:
+    """One sample's value from Prometheus text, e.g. 'shadow_x_total{result="ok"}'."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{sample} not in /metrics")
 
 
 def connect_redis(url: str):  # type: ignore[no-untyped-def]
