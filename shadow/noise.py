@@ -18,10 +18,13 @@ def request_key(request: Request) -> str:
 
 
 class V1Memory:
-    """Remembers V1's last answer per identical request (bounded, least recently used out)."""
+    """Remembers V1's last answer per identical request, least recently used out, bounded in
+    answers and in bytes (big answers would otherwise make 50,000 of them gigabytes)."""
 
-    def __init__(self, capacity: int = 50_000) -> None:
+    def __init__(self, capacity: int = 50_000, max_bytes: int = 256 * 1024 * 1024) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._last: OrderedDict[str, tuple[int | None, bytes]] = OrderedDict()
 
     def observe(self, request: Request, v1: Answer) -> list[str] | None:
@@ -34,9 +37,14 @@ class V1Memory:
             return None
         key = request_key(request)
         previous = self._last.pop(key, None)
-        self._last[key] = (v1.status, body)
-        if len(self._last) > self.capacity:
-            self._last.popitem(last=False)
+        if previous is not None:
+            self.bytes -= len(previous[1])
+        if len(body) <= self.max_bytes // 16:  # one answer never takes much of the budget
+            self._last[key] = (v1.status, body)
+            self.bytes += len(body)
+        while self._last and (len(self._last) > self.capacity or self.bytes > self.max_bytes):
+            _, (_, evicted) = self._last.popitem(last=False)
+            self.bytes -= len(evicted)
         if previous is None:
             return None
         status, old = previous

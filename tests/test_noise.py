@@ -11,6 +11,8 @@ import aiohttp
 from aiohttp import web
 
 from shadow.filters import Filters
+from shadow.model import Answer, Request
+from shadow.noise import V1Memory
 from tests.conftest import wait_for
 from tests.pipeline import Pipeline
 
@@ -138,3 +140,20 @@ async def test_suspected_noise_is_only_shown_by_default(http_server, settings_fa
         await wait_for(decided, 30, "50 decided")
         [items] = (await p.summary())["routes"]
         assert items["mismatched"] == 50 and items["suspected_noise"][0]["observed"] == 40
+
+
+def test_v1_memory_is_bounded_in_answers_and_bytes_and_still_learns() -> None:
+    memory = V1Memory(capacity=1000, max_bytes=160_000)  # at most 10 kB per answer
+
+    def answer(n: int, size: int) -> Answer:
+        body = b'{"n": %d, "pad": "%s"}' % (n, b"x" * size)
+        return Answer(200, [("Content-Type", "application/json")], body, len(body))
+
+    for i in range(200):
+        memory.observe(Request("GET", f"/big/{i}", []), answer(i, 5_000))
+        assert memory.bytes <= 160_000
+    memory.observe(Request("GET", "/huge", []), answer(0, 20_000))  # over 1/16: not kept
+    assert memory.observe(Request("GET", "/huge", []), answer(1, 20_000)) is None
+    # recent answers are still remembered, so repeats still teach
+    assert memory.observe(Request("GET", "/big/199", []), answer(7, 5_000)) == ["$.n"]
+    assert memory.observe(Request("GET", "/big/0", []), answer(7, 5_000)) is None  # evicted
