@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from typing import Any
@@ -362,3 +363,31 @@ def test_query_redaction_keeps_every_other_byte(params: list[tuple[str, str]]) -
     assert all(f"{k.replace(' ', '+')}={v}" in url for k, v in kept)
     if all(v != SECRET for _, v in kept):
         assert SECRET not in url
+
+
+async def test_tail_sends_the_token_and_explains_a_401(settings_factory, redis, keys):
+    settings = settings_factory(api_token="s3cret")
+    store = open_store(settings.store)
+    await store.open()
+    try:
+        async with ReportsApi(settings, store, redis, keys=keys) as api:
+            url = f"http://127.0.0.1:{api.port}"
+            refused = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "shadow", "tail", "--api", url, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, env={**os.environ, "SHADOW_API_TOKEN": ""})
+            _, err = await asyncio.wait_for(refused.communicate(), 30)
+            assert refused.returncode == 2 and b"401" in err and b"Bearer" in err
+
+            tail = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "shadow", "tail", "--api", url, "--json", "--count", "1",
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env={**os.environ, "SHADOW_API_TOKEN": "s3cret"})
+            hub = api.app[HUB_KEY]
+            await wait_for(lambda: _const(bool(hub.listeners) and hub.subscribed.is_set()), 30,
+                           "tail connected")
+            await redis.publish(keys.firehose, b'{"n": 1}')
+            out, err = await asyncio.wait_for(tail.communicate(), 30)
+            assert tail.returncode == 0, err.decode()
+            assert orjson.loads(out) == {"n": 1}
+    finally:
+        await store.close()
