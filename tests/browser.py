@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import re
 import shutil
 import tempfile
@@ -79,7 +80,13 @@ class Browser:
                 return msg.get("result", {})  # type: ignore[no-any-return]
 
     async def open(self, url: str) -> None:
+        """Navigate and wait until the page (not the previous one) has loaded."""
         await self._call("Page.navigate", url=url)
+        check = f"location.href === {json.dumps(url)} && document.readyState === 'complete'"
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await self.eval(check):
+            assert asyncio.get_running_loop().time() < deadline, f"{url} did not load"
+            await asyncio.sleep(0.05)
 
     async def eval(self, expression: str) -> Any:
         result = await self._call("Runtime.evaluate", expression=expression, awaitPromise=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -75,12 +76,42 @@ async def http_server() -> AsyncIterator[Callable[..., Awaitable[str]]]:
         await runner.cleanup()
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 30.0,
+async def wait_for(predicate: Callable[[], Awaitable[bool] | bool], timeout_s: float = 30.0,
                    what: str = "condition") -> None:
-    """Poll until true; a hang becomes a clear failure instead of a stuck suite."""
+    """Poll until true (a plain or an async predicate); a hang becomes a clear failure
+    instead of a stuck suite."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    while not await predicate():
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def reports_api(settings_factory: Callable[..., Settings], redis: aioredis.Redis,
+                      keys: Keys) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """Start a real reports API (own SQLite store, the session's Redis): `await
+    reports_api(api_token="x")` returns the started ReportsApi; all stopped after the test."""
+    from comparer import ReportsApi, open_store
+
+    started: list[tuple[Any, Any]] = []
+
+    async def start(**overrides: Any) -> Any:
+        settings = settings_factory(**overrides)
+        store = open_store(settings.store)
+        await store.open()
+        api = ReportsApi(settings, store, redis, keys=keys)
+        started.append((api, store))
+        await api.start()
+        return api
+
+    yield start
+    for api, store in started:
+        await api.stop()
+        await store.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import aiohttp
 
-from comparer import ReportsApi, open_store
 from shadow.bus import behind_seconds, stream_health
 from shadow.report import behind, totals_line
 
@@ -19,7 +18,7 @@ def test_behind_seconds_from_entry_ids() -> None:
 
 
 async def test_stream_health_and_the_summary_say_how_far_behind_each_group_is(
-        redis, keys, settings_factory):
+        redis, keys, reports_api):
     assert await stream_health(redis, keys.v1) == {"length": 0, "groups": {}}
     for ms in (1000, 5000, 9000):
         await redis.xadd(keys.v1, {"e": b"{}"}, id=f"{ms}-0")
@@ -32,21 +31,14 @@ async def test_stream_health_and_the_summary_say_how_far_behind_each_group_is(
     assert health["groups"]["replayers"]["behind_s"] == 4.0
     assert health["groups"]["comparers"]["behind_s"] == 8.0
 
-    settings = settings_factory()
-    store = open_store(settings.store)
-    await store.open()
-    try:
-        async with ReportsApi(settings, store, redis, keys=keys) as api, \
-                aiohttp.ClientSession() as s:
-            async with s.get(f"http://127.0.0.1:{api.port}/api/summary") as r:
-                streams = (await r.json())["streams"]
-            assert streams["v1"]["groups"]["replayers"]["behind_s"] == 4.0
-            async with s.get(f"http://127.0.0.1:{api.port}/metrics") as r:
-                text = await r.text()
-            assert f'shadow_stream_behind_seconds{{group="comparers",stream="{keys.v1}"}} 8.0' \
-                in text
-    finally:
-        await store.close()
+    api = await reports_api()
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{api.port}/api/summary") as r:
+            streams = (await r.json())["streams"]
+        assert streams["v1"]["groups"]["replayers"]["behind_s"] == 4.0
+        async with s.get(f"http://127.0.0.1:{api.port}/metrics") as r:
+            text = await r.text()
+        assert f'shadow_stream_behind_seconds{{group="comparers",stream="{keys.v1}"}} 8.0' in text
 
 
 def test_report_says_how_far_behind_replay_and_compare_are() -> None:

@@ -268,7 +268,7 @@ async def test_sighup_reloads_the_rules_and_a_bad_file_changes_nothing(http_serv
 
             rules.write_text("[[rules]\nthis is not toml")
             proc.send_signal(signal.SIGHUP)
-            await wait_for(lambda: _const(any("rules not reloaded" in e for e in errors)), 30,
+            await wait_for(lambda: (any("rules not reloaded" in e for e in errors)), 30,
                            "the bad file refused")
             assert await rule_names() == ["other"]
         proc.send_signal(signal.SIGINT)
@@ -286,7 +286,3 @@ async def _eq(get: Any, key: str, value: int) -> bool:
 
 async def _names_are(get: Any, names: list[str]) -> bool:
     return await get() == names
-
-
-async def _const(value: bool) -> bool:
-    return value

@@ -9,7 +9,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from comparer import ReportsApi, open_store
 from comparer.api import HUB_KEY
 from tests.browser import Browser, chromium_binary
 from tests.conftest import wait_for
@@ -42,7 +41,7 @@ async def test_dashboard_follows_the_stream_and_shows_data_only_as_text(http_ser
     async with Pipeline(settings) as p, Browser() as browser:
         await browser.open(p.api_url + "/")
         hub = p.api.app[HUB_KEY]
-        await wait_for(lambda: _const(bool(hub.listeners) and hub.subscribed.is_set()), 30,
+        await wait_for(lambda: (bool(hub.listeners) and hub.subscribed.is_set()), 30,
                        "the page to follow the firehose")
         p.comparer.firehose._next_check = 0.0  # see the page now, not within 2 s
         async with aiohttp.ClientSession() as client:
@@ -78,35 +77,25 @@ async def test_dashboard_follows_the_stream_and_shows_data_only_as_text(http_ser
         assert browser.errors == []
 
 
-async def _const(value: bool) -> bool:
-    return value
+async def test_dashboard_asks_for_the_token_and_then_shows_the_data(reports_api):
+    api = await reports_api(api_token="s3cret")
+    async with Browser() as browser:
+        await browser.open(f"http://127.0.0.1:{api.port}/")
 
+        async def login_shown() -> bool:
+            return await browser.eval(
+                'getComputedStyle(document.getElementById("login")).display') == "flex"
 
-async def test_dashboard_asks_for_the_token_and_then_shows_the_data(settings_factory, redis,
-                                                                     keys):
-    settings = settings_factory(api_token="s3cret")
-    store = open_store(settings.store)
-    await store.open()
-    try:
-        async with ReportsApi(settings, store, redis, keys=keys) as api, Browser() as browser:
-            await browser.open(f"http://127.0.0.1:{api.port}/")
+        await wait_for(login_shown, 30, "the token form")
+        assert await browser.eval('document.getElementById("verdict").textContent') == ""
+        await browser.eval('document.getElementById("token").value = "s3cret"; '
+                           'document.querySelector("#login button").click()')
 
-            async def login_shown() -> bool:
-                return await browser.eval(
-                    'getComputedStyle(document.getElementById("login")).display') == "flex"
+        async def loaded() -> bool:
+            text: Any = await browser.eval('document.getElementById("verdict").textContent')
+            return text == "not ready for cutover"
 
-            await wait_for(login_shown, 30, "the token form")
-            assert await browser.eval('document.getElementById("verdict").textContent') == ""
-            await browser.eval('document.getElementById("token").value = "s3cret"; '
-                               'document.querySelector("#login button").click()')
-
-            async def loaded() -> bool:
-                text: Any = await browser.eval('document.getElementById("verdict").textContent')
-                return text == "not ready for cutover"
-
-            await wait_for(loaded, 30, "the data, with the token")
-            assert await browser.eval('document.getElementById("login").style.display') == "none"
-            assert await browser.eval('sessionStorage.getItem("shadowToken")') == "s3cret"
-            assert browser.errors == []
-    finally:
-        await store.close()
+        await wait_for(loaded, 30, "the data, with the token")
+        assert await browser.eval('document.getElementById("login").style.display') == "none"
+        assert await browser.eval('sessionStorage.getItem("shadowToken")') == "s3cret"
+        assert browser.errors == []

@@ -46,11 +46,11 @@ async def test_redis_stopped_mid_traffic_then_back(http_server, settings_factory
             await publisher.start()
             base = f"http://127.0.0.1:{proxy.port}"
             await _fetch_all(client, base, v1, 20)
-            await wait_for(lambda: _const(publisher.published == 40), 10, "first events published")
+            await wait_for(lambda: (publisher.published == 40), 10, "first events published")
 
             server.stop()
             await _fetch_all(client, base, v1, 200)  # every client still gets V1's answer
-            await wait_for(lambda: _const(publisher.dropped > 0), 20, "dropped events counted")
+            await wait_for(lambda: (publisher.dropped > 0), 20, "dropped events counted")
 
             server.start()  # same port: publishing must resume by itself
             check = connect(server.url, 1.0)
@@ -101,10 +101,6 @@ async def test_paused_redis_never_delays_clients(http_server, settings_factory, 
         server.stop()
 
 
-async def _const(value: bool) -> bool:
-    return value
-
-
 async def test_an_event_that_cannot_be_encoded_is_dropped_not_raised(redis, keys):
     """Events are encoded as they are offered, on the client's path: a failure there must
     cost the event, counted, and never an exception in the request handler."""
@@ -125,8 +121,8 @@ async def test_the_queue_is_bounded_in_bytes_too(redis, keys):
     assert (publisher.queued, publisher.dropped) == (2, 1)
     await publisher.start()
     try:
-        await wait_for(lambda: _const(publisher.queued == 0), 10, "the queue drained")
+        await wait_for(lambda: (publisher.queued == 0), 10, "the queue drained")
         assert publisher.offer(big[3]) is True  # room again once published
-        await wait_for(lambda: _const(publisher.published == 3), 10, "all published")
+        await wait_for(lambda: (publisher.published == 3), 10, "all published")
     finally:
         await publisher.stop()

@@ -224,17 +224,11 @@ async def test_tail_explains_an_unreachable_api() -> None:
     assert proc.returncode != 0 and b"cannot follow the firehose" in err
 
 
-async def test_unknown_outcome_filter_is_a_clear_400(settings_factory, redis, keys):
-    settings = settings_factory()
-    store = open_store(settings.store)
-    await store.open()
-    try:
-        async with ReportsApi(settings, store, redis, keys=keys) as api, \
-                aiohttp.ClientSession() as s, \
-                s.get(f"http://127.0.0.1:{api.port}/api/firehose?outcome=bogus") as r:
-            assert r.status == 400 and "outcome must be among" in (await r.json())["error"]
-    finally:
-        await store.close()
+async def test_unknown_outcome_filter_is_a_clear_400(reports_api):
+    api = await reports_api()
+    async with aiohttp.ClientSession() as s, \
+            s.get(f"http://127.0.0.1:{api.port}/api/firehose?outcome=bogus") as r:
+        assert r.status == 400 and "outcome must be among" in (await r.json())["error"]
 
 
 async def test_hub_resubscribes_after_redis_comes_back(keys, tmp_path):
@@ -249,7 +243,7 @@ async def test_hub_resubscribes_after_redis_comes_back(keys, tmp_path):
             assert await listener.take(5) == [b'{"n": 1}']
 
             server.stop()
-            await wait_for(lambda: _const(not hub.subscribed.is_set()), 20, "the loss noticed")
+            await wait_for(lambda: (not hub.subscribed.is_set()), 20, "the loss noticed")
             server.start()
             await asyncio.wait_for(hub.subscribed.wait(), 30)
             await sender.aclose()
@@ -263,31 +257,21 @@ async def test_hub_resubscribes_after_redis_comes_back(keys, tmp_path):
         server.stop()
 
 
-async def _const(value: bool) -> bool:
-    return value
-
-
-async def test_live_clients_are_capped_with_a_clear_503(settings_factory, redis, keys):
+async def test_live_clients_are_capped_with_a_clear_503(reports_api):
     """Each client may hold up to 1,000 queued items: the number of clients is bounded too."""
-    settings = settings_factory()
-    store = open_store(settings.store)
-    await store.open()
-    try:
-        async with ReportsApi(settings, store, redis, keys=keys) as api, \
-                aiohttp.ClientSession() as s:
-            api.app[HUB_KEY].max_clients = 2
-            url = f"http://127.0.0.1:{api.port}/api/firehose"
-            async with s.get(url) as first, s.get(url) as second:
-                for r in (first, second):
-                    assert r.status == 200 and (await r.content.readline()).startswith(b":")
-                async with s.get(url) as third:
-                    assert third.status == 503
-                    assert "live clients" in (await third.json())["error"]
-            await wait_for(lambda: _const(not api.app[HUB_KEY].listeners), 10, "clients gone")
-            async with s.get(url) as again:
-                assert again.status == 200
-    finally:
-        await store.close()
+    api = await reports_api()
+    api.app[HUB_KEY].max_clients = 2
+    url = f"http://127.0.0.1:{api.port}/api/firehose"
+    async with aiohttp.ClientSession() as s:
+        async with s.get(url) as first, s.get(url) as second:
+            for r in (first, second):
+                assert r.status == 200 and (await r.content.readline()).startswith(b":")
+            async with s.get(url) as third:
+                assert third.status == 503
+                assert "live clients" in (await third.json())["error"]
+        await wait_for(lambda: not api.app[HUB_KEY].listeners, 10, "clients gone")
+        async with s.get(url) as again:
+            assert again.status == 200
 
 
 async def test_tail_reconnects_when_the_api_restarts(settings_factory, redis, keys):
@@ -303,7 +287,7 @@ async def test_tail_reconnects_when_the_api_restarts(settings_factory, redis, ke
     async def serve_one_item(n: int) -> None:
         async with ReportsApi(settings, store, redis, keys=keys) as api:
             hub = api.app[HUB_KEY]
-            await wait_for(lambda: _const(bool(hub.listeners) and hub.subscribed.is_set()), 30,
+            await wait_for(lambda: (bool(hub.listeners) and hub.subscribed.is_set()), 30,
                            "tail connected")
             await redis.publish(keys.firehose, b'{"n": %d}' % n)
             line = await asyncio.wait_for(tail.stdout.readline(), 10)
@@ -365,29 +349,22 @@ def test_query_redaction_keeps_every_other_byte(params: list[tuple[str, str]]) -
         assert SECRET not in url
 
 
-async def test_tail_sends_the_token_and_explains_a_401(settings_factory, redis, keys):
-    settings = settings_factory(api_token="s3cret")
-    store = open_store(settings.store)
-    await store.open()
-    try:
-        async with ReportsApi(settings, store, redis, keys=keys) as api:
-            url = f"http://127.0.0.1:{api.port}"
-            refused = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "shadow", "tail", "--api", url, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, env={**os.environ, "SHADOW_API_TOKEN": ""})
-            _, err = await asyncio.wait_for(refused.communicate(), 30)
-            assert refused.returncode == 2 and b"401" in err and b"Bearer" in err
+async def test_tail_sends_the_token_and_explains_a_401(reports_api, redis, keys):
+    api = await reports_api(api_token="s3cret")
+    url = f"http://127.0.0.1:{api.port}"
+    refused = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shadow", "tail", "--api", url, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env={**os.environ, "SHADOW_API_TOKEN": ""})
+    _, err = await asyncio.wait_for(refused.communicate(), 30)
+    assert refused.returncode == 2 and b"401" in err and b"Bearer" in err
 
-            tail = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "shadow", "tail", "--api", url, "--json", "--count", "1",
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env={**os.environ, "SHADOW_API_TOKEN": "s3cret"})
-            hub = api.app[HUB_KEY]
-            await wait_for(lambda: _const(bool(hub.listeners) and hub.subscribed.is_set()), 30,
-                           "tail connected")
-            await redis.publish(keys.firehose, b'{"n": 1}')
-            out, err = await asyncio.wait_for(tail.communicate(), 30)
-            assert tail.returncode == 0, err.decode()
-            assert orjson.loads(out) == {"n": 1}
-    finally:
-        await store.close()
+    tail = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shadow", "tail", "--api", url, "--json", "--count", "1",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "SHADOW_API_TOKEN": "s3cret"})
+    hub = api.app[HUB_KEY]
+    await wait_for(lambda: bool(hub.listeners) and hub.subscribed.is_set(), 30, "tail connected")
+    await redis.publish(keys.firehose, b'{"n": 1}')
+    out, err = await asyncio.wait_for(tail.communicate(), 30)
+    assert tail.returncode == 0, err.decode()
+    assert orjson.loads(out) == {"n": 1}
