@@ -25,7 +25,7 @@ from shadow.filters import FilterError, Filters, parse_filters
 from shadow.firehose import wanted
 from shadow.keys import COMPARERS, Keys
 from shadow.rules import RuleSet, load_rules_file
-from shadow.settings import Settings, check_access, parse_hostport
+from shadow.settings import Settings, check_access, is_loopback, parse_hostport
 from shadow.stats import verdict
 from shadow.suggest import suggest, to_toml
 
@@ -61,6 +61,18 @@ def _auth_middleware(token: str, metrics_open: bool) -> Any:
         return await handler(request)
 
     return auth
+
+
+@web.middleware
+async def _loopback_host_only(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Without a token the API listens on loopback only; a Host that is not a loopback
+    name means a web page reached it through DNS rebinding: refused."""
+    host = (request.host or "").rsplit(":", 1)[0].strip("[]")
+    if not is_loopback(host):
+        return json_response({"error": f"Host {request.host!r} is not a loopback name: without "
+                                       "SHADOW_API_TOKEN the API answers only requests for "
+                                       "127.0.0.1, localhost or ::1"}, 403)
+    return await handler(request)
 
 
 async def summary(request: web.Request) -> web.Response:
@@ -110,6 +122,10 @@ async def classes(request: web.Request) -> web.Response:
 
 async def set_class(request: web.Request) -> web.Response:
     signature = request.match_info["signature"]
+    if request.content_type != "application/json":
+        # a web page can send a cross-site form or text/plain POST without asking; JSON
+        # needs a CORS preflight, which this API never grants
+        return json_response({"error": "send the body as Content-Type: application/json"}, 415)
     try:
         body = await request.json()
     except ValueError:
@@ -252,7 +268,7 @@ async def index(request: web.Request) -> web.Response:
 def build_app(settings: Settings, store: Store, redis: aioredis.Redis, keys: Keys,
               rules: Callable[[], RuleSet] | None = None) -> web.Application:
     middlewares = [_auth_middleware(settings.api_token, settings.metrics_open)] \
-        if settings.api_token else []
+        if settings.api_token else [_loopback_host_only]
     app = web.Application(middlewares=middlewares)
     app[STORE_KEY] = store
     app[REDIS_KEY] = redis

@@ -76,3 +76,23 @@ def test_dashboard_puts_traffic_data_on_the_page_only_as_text() -> None:
     assert "textContent" in page
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in page
+
+
+async def test_without_a_token_web_pages_cannot_reach_the_api(reports_api) -> None:
+    """The tokenless API is loopback-only; these are the two ways a web page in the
+    engineer's browser could still reach it, and both are refused."""
+    api = await reports_api()
+    base = f"http://127.0.0.1:{api.port}"
+    async with aiohttp.ClientSession() as client:
+        # DNS rebinding: evil.example resolves to 127.0.0.1, so the browser sends its name
+        async with client.get(f"{base}/api/summary", headers={"Host": "evil.example"}) as r:
+            assert r.status == 403 and "loopback" in (await r.json())["error"]
+        for host in (f"localhost:{api.port}", f"127.0.0.1:{api.port}", f"[::1]:{api.port}"):
+            async with client.get(f"{base}/api/summary", headers={"Host": host}) as r:
+                assert r.status == 200, host
+        # a cross-site "simple" POST (no preflight) must not triage a class
+        async with client.post(f"{base}/api/classes/abc", data='{"status": "accepted"}',
+                               headers={"Content-Type": "text/plain"}) as r:
+            assert r.status == 415 and "application/json" in (await r.json())["error"]
+        async with client.post(f"{base}/api/classes/abc", json={"status": "accepted"}) as r:
+            assert r.status == 404  # JSON is accepted: there is just no such class
