@@ -198,7 +198,8 @@ async def firehose_endpoint(request: web.Request) -> web.StreamResponse:
         return json_response({"error": f"outcome must be among {', '.join(sorted(OUTCOMES))}"},
                              400)
     route, method = q.get("route") or None, q.get("method") or None
-    filtered = bool(outcomes or route or method)
+    filters = (lambda it: wanted(it, outcomes=outcomes, route=route, method=method)) \
+        if outcomes or route or method else None
     hub = request.app[HUB_KEY]
     if hub.full:
         return json_response({"error": f"{hub.max_clients} live clients are already following "
@@ -209,7 +210,7 @@ async def firehose_endpoint(request: web.Request) -> web.StreamResponse:
                                            "X-Accel-Buffering": "no"})
     await response.prepare(request)
     try:
-        async with hub.listen() as listener:
+        async with hub.listen(filters) as listener:
             await response.write(b": shadow firehose: one event per compared exchange\n\n")
             quiet_since = time.monotonic()
             while not listener.closed:
@@ -221,11 +222,7 @@ async def firehose_endpoint(request: web.Request) -> web.StreamResponse:
                 if listener.dropped:
                     out.append(b"event: dropped\ndata: %d\n\n" % listener.dropped)
                     listener.dropped = 0
-                for raw in raw_items:
-                    if filtered and not wanted(orjson.loads(raw), outcomes=outcomes,
-                                               route=route, method=method):
-                        continue
-                    out.append(b"data: " + raw + b"\n\n")
+                out.extend(b"data: " + raw + b"\n\n" for raw in raw_items)
                 if not out and time.monotonic() - quiet_since >= KEEPALIVE_S:
                     out.append(b": keepalive\n\n")
                 if out:

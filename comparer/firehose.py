@@ -12,8 +12,10 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -65,9 +67,11 @@ class FirehosePublisher:
 
 
 class Listener:
-    """One SSE client's bounded queue of raw items (JSON bytes)."""
+    """One SSE client's bounded queue of raw items (JSON bytes), and what it wants of them."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int,
+                 wanted: Callable[[dict[str, Any]], bool] | None = None) -> None:
+        self.wanted = wanted  # None: everything
         self.items: deque[bytes] = deque(maxlen=capacity)
         self.dropped = 0
         self.closed = False
@@ -112,8 +116,9 @@ class FirehoseHub:
         return len(self.listeners) >= self.max_clients
 
     @contextlib.asynccontextmanager
-    async def listen(self) -> AsyncIterator[Listener]:
-        listener = Listener(self.per_client)
+    async def listen(self, wanted: Callable[[dict[str, Any]], bool] | None = None
+                     ) -> AsyncIterator[Listener]:
+        listener = Listener(self.per_client, wanted)
         self.listeners.add(listener)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="shadow-firehose")
@@ -130,6 +135,20 @@ class FirehoseHub:
         task, self._task = self._task, None
         await cancel_and_wait(task)
 
+    def _fan_out(self, raw: bytes) -> None:
+        """To every listener that wants it; parsed at most once, however many filter."""
+        parsed: dict[str, Any] | None = None
+        for listener in self.listeners:
+            if listener.wanted is not None:
+                if parsed is None:
+                    try:
+                        parsed = orjson.loads(raw)
+                    except orjson.JSONDecodeError:
+                        parsed = {}  # not one of ours: no filter matches it
+                if not isinstance(parsed, dict) or not listener.wanted(parsed):
+                    continue
+            listener.put(raw)
+
     async def _run(self) -> None:
         backoff = 0.1
         while self.listeners:
@@ -141,8 +160,7 @@ class FirehoseHub:
                 while self.listeners:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is not None and msg.get("type") == "message":
-                        for listener in self.listeners:
-                            listener.put(msg["data"])
+                        self._fan_out(msg["data"])
             except (RedisError, OSError) as e:
                 log.warning("firehose: Redis unavailable (%s); retrying in %.1f s", e, backoff)
                 await asyncio.sleep(backoff)

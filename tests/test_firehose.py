@@ -368,3 +368,27 @@ async def test_tail_sends_the_token_and_explains_a_401(reports_api, redis, keys)
     out, err = await asyncio.wait_for(tail.communicate(), 30)
     assert tail.returncode == 0, err.decode()
     assert orjson.loads(out) == {"n": 1}
+
+
+async def test_filters_run_in_the_hub_on_one_parse_per_item(redis, keys):
+    """Ten dashboards filtering must not parse every item ten times, and what a client
+    filtered out must not take room in its queue."""
+    hub = FirehoseHub(redis, keys.firehose, per_client=2)
+    seen: list[int] = []
+
+    def mismatches(it: dict[str, Any]) -> bool:
+        seen.append(id(it))
+        return it.get("outcome") == "mismatch"
+
+    async with hub.listen() as everything, hub.listen(mismatches) as a, \
+            hub.listen(mismatches) as b:
+        items = [b'{"outcome": "match"}', b'{"outcome": "mismatch", "n": 1}', b"not json",
+                 b'{"outcome": "match"}', b'{"outcome": "mismatch", "n": 2}']
+        for raw in items:
+            hub._fan_out(raw)
+        assert list(everything.items) == items[-2:] and everything.dropped == 3
+        for filtered in (a, b):
+            assert list(filtered.items) == [items[1], items[4]] and filtered.dropped == 0
+        # each item parsed once: both filters got the very same object
+        assert len(seen) == 10 and all(seen[i] == seen[i + 1] for i in range(0, 10, 2))
+    await hub.close()
