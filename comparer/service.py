@@ -135,7 +135,6 @@ class Comparer:
         today = datetime.date.today()
         for event in events:
             metrics.EVENTS_INGESTED.labels(event.type).inc()
-        results: list[tuple[str, Comparison]] = []
         compared: list[tuple[Exchange, Comparison]] = []
         repeats: dict[tuple[str, str], int] = {}
         changed: dict[tuple[str, str, str], int] = {}
@@ -162,17 +161,16 @@ class Comparer:
                     result.replay_delay_ms > self.settings.stale_after_s * 1000:
                 result.flags.append("stale")
             metrics.COMPARE_DURATION.observe(time.perf_counter() - started)
-            results.append((x.id, result))
             compared.append((x, result))
-        recorded = set(await self.store.complete(results))
+        recorded = set(await self.store.complete([(x.id, r) for x, r in compared]))
         if repeats:
             await self.store.add_suspected(repeats, changed)
         self.completed += len(recorded)
-        for ident, r in results:
-            if ident in recorded:
-                metrics.COMPARISONS.labels(r.outcome).inc()
+        new = [(x, r) for x, r in compared if x.id in recorded]  # not re-deliveries
+        for _, r in new:
+            metrics.COMPARISONS.labels(r.outcome).inc()
         await self.reader.ack(good)
-        await self.firehose.publish((x, r) for x, r in compared if x.id in recorded)
+        await self.firehose.publish(new)
 
     async def _learned_noise(self) -> dict[tuple[str, str], list[str]]:
         """With --auto-ignore-noise: per route, the paths where V1 changed in at least half of
