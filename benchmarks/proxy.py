@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from shadow.embedded_redis import EmbeddedRedis  # noqa: E402
-from tests.nginxctl import Nginx, free_port  # noqa: E402
+from tests.nginxctl import Nginx, free_port, wait_port  # noqa: E402
 
 PAYLOAD = ('{"id": 12345, "name": "Ada Lovelace", "email": "ada@example.com", "plan": "pro", '
            '"tags": ["math", "engines", "poetry"], "address": {"street": "12 St James Square", '
@@ -62,19 +62,6 @@ def ensure_tools() -> None:
     subprocess.run(["apt-get", "update", "-qq"], check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["apt-get", "install", "-y", "-qq", *pkgs], check=True,
                    stdout=subprocess.DEVNULL, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-
-
-def wait_port(port: int, timeout_s: float = 20) -> None:
-    import socket
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing listens on {port}") from None
-            time.sleep(0.05)
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -117,8 +104,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="shadow-bench-"))
     (work / "www").mkdir()
     (work / "www" / "user.json").write_text(PAYLOAD)
-    ports = {name: free_port() for name in ("v1", "v2", "nginx_proxy", "nginx_mirror", "shadow",
-                                            "shadow_nopub")}
+    ports = {name: free_port() for name in ("v1", "v2", "nginx_proxy", "nginx_mirror")}
     servers = f"""
     server {{ listen 127.0.0.1:{ports['v1']}; location / {{ root {work}/www; }} }}
     server {{ listen 127.0.0.1:{ports['v2']}; location / {{ root {work}/www; }} }}
@@ -174,12 +160,14 @@ def main() -> int:
             spread[key] = [r["rps"] for r in rs]
 
     @contextlib.contextmanager
-    def shadow(port_name: str, extra: list[str]) -> Iterator[int]:
-        port = ports[port_name]
+    def shadow(extra: list[str]) -> Iterator[int]:
+        # chosen now, not at start: minutes of load later, a port picked early may have been
+        # taken as the source port of some connection
+        port = free_port()
         proc = subprocess.Popen([*shadow_bin, "--listen", f"127.0.0.1:{port}", *extra], cwd=REPO,
                                 stdin=subprocess.DEVNULL)
         try:
-            wait_port(port)
+            wait_port(port, 20, what="shadow's proxy")
             yield port
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -197,11 +185,11 @@ def main() -> int:
         run("v1-direct", ports["v1"])
         run("nginx-proxy", ports["nginx_proxy"])
         run("nginx-mirror", ports["nginx_mirror"])
-        with shadow("shadow_nopub", ["--publish", "false"]) as off, shadow("shadow", []) as on:
+        with shadow(["--publish", "false"]) as off, shadow([]) as on:
             run_interleaved({"shadow-nopub": off, "shadow-1w": on})
-        with shadow("shadow", ["--workers", "2"]) as port:
+        with shadow(["--workers", "2"]) as port:
             run("shadow-2w", port)
-        with shadow("shadow", []) as port:
+        with shadow([]) as port:
             url = f"http://127.0.0.1:{port}/user.json"
             wrk(url, 8, 2)
             for c in conns:

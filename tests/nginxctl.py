@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).parent.parent
@@ -60,18 +61,14 @@ http {{
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         for port in ports:
-            while True:
-                if self.process.poll() is not None:
-                    err = self.process.stderr.read().decode() if self.process.stderr else ""
-                    raise RuntimeError(f"nginx exited: {err}")
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"nginx did not listen on {port}") from None
-                    time.sleep(0.02)
+            wait_port(port, deadline - time.monotonic(), what="nginx", check=self._check_alive)
         return self
+
+    def _check_alive(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            err = self.process.stderr.read().decode() if self.process.stderr else ""
+            raise RuntimeError(f"nginx exited: {err}")
 
     def stop(self) -> None:
         proc, self.process = self.process, None
@@ -84,6 +81,22 @@ http {{
                 proc.wait()
         if proc is not None and proc.stderr:
             proc.stderr.close()
+
+
+def wait_port(port: int, timeout_s: float, *, what: str = "a server",
+              check: Callable[[], None] | None = None) -> None:
+    """Until something accepts on 127.0.0.1:port; `check()` may raise when its server died."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if check is not None:
+            check()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not listen on {port}") from None
+            time.sleep(0.02)
 
 
 def free_port() -> int:
