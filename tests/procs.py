@@ -1,4 +1,4 @@
-"""Real `shadow proxy` processes for tests: started, and their port read from the log."""
+"""Real `shadow` processes for tests: started, their addresses read from what they print."""
 
 from __future__ import annotations
 
@@ -21,3 +21,28 @@ async def start_proxy_process(*args: str) -> tuple[asyncio.subprocess.Process, i
         m = re.search(r"proxy on port (\d+)", line)
         if m:
             return proc, int(m.group(1))
+
+
+async def reap(proc: asyncio.subprocess.Process) -> None:
+    """End of a test: a child that is still running is killed and waited for."""
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
+
+
+async def start_up(*args: str, cwd: Path,
+                   stderr: int = asyncio.subprocess.DEVNULL,
+                   ) -> tuple[asyncio.subprocess.Process, str, str]:
+    """`shadow up ARGS --listen/--api on ephemeral ports` as a child; returns it once it said
+    where it serves, with the proxy's and the reports API's URLs."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shadow", "up", *args, "--listen", "127.0.0.1:0",
+        "--api", "127.0.0.1:0", cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=stderr)
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+    proxy = re.search(r"send clients to (http://\S+)", line)
+    api = re.search(r"--api (http://\S+)", line)
+    if not (proxy and api):
+        await reap(proc)
+        raise AssertionError(f"`shadow up` did not say where it serves: {line!r}")
+    return proc, proxy.group(1), api.group(1)

@@ -20,7 +20,7 @@ import pytest
 from shadow import demo_apps
 from tests.conftest import wait_for
 from tests.nginxctl import free_port
-from tests.procs import start_proxy_process
+from tests.procs import reap, start_proxy_process, start_up
 
 ROOT = Path(__file__).parent.parent
 
@@ -70,17 +70,10 @@ async def test_up_serves_reports_restarts_a_crashed_child_and_stops_on_ctrl_c(
         http_server, tmp_path: Path) -> None:
     v1 = await http_server(demo_apps.build(1))
     v2 = await http_server(demo_apps.build(2))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shadow", "up", "--v1", v1, "--v2", v2, "--listen", "127.0.0.1:0",
-        "--api", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"),
-        "--store", f"sqlite:///{tmp_path / 'shadow.db'}", cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    proc, proxy, api = await start_up(
+        "--v1", v1, "--v2", v2, "--data-dir", str(tmp_path / "data"),
+        "--store", f"sqlite:///{tmp_path / 'shadow.db'}", cwd=tmp_path)
     try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-        proxy = re.search(r"send clients to (http://\S+)", line)
-        api = re.search(r"--api (http://\S+)", line)
-        assert proxy and api, line
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) == 4  # redis, proxy, subscriber, comparer
         comparer = next(c for c in children if "comparer" in c.cmdline())
@@ -88,18 +81,18 @@ async def test_up_serves_reports_restarts_a_crashed_child_and_stops_on_ctrl_c(
             for i in range(1, 51):
                 if i == 25:
                     comparer.kill()  # a crash: `up` must restart it, and it must lose nothing
-                async with client.get(f"{proxy.group(1)}/users/{i}") as r:
+                async with client.get(f"{proxy}/users/{i}") as r:
                     assert r.status == 200 and (await r.json())["name"] == f"User {i}"
 
             async def compared() -> bool:
-                done = await asyncio.to_thread(shadow, "report", "--api", api.group(1), "--json",
+                done = await asyncio.to_thread(shadow, "report", "--api", api, "--json",
                                                timeout=30)
                 summary = json.loads(done.stdout) if done.returncode == 0 else {}
                 return summary.get("compared") == 50
 
             await wait_for(compared, 60, "50 compared exchanges in `shadow report --json`")
             # the reports API's /metrics sums every child's, the killed comparer's included
-            async with client.get(f"{api.group(1)}/metrics") as r:
+            async with client.get(f"{api}/metrics") as r:
                 text = await r.text()
             assert metric(text, 'shadow_proxy_requests_total{result="ok"}') == 50
             assert metric(text, 'shadow_replays_total{result="answered"}') == 50
@@ -111,9 +104,7 @@ async def test_up_serves_reports_restarts_a_crashed_child_and_stops_on_ctrl_c(
         for child in children:
             await wait_for(lambda c=child: _gone(c), 10, f"{child.pid} to exit")
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await reap(proc)
 
 
 async def _gone(p: psutil.Process) -> bool:
@@ -165,9 +156,7 @@ async def test_proxy_workers_share_one_port(http_server, redis_server, keys, tmp
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await reap(proc)
 
 
 def metric(text: str, sample: str) -> float:
@@ -221,11 +210,10 @@ async def test_sighup_reloads_the_rules_and_a_bad_file_changes_nothing(http_serv
                      'ignore = ["$.name", "$.full_name"]\nreason = "renamed on purpose"\n')
     v1 = await http_server(demo_apps.build(1))
     v2 = await http_server(demo_apps.build(2))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shadow", "up", "--v1", v1, "--v2", v2, "--listen", "127.0.0.1:0",
-        "--api", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"), "--rules", str(rules),
+    proc, proxy, api = await start_up(
+        "--v1", v1, "--v2", v2, "--data-dir", str(tmp_path / "data"), "--rules", str(rules),
         "--store", f"sqlite:///{tmp_path / 'shadow.db'}", cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stderr=asyncio.subprocess.PIPE)
     errors: list[str] = []
 
     async def read_stderr() -> None:
@@ -235,23 +223,18 @@ async def test_sighup_reloads_the_rules_and_a_bad_file_changes_nothing(http_serv
 
     reader = asyncio.create_task(read_stderr())
     try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-        proxy, api = re.search(r"send clients to (http://\S+)", line), re.search(
-            r"--api (http://\S+)", line)
-        assert proxy and api, line
         async with aiohttp.ClientSession() as client:
             async def send(first: int) -> None:
                 for i in range(first, first + 5):
-                    async with client.get(f"{proxy.group(1)}/users/{i}") as r:
+                    async with client.get(f"{proxy}/users/{i}") as r:
                         assert r.status == 200
 
             async def summary() -> dict[str, Any]:
-                async with client.get(f"{api.group(1)}/api/summary") as r:
+                async with client.get(f"{api}/api/summary") as r:
                     return await r.json()  # type: ignore[no-any-return]
 
             async def rule_names() -> list[str]:
-                async with client.get(f"{api.group(1)}/api/rules") as r:
+                async with client.get(f"{api}/api/rules") as r:
                     return [x["id"] for x in (await r.json())["rules"]]
 
             await send(1)
@@ -274,9 +257,7 @@ async def test_sighup_reloads_the_rules_and_a_bad_file_changes_nothing(http_serv
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await reap(proc)
         await reader
 
 

@@ -25,6 +25,7 @@ from shadow.redact import DEFAULT_FIELDS, DEFAULT_HEADERS, MASK, Redaction
 from tests.conftest import wait_for
 from tests.nginxctl import free_port
 from tests.pipeline import Pipeline
+from tests.procs import reap
 
 SECRET = "hunter2-s3cr3t"
 REDACTION = Redaction.from_settings(DEFAULT_HEADERS, DEFAULT_FIELDS)
@@ -206,9 +207,7 @@ async def test_shadow_tail_prints_the_stream(http_server, settings_factory):
                         assert r.status == 200
             out, _ = await asyncio.wait_for(tail.communicate(), 30)
         finally:
-            if tail.returncode is None:
-                tail.kill()
-                await tail.wait()
+            await reap(tail)
     lines = out.decode().splitlines()
     assert tail.returncode == 0 and len(lines) == 4
     assert all(" mismatch " in line and "/things/" in line and "$.password" in line
@@ -300,9 +299,7 @@ async def test_tail_reconnects_when_the_api_restarts(settings_factory, redis, ke
         await serve_one_item(2)
         assert await asyncio.wait_for(tail.wait(), 10) == 0
     finally:
-        if tail.returncode is None:
-            tail.kill()
-            await tail.wait()
+        await reap(tail)
         await store.close()
 
 

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from tests.nginxctl import Nginx, free_port, nginx_binary, shadow_front_conf
-from tests.procs import start_proxy_process
+from tests.procs import reap, start_proxy_process
 
 if nginx_binary() is None:
     if os.environ.get("CI"):
@@ -84,6 +84,4 @@ async def test_clients_never_see_the_proxy_die(http_server, redis_server, keys, 
             assert all(posts[f"order-{i}"] == 1 for i in range(50))
     finally:
         nginx.stop()
-        if proxy.returncode is None:
-            proxy.kill()
-            await proxy.wait()
+        await reap(proxy)
