@@ -10,52 +10,35 @@ import pytest
 from comparer import ReportsApi, open_store
 from shadow.bus import connect
 from shadow.errors import ConfigError
-from shadow.keys import Keys
 
 
-async def test_token_is_required_when_configured(settings_factory, redis_server) -> None:
-    settings = settings_factory(api_token="s3cret")
-    store = open_store(settings.store)
-    await store.open()
-    redis = connect(redis_server.url, 5.0)
-    try:
-        async with ReportsApi(settings, store, redis, keys=Keys(settings.stream_prefix)) as api, \
-                aiohttp.ClientSession() as client:
-            url = f"http://127.0.0.1:{api.port}/api/summary"
-            async with client.get(url) as r:
-                assert r.status == 401 and "Bearer" in (await r.json())["error"]
-            async with client.get(url, headers={"Authorization": "Bearer wrong"}) as r:
-                assert r.status == 401
-            async with client.get(url, headers={"Authorization": "Bearer s3cret"}) as r:
-                assert r.status == 200 and (await r.json())["total"] == 0
-            async with client.get(f"http://127.0.0.1:{api.port}/metrics") as r:
-                assert r.status == 401  # closed unless --metrics-open
-            async with client.get(f"http://127.0.0.1:{api.port}/api/firehose") as r:
-                assert r.status == 401
-            async with client.get(f"http://127.0.0.1:{api.port}/") as r:  # static: asks for it
-                page = await r.text()
-                assert r.status == 200 and r.content_type == "text/html"
-                assert "/api/firehose" in page and "API token" in page
-    finally:
-        await store.close()
-        await redis.aclose()
+async def test_token_is_required_when_configured(reports_api) -> None:
+    api = await reports_api(api_token="s3cret")
+    async with aiohttp.ClientSession() as client:
+        url = f"http://127.0.0.1:{api.port}/api/summary"
+        async with client.get(url) as r:
+            assert r.status == 401 and "Bearer" in (await r.json())["error"]
+        async with client.get(url, headers={"Authorization": "Bearer wrong"}) as r:
+            assert r.status == 401
+        async with client.get(url, headers={"Authorization": "Bearer s3cret"}) as r:
+            assert r.status == 200 and (await r.json())["total"] == 0
+        async with client.get(f"http://127.0.0.1:{api.port}/metrics") as r:
+            assert r.status == 401  # closed unless --metrics-open
+        async with client.get(f"http://127.0.0.1:{api.port}/api/firehose") as r:
+            assert r.status == 401
+        async with client.get(f"http://127.0.0.1:{api.port}/") as r:  # static: asks for it
+            page = await r.text()
+            assert r.status == 200 and r.content_type == "text/html"
+            assert "/api/firehose" in page and "API token" in page
 
 
-async def test_metrics_can_be_left_open(settings_factory, redis_server) -> None:
-    settings = settings_factory(api_token="s3cret", metrics_open=True)
-    store = open_store(settings.store)
-    await store.open()
-    redis = connect(redis_server.url, 5.0)
-    try:
-        async with ReportsApi(settings, store, redis, keys=Keys(settings.stream_prefix)) as api, \
-                aiohttp.ClientSession() as client:
-            async with client.get(f"http://127.0.0.1:{api.port}/metrics") as r:
-                assert r.status == 200 and "shadow_" in await r.text()
-            async with client.get(f"http://127.0.0.1:{api.port}/api/summary") as r:
-                assert r.status == 401
-    finally:
-        await store.close()
-        await redis.aclose()
+async def test_metrics_can_be_left_open(reports_api) -> None:
+    api = await reports_api(api_token="s3cret", metrics_open=True)
+    async with aiohttp.ClientSession() as client:
+        async with client.get(f"http://127.0.0.1:{api.port}/metrics") as r:
+            assert r.status == 200 and "shadow_" in await r.text()
+        async with client.get(f"http://127.0.0.1:{api.port}/api/summary") as r:
+            assert r.status == 401
 
 
 def test_off_loopback_without_token_is_refused_before_binding(settings_factory) -> None:
