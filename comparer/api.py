@@ -25,7 +25,8 @@ from shadow.filters import FilterError, Filters, parse_filters
 from shadow.firehose import wanted
 from shadow.keys import COMPARERS, Keys
 from shadow.rules import RuleSet, load_rules_file
-from shadow.settings import Settings, check_access, is_loopback, parse_hostport
+from shadow.serve import start_site
+from shadow.settings import Settings, check_access, is_loopback
 from shadow.stats import verdict
 from shadow.suggest import suggest, to_toml
 
@@ -314,15 +315,7 @@ class ReportsApi:
             return
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
                                      shutdown_timeout=5.0)
-        await self._runner.setup()
-        site: web.BaseSite
-        if self._sock is not None:
-            site = web.SockSite(self._runner, self._sock)
-        else:
-            host, port = parse_hostport(self.settings.api, "--api")
-            site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = await start_site(self._runner, self._sock or self.settings.api, "--api")
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None

@@ -24,7 +24,8 @@ from proxy.publisher import Discard, Publisher
 from shadow import metrics
 from shadow.ids import is_sane_request_id, new_id
 from shadow.model import Answer, Headers, Request, RequestEvent, ResponseEvent
-from shadow.settings import Settings, parse_hostport
+from shadow.serve import start_site
+from shadow.settings import Settings
 
 log = logging.getLogger("shadow.proxy")
 
@@ -117,16 +118,8 @@ class Proxy:
         # in-flight requests get a few seconds to finish on stop, then connections close
         self._runner = web.ServerRunner(server, handle_signals=False, access_log=None,
                                         shutdown_timeout=5.0)
-        await self._runner.setup()
-        site: web.BaseSite
-        if self._sock is not None:
-            site = web.SockSite(self._runner, self._sock)
-        else:
-            host, port = parse_hostport(s.listen, "--listen")
-            site = web.TCPSite(self._runner, host, port, reuse_port=True)
-        await site.start()
-        server_sock = site._server.sockets[0]  # type: ignore[union-attr]
-        self.port = server_sock.getsockname()[1]
+        self.port = await start_site(self._runner, self._sock or s.listen, "--listen",
+                                     reuse_port=True)
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None

@@ -42,6 +42,7 @@ from shadow.report import (
     show_exchange,
     verdict_lines,
 )
+from shadow.serve import start_site
 from shadow.settings import HELP, Settings, field_names, load_settings, replace, to_args
 from shadow.supervisor import Child, Children, Supervisor, address, bind
 
@@ -581,11 +582,9 @@ async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     async def serve(app: web.Application) -> str:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        port = await start_site(runner, "127.0.0.1:0")
         runners.append(runner)
-        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}"
 
     v1, v2 = await serve(demo_apps.build(1)), await serve(demo_apps.build(2))
     v1_again = await serve(demo_apps.build(1))  # a second V1: tells V1's own noise from bugs

@@ -6,12 +6,10 @@ bind it where your scraper can reach it and nobody else can.
 
 from __future__ import annotations
 
-import socket
-
 from aiohttp import web
 
 from shadow import metrics
-from shadow.settings import parse_hostport
+from shadow.serve import start_site
 
 
 class MetricsServer:
@@ -35,12 +33,7 @@ class MetricsServer:
         app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None,
                                      shutdown_timeout=1.0)
-        await self._runner.setup()
-        host, port = parse_hostport(self.hostport, "--metrics-listen")
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        sock: socket.socket = site._server.sockets[0]  # type: ignore[union-attr]
-        self.port = sock.getsockname()[1]
+        self.port = await start_site(self._runner, self.hostport, "--metrics-listen")
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None

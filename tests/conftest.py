@@ -16,6 +16,7 @@ from aiohttp import web
 from shadow.bus import connect
 from shadow.embedded_redis import EmbeddedRedis
 from shadow.keys import Keys
+from shadow.serve import start_site
 from shadow.settings import Settings, load_settings
 
 
@@ -64,11 +65,8 @@ async def http_server() -> AsyncIterator[Callable[..., Awaitable[str]]]:
 
     async def start(app: web.Application) -> str:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        port = await start_site(runner, "127.0.0.1:0")
         runners.append(runner)
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return f"http://127.0.0.1:{port}"
 
     yield start
