@@ -405,23 +405,33 @@ def _api_url(args: argparse.Namespace, settings: Settings) -> str:
     return url if "://" in url else f"http://{url}"
 
 
-def fetch_json(url: str, token: str | None, timeout_s: float = 10.0,
-               body: dict[str, Any] | None = None) -> Any:
-    request = urllib.request.Request(
-        url, headers={"Accept": "application/json", "Content-Type": "application/json"},
-        data=orjson.dumps(body) if body is not None else None)
+def _api_request(url: str, token: str | None, accept: str,
+                 body: dict[str, Any] | None = None) -> urllib.request.Request:
+    request = urllib.request.Request(url, headers={"Accept": accept},
+                                     data=orjson.dumps(body) if body is not None else None)
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
+    return request
+
+
+def _api_error(url: str, e: OSError, doing: str) -> ShadowError:
+    """What to tell the user when the reports API refused (HTTP error) or is not there."""
+    if isinstance(e, urllib.error.HTTPError):
+        return ShadowError(f"{url} answered {e.code}: {e.read().decode(errors='replace')[:300]}")
+    return ShadowError(f"cannot {doing} at {url} ({getattr(e, 'reason', e)}): is `shadow up` or "
+                       "`shadow comparer` running? Point at it with --api URL")
+
+
+def fetch_json(url: str, token: str | None, timeout_s: float = 10.0,
+               body: dict[str, Any] | None = None) -> Any:
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+        with urllib.request.urlopen(_api_request(url, token, "application/json", body),
+                                    timeout=timeout_s) as resp:
             return orjson.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        detail = e.read().decode(errors="replace")[:300]
-        raise ShadowError(f"{url} answered {e.code}: {detail}") from e
     except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise ShadowError(f"cannot reach the reports API at {url} ({reason}): is `shadow up` or "
-                          "`shadow comparer` running? Point at it with --api URL") from e
+        raise _api_error(url, e, "reach the reports API") from e
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
@@ -468,9 +478,7 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     query = {k: v for k, v in (("outcome", args.outcome), ("route", args.route),
                                ("method", args.method)) if v}
     url = f"{_api_url(args, settings)}/api/firehose?{urllib.parse.urlencode(query)}"
-    request = urllib.request.Request(url, headers={"Accept": "text/event-stream"})
-    if settings.api_token:
-        request.add_header("Authorization", f"Bearer {settings.api_token}")
+    request = _api_request(url, settings.api_token, "text/event-stream")
     seen, followed, lost = 0, False, False
     try:
         while True:
@@ -493,14 +501,9 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
                         if args.count is not None and seen >= args.count:
                             return 0
                 reason = "the stream ended"
-            except urllib.error.HTTPError as e:
-                raise ShadowError(f"{url} answered {e.code}: "
-                                  f"{e.read().decode(errors='replace')[:300]}") from e
             except (urllib.error.URLError, OSError) as e:
-                if not followed:
-                    raise ShadowError(f"cannot follow the firehose at {url} "
-                                      f"({getattr(e, 'reason', e)}): is `shadow up` or `shadow "
-                                      "comparer` running? Point at it with --api URL") from e
+                if not followed or isinstance(e, urllib.error.HTTPError):
+                    raise _api_error(url, e, "follow the firehose") from e
                 reason = str(getattr(e, "reason", e))
             if not lost:
                 print(f"lost the firehose ({reason}); reconnecting every 2 s (Ctrl-C to stop)",
