@@ -84,7 +84,7 @@ DESCRIPTIONS = {
 # ---------------------------------------------------------------- arguments
 
 BOOLEAN_FLAGS = ("allow_side_effects", "publish", "forwarded_headers", "preserve_host",
-                 "auto_ignore_noise", "metrics_open")
+                 "auto_ignore_noise", "metrics_open", "trust_forwarded", "trust_canonical_resource")
 
 
 def _add_settings(parser: argparse.ArgumentParser, primary: tuple[str, ...]) -> None:

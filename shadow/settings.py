@@ -46,7 +46,11 @@ class Settings:
     metrics_listen: str | None = None  # proxy and subscriber; the comparer serves them on --api
     publish: bool = True
     forwarded_headers: bool = True
+    trust_forwarded: bool = False
     preserve_host: bool = False
+    header_timeout_s: float = 15.0
+    keepalive_timeout_s: float = 75.0
+    ws_max_message_bytes: int = 4 * 1024 * 1024
     v1_connect_timeout_s: float = 5.0
     v1_read_timeout_s: float = 60.0
     # streams
@@ -74,6 +78,8 @@ class Settings:
     breaker_cooldown_s: float = 30.0
     # comparer
     join_timeout_s: float = 60.0
+    trust_canonical_resource: bool = False
+    max_routes: int = 1000
     stale_after_s: float = 300.0
     auto_ignore_noise: bool = False
     retention_max_age_s: float | None = None
@@ -223,13 +229,13 @@ def validate(s: Settings) -> None:
             f"--store: expected sqlite:///path/to/shadow.db or mongodb://..., got {s.store!r}"
         )
     for name in ("capture_cap_bytes", "max_queue", "max_queue_bytes", "publish_batch",
-                 "stream_maxlen",
+                 "stream_maxlen", "ws_max_message_bytes", "max_routes",
                  "replay_concurrency", "workers", "breaker_failures", "max_deliveries"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(s, name)}")
     for name in ("v1_connect_timeout_s", "v1_read_timeout_s", "v2_connect_timeout_s",
                  "v2_read_timeout_s", "redis_timeout_s", "claim_idle_s", "join_timeout_s",
-                 "stale_after_s"):
+                 "stale_after_s", "header_timeout_s", "keepalive_timeout_s"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(s, name)}")
     for name in ("retention_max_age_s", "retention_max_docs", "max_replay_rate",
@@ -281,6 +287,13 @@ HELP: dict[str, str] = {
                       "(under `shadow up`, the reports API's /metrics has every process's)",
     "publish": "publish events to Redis (default true); false serves clients only",
     "forwarded_headers": "append X-Forwarded-For/-Proto/-Host on requests to V1 (default true)",
+    "trust_forwarded": "keep the client's X-Forwarded-*/Forwarded headers (only when a trusted "
+                       "proxy such as nginx sets them); default false: shadow writes its own",
+    "header_timeout_s": "seconds a client may take to send a request's head before the "
+                        "connection is closed (slowloris guard, default 15)",
+    "keepalive_timeout_s": "seconds an idle keep-alive client connection stays open (default 75)",
+    "ws_max_message_bytes": "largest WebSocket message relayed (default 4 MiB); past it the "
+                            "connection is closed with 1009",
     "preserve_host": "send the client's Host header to V1 instead of V1's own host",
     "v1_connect_timeout_s": "seconds to connect to V1 before answering 502",
     "v1_read_timeout_s": "seconds V1 may stay silent before the proxy answers 504",
@@ -311,6 +324,9 @@ HELP: dict[str, str] = {
     "retention_max_age_s": "delete exchanges older than this (default: keep)",
     "retention_max_docs": "keep at most this many exchanges, deleting the oldest (default: all)",
     "join_timeout_s": "seconds to wait for V2's answer before an exchange is v1_only",
+    "trust_canonical_resource": "let a request's Canonical-Resource header name its route "
+                                "(only if clients are trusted; default false)",
+    "max_routes": "distinct routes tracked (default 1000); the rest count as one '(other)' route",
     "api_token": "bearer token for the reports API (required off loopback)",
     "metrics_open": "serve /metrics without the bearer token (for Prometheus scrapers)",
     "redact_headers": "comma-separated header names whose values the live firehose masks "
