@@ -123,6 +123,8 @@ def _answer_head(a: Answer) -> dict[str, Any]:
         out["skipped"] = a.skipped
     if a.target is not None:
         out["target"] = a.target
+    if a.incomplete is not None:
+        out["incomplete"] = a.incomplete
     return out
 
 
@@ -139,6 +141,7 @@ def answer_from_dict(d: dict[str, Any]) -> Answer:
         error=d.get("error"),
         skipped=d.get("skipped"),
         target=d.get("target"),
+        incomplete=d.get("incomplete"),
     )
 
 

@@ -46,6 +46,9 @@ class Answer:
     error: str | None = None
     skipped: str | None = None  # candidates only: why V2 was not called
     target: str | None = None  # candidates only: which V2 answered
+    # V1 only: the body is not V1's whole answer. "client_aborted": the client left before the
+    # proxy captured it; "v1_aborted": V1 failed after its head was sent (see `error`)
+    incomplete: str | None = None
 
     def header(self, name: str) -> str | None:
         lname = name.lower()
