@@ -42,9 +42,10 @@ from shadow.report import (
     show_exchange,
     verdict_lines,
 )
+from shadow.safetext import visible
 from shadow.serve import start_site
 from shadow.settings import HELP, Settings, field_names, load_settings, replace, to_args
-from shadow.supervisor import Child, Children, Supervisor, address, bind
+from shadow.supervisor import Child, Children, Heartbeat, Supervisor, address, bind, keep_trying
 
 log = logging.getLogger("shadow")
 
@@ -118,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=COMMANDS[name])
     sub.choices["proxy"].add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     sub.choices["comparer"].add_argument("--api-fd", type=int, help=argparse.SUPPRESS)
+    for name in ("proxy", "subscriber", "comparer"):  # set by the supervisor (`shadow up`)
+        sub.choices[name].add_argument("--heartbeat-fd", type=int, help=argparse.SUPPRESS)
     rp = sub.choices["replay"]
     rp.add_argument("--only", choices=("mismatches", "all"), default="mismatches",
                     help="which stored exchanges to re-send (default mismatches)")
@@ -225,20 +228,15 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
         return asyncio.run(coro)
 
 
-async def _until_signal(failed: asyncio.Event | None = None) -> None:
-    """Return on SIGINT/SIGTERM, or as soon as `failed` is set."""
+async def _until_signal() -> None:
+    """Return on SIGINT/SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    waits = [asyncio.create_task(stop.wait(), name="shadow-signal")]
-    if failed is not None:
-        waits.append(asyncio.create_task(failed.wait(), name="shadow-failed"))
     try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        await stop.wait()
     finally:
-        for task in waits:
-            task.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 
@@ -268,31 +266,30 @@ async def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
     tune_gc_for_throughput()
     from proxy import Discard, Proxy, Publisher
 
-    redis = connect(_need_redis(settings, "proxy"), settings.redis_timeout_s) \
-        if settings.publish else None
-    publisher = Publisher(redis, Keys(settings.stream_prefix), max_queue=settings.max_queue,
-                          max_queue_bytes=settings.max_queue_bytes,
-                          batch=settings.publish_batch, maxlen=settings.stream_maxlen) \
-        if redis is not None else Discard()
-    sock = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
-    proxy = Proxy(settings, publisher, sock=sock)
-    exporter = MetricsServer(settings.metrics_listen) if settings.metrics_listen else None
-    await publisher.start()
-    await proxy.start()
-    if exporter is not None:
-        await exporter.start()
-    log.info("proxy on port %s -> V1 %s%s%s", proxy.port, settings.v1,
-             "" if settings.publish else " (publishing off)",
-             f"; /metrics on port {exporter.port}" if exporter is not None else "")
-    try:
-        await _until_signal()
-    finally:
-        if exporter is not None:
-            await exporter.stop()
-        await proxy.stop()
-        await publisher.stop()
+    async with contextlib.AsyncExitStack() as opened:  # a failed start closes what it opened
+        await opened.enter_async_context(Heartbeat(args.heartbeat_fd, settings.heartbeat_timeout_s))
+        redis = connect(_need_redis(settings, "proxy"), settings.redis_timeout_s) \
+            if settings.publish else None
         if redis is not None:
-            await redis.aclose()
+            opened.push_async_callback(redis.aclose)
+        publisher = Publisher(redis, Keys(settings.stream_prefix), max_queue=settings.max_queue,
+                              max_queue_bytes=settings.max_queue_bytes,
+                              batch=settings.publish_batch, maxlen=settings.stream_maxlen) \
+            if redis is not None else Discard()
+        sock = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
+        proxy = Proxy(settings, publisher, sock=sock)
+        exporter = MetricsServer(settings.metrics_listen) if settings.metrics_listen else None
+        await publisher.start()
+        opened.push_async_callback(publisher.stop)
+        await proxy.start()
+        opened.push_async_callback(proxy.stop)
+        if exporter is not None:
+            await exporter.start()
+            opened.push_async_callback(exporter.stop)
+        log.info("proxy on port %s -> V1 %s%s%s", proxy.port, settings.v1,
+                 "" if settings.publish else " (publishing off)",
+                 f"; /metrics on port {exporter.port}" if exporter is not None else "")
+        await _until_signal()
     return 0
 
 
@@ -306,7 +303,8 @@ async def run_proxy_workers(args: argparse.Namespace, settings: Settings) -> int
         sock = bind(settings.listen, "--listen")
     metrics_dir = Path(tempfile.mkdtemp(prefix="shadow-proxy-metrics-")) \
         if settings.metrics_listen else None
-    group = Children(metrics_dir=metrics_dir)  # the workers' metrics, summed on our /metrics
+    # the workers' metrics, summed on our /metrics; a worker that exits or hangs is restarted
+    group = Children(metrics_dir=metrics_dir, heartbeat_timeout_s=settings.heartbeat_timeout_s)
     exporter = MetricsServer(settings.metrics_listen, multiproc_dir=str(metrics_dir)) \
         if settings.metrics_listen else None
     worker_args = [*to_args(settings, skip=("listen", "workers", "metrics_listen")), "--listen",
@@ -318,7 +316,7 @@ async def run_proxy_workers(args: argparse.Namespace, settings: Settings) -> int
     if exporter is not None:
         await exporter.start()
     try:
-        await _until_signal(group.failed)
+        await _until_signal()
     finally:
         if exporter is not None:
             await exporter.stop()
@@ -326,28 +324,29 @@ async def run_proxy_workers(args: argparse.Namespace, settings: Settings) -> int
         sock.close()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 1 if group.failed.is_set() else 0
+    return 0
 
 
 def cmd_subscriber(args: argparse.Namespace, settings: Settings) -> int:
     from subscriber import Subscriber
 
     async def run() -> int:
-        redis = connect(_need_redis(settings, "subscriber"), settings.redis_timeout_s)
-        sub = Subscriber(settings, redis)
-        exporter = MetricsServer(settings.metrics_listen) if settings.metrics_listen else None
-        await sub.start()
-        if exporter is not None:
-            await exporter.start()
-        log.info("subscriber replaying to V2 %s%s", settings.v2,
-                 f"; /metrics on port {exporter.port}" if exporter is not None else "")
-        try:
-            await _until_signal()
-        finally:
+        async with contextlib.AsyncExitStack() as opened:  # a failed start closes what it opened
+            await opened.enter_async_context(
+                Heartbeat(args.heartbeat_fd, settings.heartbeat_timeout_s))
+            url = _need_redis(settings, "subscriber")
+            redis = connect(url, settings.redis_timeout_s)
+            opened.push_async_callback(redis.aclose)
+            sub = Subscriber(settings, redis)
+            exporter = MetricsServer(settings.metrics_listen) if settings.metrics_listen else None
+            await keep_trying(f"Redis at {url}", sub.start, sub.stop)
+            opened.push_async_callback(sub.stop)
             if exporter is not None:
-                await exporter.stop()
-            await sub.stop()
-            await redis.aclose()
+                await exporter.start()
+                opened.push_async_callback(exporter.stop)
+            log.info("subscriber replaying to V2 %s%s", settings.v2,
+                     f"; /metrics on port {exporter.port}" if exporter is not None else "")
+            await _until_signal()
         return 0
 
     return _run(run())
@@ -357,25 +356,27 @@ def cmd_comparer(args: argparse.Namespace, settings: Settings) -> int:
     from comparer import Comparer, ReportsApi, open_store
 
     async def run() -> int:
-        redis = connect(_need_redis(settings, "comparer"), settings.redis_timeout_s)
-        store = open_store(settings.store, retention_max_age_s=settings.retention_max_age_s)
-        sock = socket.socket(fileno=args.api_fd) if args.api_fd is not None else None
-        comparer = Comparer(settings, redis, store)
-        api = ReportsApi(settings, store, redis, sock=sock,  # checks the token before binding
-                         rules=lambda: comparer.rules)
-        await store.open()
-        await comparer.start()
-        await api.start()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, comparer.reload_rules)
-        log.info("comparer storing to %s; reports API on port %s (SIGHUP reloads --rules)",
-                 settings.store, api.port)
-        try:
+        async with contextlib.AsyncExitStack() as opened:  # a failed start closes what it opened
+            await opened.enter_async_context(
+                Heartbeat(args.heartbeat_fd, settings.heartbeat_timeout_s))
+            url = _need_redis(settings, "comparer")
+            redis = connect(url, settings.redis_timeout_s)
+            opened.push_async_callback(redis.aclose)
+            store = open_store(settings.store, retention_max_age_s=settings.retention_max_age_s)
+            sock = socket.socket(fileno=args.api_fd) if args.api_fd is not None else None
+            comparer = Comparer(settings, redis, store)
+            api = ReportsApi(settings, store, redis, sock=sock,  # checks the token before binding
+                             rules=lambda: comparer.rules)
+            await keep_trying(f"the store {settings.store}", store.open, store.close)
+            opened.push_async_callback(store.close)
+            await keep_trying(f"Redis at {url}", comparer.start, comparer.stop)
+            opened.push_async_callback(comparer.stop)
+            await api.start()
+            opened.push_async_callback(api.stop)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, comparer.reload_rules)
+            log.info("comparer storing to %s; reports API on port %s (SIGHUP reloads --rules)",
+                     settings.store, api.port)
             await _until_signal()
-        finally:
-            await api.stop()
-            await comparer.stop()
-            await store.close()
-            await redis.aclose()
         return 0
 
     return _run(run())
@@ -384,16 +385,16 @@ def cmd_comparer(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         sup = Supervisor(settings)
-        await sup.start()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, sup.reload_rules)
-        print(f"shadow is up: send clients to http://{sup.proxy_address} (V1: {settings.v1}); "
-              f"replaying to {settings.v2}; dashboard: http://{sup.api_address}/  reports: "
-              f"shadow report --api http://{sup.api_address}  (Ctrl-C to stop)", flush=True)
-        try:
-            await _until_signal(sup.failed)
+        try:  # a failed start stops what did start; after it, no part stops the others
+            await sup.start()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, sup.reload_rules)
+            print(f"shadow is up: send clients to http://{sup.proxy_address} (V1: {settings.v1}); "
+                  f"replaying to {settings.v2}; dashboard: http://{sup.api_address}/  reports: "
+                  f"shadow report --api http://{sup.api_address}  (Ctrl-C to stop)", flush=True)
+            await _until_signal()
         finally:
             await sup.stop()
-        return 1 if sup.failed.is_set() else 0
+        return 0
 
     return _run(run())
 
@@ -419,7 +420,8 @@ def _api_request(url: str, token: str | None, accept: str,
 def _api_error(url: str, e: OSError, doing: str) -> ShadowError:
     """What to tell the user when the reports API refused (HTTP error) or is not there."""
     if isinstance(e, urllib.error.HTTPError):
-        return ShadowError(f"{url} answered {e.code}: {e.read().decode(errors='replace')[:300]}")
+        return ShadowError(f"{url} answered {e.code}: "
+                           + visible(e.read().decode(errors="replace")[:300]))
     return ShadowError(f"cannot {doing} at {url} ({getattr(e, 'reason', e)}): is `shadow up` or "
                        "`shadow comparer` running? Point at it with --api URL")
 
@@ -437,14 +439,17 @@ def fetch_json(url: str, token: str | None, timeout_s: float = 10.0,
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     summary = fetch_json(_api_url(args, settings) + "/api/summary", settings.api_token)
     if args.json:
-        sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+        _print_json(summary)
     else:
         print_summary(summary)
     return 0
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+    """JSON for scripts, equal to the API's, with no raw control or bidi character left for a
+    terminal to act on (each becomes its \\uXXXX escape, which JSON reads back the same)."""
+    text = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
+    sys.stdout.write(visible(text, multiline=True) + "\n")
 
 
 def cmd_mismatches(args: argparse.Namespace, settings: Settings) -> int:
@@ -495,8 +500,9 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
                                   "slower than they arrive; filter with --outcome or --route",
                                   file=sys.stderr, flush=True)
                             continue
-                        print(data.decode() if args.json else firehose.line(orjson.loads(data)),
-                              flush=True)
+                        text = data.decode(errors="replace") if args.json else \
+                            firehose.line(orjson.loads(data))
+                        print(visible(text), flush=True)
                         seen += 1
                         if args.count is not None and seen >= args.count:
                             return 0
@@ -530,8 +536,8 @@ def cmd_mark(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _print_json(data)
     else:
-        print(f"class {data['signature']} ({data['method']} {data['route']}): {data['status']}"
-              + (f" {data['ticket']}" if data.get("ticket") else ""))
+        print(visible(f"class {data['signature']} ({data['method']} {data['route']}): "
+                      f"{data['status']}" + (f" {data['ticket']}" if data.get("ticket") else "")))
     return 0
 
 
@@ -542,7 +548,8 @@ def cmd_rules(args: argparse.Namespace, settings: Settings) -> int:
             _print_json(found)
         elif found["toml"]:
             sys.stdout.write("# Suggested by shadow. Review each one, then add the ones you agree "
-                             "with to your --rules file.\n\n" + found["toml"])
+                             "with to your --rules file.\n\n"
+                             + visible(found["toml"], multiline=True))
         else:
             print("no suggestions: no noisy paths or UUID/timestamp differences found yet")
         return 0
@@ -633,7 +640,7 @@ async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         console.print(f"\nStill serving: proxy {proxy_url}  reports API {api_url}/api/summary\n"
                       f"Dashboard: {api_url}/   Try: shadow report --api {api_url}  or  "
                       f"shadow tail --api {api_url}    (Ctrl-C to stop)")
-        await _until_signal(sup.failed)
+        await _until_signal()
         return 0
     finally:
         await sup.stop()
@@ -739,7 +746,7 @@ async def run_replay(args: argparse.Namespace, settings: Settings) -> int:
                         pass
                     elif client is None:
                         v2 = x.v2
-                    elif client.policy.decision(x.request, x.request_id or x.id) is None:
+                    elif client.policy.decision(x.request, x.id) is None:  # as the subscriber
                         v2 = await client.call(str(settings.v2).rstrip("/"), x.request,
                                                x.request_id or x.id)
                     if x is not None and x.v1 is not None and v2 is not None:

@@ -8,6 +8,7 @@ with PR_SET_PDEATHSIG, so even a SIGKILL of the parent leaves no orphan.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
@@ -81,10 +82,10 @@ class EmbeddedRedis:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    def start(self) -> EmbeddedRedis:
-        if self.process is not None and self.process.poll() is None:
-            return self
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+    def command(self) -> list[str]:
+        """The server's command line. The same on every call, so a restarted server (`shadow
+        up` supervises it) listens where the first one did and reads the same data dir."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         args = [str(find_server_binary()), "--daemonize", "no", "--dir", str(self.data_dir.resolve()),
                 "--save", "", "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", "everysec", "--logfile", str((self.data_dir / "redis.log").resolve()),
@@ -92,17 +93,21 @@ class EmbeddedRedis:
         if self.tcp_port is not None:
             if self.tcp_port == 0:
                 self.tcp_port = free_port()
-            args += ["--bind", "127.0.0.1", "--port", str(self.tcp_port)]
-        else:
+            return [*args, "--bind", "127.0.0.1", "--port", str(self.tcp_port)]
+        if self.socket_path is None:
             path = str((self.data_dir / "redis.sock").resolve())
             if len(path) > _MAX_UNIX_PATH:
                 self._socket_dir = tempfile.mkdtemp(prefix="shadow-redis-")
                 path = os.path.join(self._socket_dir, "redis.sock")
             self.socket_path = path
-            args += ["--port", "0", "--unixsocket", path, "--unixsocketperm", "700"]
+        return [*args, "--port", "0", "--unixsocket", self.socket_path, "--unixsocketperm", "700"]
+
+    def start(self) -> EmbeddedRedis:
+        if self.process is not None and self.process.poll() is None:
+            return self
         self.process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            preexec_fn=die_with_parent_hook(),
+            self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, preexec_fn=die_with_parent_hook(),
             start_new_session=True,  # a terminal's Ctrl-C is for us; we stop Redis last
         )
         self._wait_ready()
@@ -116,13 +121,25 @@ class EmbeddedRedis:
                 err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
                 raise BusError(f"embedded Redis exited at start (code {self.process.returncode}): "
                                f"{err.strip() or self._log_tail()}")
-            if self._ping():
+            if self.ping():
                 return
             time.sleep(0.002)
         self.stop()
         raise BusError(f"embedded Redis did not answer within {self.start_timeout_s} s: {self._log_tail()}")
 
-    def _ping(self) -> bool:
+    async def wait_ready(self, alive: Callable[[], bool]) -> None:
+        """For a server started from command() by someone else (`shadow up`): wait until it
+        answers, or raise BusError if it exits (`alive` says false) or stays silent."""
+        deadline = time.monotonic() + self.start_timeout_s
+        while not await asyncio.to_thread(self.ping):
+            if not alive():
+                raise BusError(f"embedded Redis exited at start: {self._log_tail()}")
+            if time.monotonic() > deadline:
+                raise BusError(f"embedded Redis did not answer within {self.start_timeout_s} s: "
+                               f"{self._log_tail()}")
+            await asyncio.sleep(0.01)
+
+    def ping(self) -> bool:
         try:
             if self.socket_path:
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -156,6 +173,10 @@ class EmbeddedRedis:
                 proc.wait()
         if proc is not None and proc.stderr:
             proc.stderr.close()
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        """Remove the socket's temporary directory, if the data dir's path was too long."""
         if self._socket_dir:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(self._socket_dir, "redis.sock"))

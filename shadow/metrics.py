@@ -12,6 +12,7 @@ import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import generate_latest as _generate_latest
+from prometheus_client import values as _values
 from prometheus_client.multiprocess import MultiProcessCollector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own switch, read at import
@@ -27,6 +28,17 @@ def exposition(multiproc_dir: str | None = None) -> bytes:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=path)
     return _generate_latest(registry)
+
+
+def write_to(multiproc_dir: str) -> None:
+    """Make this process write its metrics to `multiproc_dir` too, as its children do. For a
+    supervisor: it imported this module before it knew the directory, and prometheus_client
+    picks its storage at import. Only series first touched after the call are written there
+    (the supervisor's own, CHILD_RESTARTS: labelled series are created on first use)."""
+    if os.environ.get(MULTIPROC_ENV) == multiproc_dir:
+        return  # already (twice would open its files twice)
+    os.environ[MULTIPROC_ENV] = multiproc_dir
+    _values.ValueClass = _values.MultiProcessValue()
 
 # proxy
 PROXY_REQUESTS = Counter("shadow_proxy_requests_total", "Client requests the proxy answered",
@@ -47,12 +59,25 @@ REPLAYS = Counter("shadow_replays_total", "Requests handled by the subscriber",
 REPLAY_DURATION = Histogram("shadow_replay_duration_seconds", "Time V2 took to answer a replay")
 REPLAYS_IN_FLIGHT = Gauge("shadow_replays_in_flight", "Replays waiting on V2",
                           multiprocess_mode="livesum")
+REPLAY_RETRIES = Counter("shadow_replay_retries_total",
+                         "Safe requests sent to V2 a second time after a transient failure")
+V2_BREAKER_OPEN = Gauge("shadow_v2_breaker_open",
+                        "1 while the V2 circuit breaker is open (or probing): replays wait and "
+                        "new entries stay in the stream", multiprocess_mode="livemax")
+REPLAYS_WAITING = Gauge("shadow_replays_waiting",
+                        "Requests read from the stream waiting for the V2 breaker to close",
+                        multiprocess_mode="livesum")
 
 # comparer
 COMPARISONS = Counter("shadow_comparisons_total", "Exchanges compared", ["outcome"])
 COMPARE_DURATION = Histogram("shadow_compare_duration_seconds", "Time the pure diff took",
                              buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0))
 EVENTS_INGESTED = Counter("shadow_comparer_events_total", "Events written to the store", ["type"])
+
+# supervisor (`shadow up`, `shadow proxy --workers N`)
+CHILD_RESTARTS = Counter("shadow_child_restarts_total",
+                         "Child processes restarted by the supervisor",
+                         ["role", "reason"])  # reason: exited, unresponsive
 
 # shared
 POISON_EVENTS = Counter("shadow_poison_events_total", "Malformed stream entries dead-lettered",

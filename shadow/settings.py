@@ -88,6 +88,8 @@ class Settings:
     metrics_open: bool = False
     redact_headers: str = redact.DEFAULT_HEADERS
     redact_fields: str = redact.DEFAULT_FIELDS
+    # supervisor (`shadow up`, `shadow proxy --workers N`)
+    heartbeat_timeout_s: float = 30.0
     # misc
     log_level: str = "info"
 
@@ -235,7 +237,8 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(s, name)}")
     for name in ("v1_connect_timeout_s", "v1_read_timeout_s", "v2_connect_timeout_s",
                  "v2_read_timeout_s", "redis_timeout_s", "claim_idle_s", "join_timeout_s",
-                 "stale_after_s", "header_timeout_s", "keepalive_timeout_s"):
+                 "stale_after_s", "header_timeout_s", "keepalive_timeout_s",
+                 "heartbeat_timeout_s"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(s, name)}")
     for name in ("retention_max_age_s", "retention_max_docs", "max_replay_rate",
@@ -328,6 +331,9 @@ HELP: dict[str, str] = {
                                 "(only if clients are trusted; default false)",
     "max_routes": "distinct routes tracked (default 1000); the rest count as one '(other)' route",
     "api_token": "bearer token for the reports API (required off loopback)",
+    "heartbeat_timeout_s": "seconds a child of `shadow up` may go without a heartbeat from its "
+                           "event loop (frozen, deadlocked) before it is killed and restarted "
+                           "(default 30)",
     "metrics_open": "serve /metrics without the bearer token (for Prometheus scrapers)",
     "redact_headers": "comma-separated header names whose values the live firehose masks "
                       "(default: Authorization, Cookie, Set-Cookie, X-Api-Key, ...)",
