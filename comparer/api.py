@@ -38,7 +38,7 @@ KEYS_KEY = web.AppKey("keys", Keys)
 RulesSource = Callable[[], RuleSet]  # the rules in force, read when asked (they can be reloaded)
 RULES_KEY: web.AppKey[RulesSource] = web.AppKey("rules")
 HUB_KEY = web.AppKey("firehose", FirehoseHub)
-OUTCOMES = frozenset({"match", "mismatch", "v2_error", "skipped"})
+OUTCOMES = frozenset({"match", "mismatch", "v2_error", "skipped", "compare_error"})  # live ones
 KEEPALIVE_S = 15.0
 
 

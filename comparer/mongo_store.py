@@ -17,6 +17,7 @@ from typing import Any
 
 from comparer.store import (
     CLASS_STATUSES,
+    UNDECIDED,
     class_doc,
     evidence_from,
     exchange_summary,
@@ -30,9 +31,11 @@ from shadow.model import (
     MISMATCH,
     PENDING,
     SKIPPED,
+    V1_MISSING,
     V1_ONLY,
     CandidateEvent,
     Comparison,
+    Difference,
     Event,
     Exchange,
     Request,
@@ -40,11 +43,46 @@ from shadow.model import (
     ResponseEvent,
 )
 from shadow.routes import route_template
+from shadow.rules import OTHER_ROUTE
 from shadow.stats import RouteEvidence, latency_bucket
 
-UNDECIDED = [PENDING, V1_ONLY]
 COMPARED = ["match", "mismatch"]
+_UNDECIDED = list(UNDECIDED)
 _DUPLICATE_KEY = 11000
+_ROUTES_COUNT = "routes"  # the `meta` document counting the admitted routes
+
+# Keys of JSON objects from the traffic (inside diff values) that BSON or MongoDB refuse:
+# a NUL anywhere, a leading `$`, a dot. They are stored percent-escaped (`%` itself too, so
+# the escaping reverses exactly) and read back as they were.
+_KEY_UNSAFE = re.compile(r"[\x00.%]|^\$")
+_KEY_ESCAPED = re.compile(r"%(00|2E|24|25)")
+
+
+def storable_key(key: str) -> str:
+    return _KEY_UNSAFE.sub(lambda m: f"%{ord(m.group()):02X}", key)
+
+
+def original_key(key: str) -> str:
+    return _KEY_ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), key) if "%" in key else key
+
+
+def _keys(value: Any, key: Callable[[str], str]) -> Any:
+    if isinstance(value, dict):
+        return {key(str(k)): _keys(v, key) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_keys(v, key) for v in value]
+    return value
+
+
+def _diff_doc(diff: list[Difference]) -> list[dict[str, Any]]:
+    """A diff as stored: values from the traffic with their object keys made storable."""
+    return [{**d, "v1": _keys(d["v1"], storable_key), "v2": _keys(d["v2"], storable_key)}
+            for d in codec.storable(codec.diff_to_list(diff))]
+
+
+def _diff_from_doc(raw: list[dict[str, Any]] | None) -> list[Difference]:
+    return codec.diff_from_list([{**d, "v1": _keys(d.get("v1"), original_key),
+                                  "v2": _keys(d.get("v2"), original_key)} for d in raw or []])
 
 
 def _database_name(url: str) -> str:
@@ -79,8 +117,24 @@ class MongoStore:
             await x.create_index("signature")
             if self.retention_max_age_s is not None:
                 await x.create_index("created_at", expireAfterSeconds=int(self.retention_max_age_s))
+            if await self._db.meta.find_one({"_id": _ROUTES_COUNT}) is None:
+                await self._count_existing_routes()
         except Exception as e:
             raise StoreError(f"cannot open MongoDB store {self.url}: {e}") from e
+
+    async def _count_existing_routes(self) -> None:
+        """Routes counted before the route cap existed keep their place under it."""
+        from pymongo.errors import BulkWriteError
+
+        existing = [r for r in await self._db.exchanges.distinct("route")
+                    if isinstance(r, str) and r != OTHER_ROUTE]
+        if existing:
+            try:
+                await self._db.routes.insert_many([{"_id": r} for r in existing], ordered=False)
+            except BulkWriteError:
+                pass  # another process counted them too
+        n = await self._db.routes.count_documents({})
+        await self._db.meta.update_one({"_id": _ROUTES_COUNT}, {"$max": {"n": n}}, upsert=True)
 
     async def close(self) -> None:
         self._db = None
@@ -132,7 +186,7 @@ class MongoStore:
         if not ids:
             return []
         cursor = self.db.exchanges.find({"_id": {"$in": ids}, "v1": {"$ne": None},
-                                         "v2": {"$ne": None}, "outcome": {"$in": UNDECIDED}})
+                                         "v2": {"$ne": None}, "outcome": {"$in": _UNDECIDED}})
         return [_exchange(doc) async for doc in cursor]
 
     async def complete(self, results: list[tuple[str, Comparison]]) -> list[str]:
@@ -140,12 +194,12 @@ class MongoStore:
         now = time.time()
         for ident, c in results:
             before = await self.db.exchanges.find_one_and_update(
-                {"_id": ident, "outcome": {"$in": UNDECIDED}},
-                {"$set": {"outcome": c.outcome, "diff": codec.storable(codec.diff_to_list(c.diff)),
+                {"_id": ident, "outcome": {"$in": _UNDECIDED}},
+                {"$set": {"outcome": c.outcome, "diff": _diff_doc(c.diff),
                           "diff_paths": [d.path for d in c.diff], "signature": c.signature,
                           "flags": c.flags, "compared_at": now,
                           "replay_delay_ms": c.replay_delay_ms, "stale": int("stale" in c.flags),
-                          "noise": codec.storable(codec.diff_to_list(c.noise))}},
+                          "noise": _diff_doc(c.noise)}},
                 projection={"method": 1, "route": 1})
             if before is None:
                 continue  # decided before: a re-delivery, never counted twice
@@ -184,7 +238,32 @@ class MongoStore:
                                  "ts": {"$lt": older_than_ts}}, {"$set": {"outcome": V1_ONLY}})
         b = await x.update_many({"outcome": PENDING, "v1": None, "v2.skipped": {"$ne": None},
                                  "ts": {"$lt": older_than_ts}}, {"$set": {"outcome": SKIPPED}})
-        return int(a.modified_count + b.modified_count)
+        c = await x.update_many({"outcome": PENDING, "v1": None, "ts": {"$lt": older_than_ts}},
+                                {"$set": {"outcome": V1_MISSING}})
+        return int(a.modified_count + b.modified_count + c.modified_count)
+
+    async def admit_routes(self, routes: list[str], max_routes: int) -> set[str]:
+        from pymongo.errors import DuplicateKeyError
+
+        wanted = sorted(set(routes) - {OTHER_ROUTE})
+        if not wanted:
+            return set()
+        known = {d["_id"] async for d in self.db.routes.find({"_id": {"$in": wanted}}, {"_id": 1})}
+        for route in wanted:
+            if route in known:
+                continue
+            try:  # take a slot: fails (duplicate _id) once max_routes are taken
+                await self.db.meta.find_one_and_update(
+                    {"_id": _ROUTES_COUNT, "n": {"$lt": max_routes}}, {"$inc": {"n": 1}},
+                    upsert=True)
+            except DuplicateKeyError:
+                break  # full: the rest count as OTHER_ROUTE
+            try:
+                await self.db.routes.insert_one({"_id": route})
+            except DuplicateKeyError:  # another process admitted it meanwhile: give back the slot
+                await self.db.meta.update_one({"_id": _ROUTES_COUNT}, {"$inc": {"n": -1}})
+            known.add(route)
+        return known
 
     async def retain(self, *, max_age_s: float | None, max_docs: int | None,
                      chunk: int = 5000) -> int:
@@ -319,8 +398,8 @@ def _exchange(d: dict[str, Any]) -> Exchange:
         v2=codec.answer_from_dict(d["v2"]) if d.get("v2") else None,
         v1_secondary=codec.answer_from_dict(d["v2"]["secondary"])
         if d.get("v2") and d["v2"].get("secondary") else None,
-        noise=codec.diff_from_list(d.get("noise")),
-        outcome=d.get("outcome", PENDING), diff=codec.diff_from_list(d.get("diff")),
+        noise=_diff_from_doc(d.get("noise")),
+        outcome=d.get("outcome", PENDING), diff=_diff_from_doc(d.get("diff")),
         signature=d.get("signature"), flags=d.get("flags") or [],
         compared_at=d.get("compared_at"), v1_ts=d.get("v1_ts"), v2_ts=d.get("v2_ts"),
         replay_delay_ms=d.get("replay_delay_ms"))

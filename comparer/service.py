@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import logging
 import time
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -16,13 +17,13 @@ from shadow import metrics
 from shadow.aio import cancel_and_wait
 from shadow.bus import Entry, GroupReader, default_consumer_name
 from shadow.codec import decode_event
-from shadow.compare import compare, replay_delay_ms
+from shadow.compare import compare, compare_error, replay_delay_ms
 from shadow.errors import EventError, ShadowError
 from shadow.keys import COMPARERS, Keys
-from shadow.model import Comparison, Event, Exchange
+from shadow.model import Comparison, Event, Exchange, Request, RequestEvent
 from shadow.noise import V1Memory
 from shadow.redact import Redaction
-from shadow.rules import load_rules_file, route_of
+from shadow.rules import OTHER_ROUTE, RuleSet, capped_route, load_rules_file, route_of
 from shadow.settings import Settings
 
 log = logging.getLogger("shadow.comparer")
@@ -57,6 +58,8 @@ class Comparer:
         self.noise_refresh_s = 5.0
         self._task: asyncio.Task[None] | None = None
         self._next_sweep = 0.0
+        self._routes: set[str] = set()  # routes the store counts apart (--max-routes)
+        self._overflow_logged = False
 
     def _warn_expired(self) -> None:
         for rule in self.rules.expired(datetime.date.today()):
@@ -115,62 +118,160 @@ class Comparer:
         return len(entries)
 
     async def _handle(self, entries: list[Entry]) -> None:
-        events: list[Event] = []
-        good: list[Entry] = []
+        """Each exchange on its own: one whose judging or storing fails is recorded as
+        compare_error (the reason in its flags) and the rest of the batch goes on."""
+        decoded: list[tuple[Entry, Event]] = []
+        done: list[Entry] = []
         for entry in entries:
             if entry.data is None:
-                good.append(entry)  # trimmed away before we read it: nothing to store
+                done.append(entry)  # trimmed away before we read it: nothing to store
                 continue
             try:
-                events.append(decode_event(entry.data))
-                good.append(entry)
+                decoded.append((entry, decode_event(entry.data)))
             except EventError as e:
                 metrics.POISON_EVENTS.labels(COMPARERS).inc()
                 log.warning("dead-lettering entry %s of %s: %s", entry.id, entry.stream, e)
                 await self.reader.dead_letter(self.keys.dead, entry, str(e),
                                               self.settings.stream_maxlen)
+        events = [event for _, event in decoded]
         rules = self.rules
-        ready = await self.store.apply(
-            events, lambda r: route_of(rules, r.method, r.url, r.headers))
+        ready, stored = await self._apply(decoded, await self._route_namer(events))
+        done += stored
         today = datetime.date.today()
         for event in events:
             metrics.EVENTS_INGESTED.labels(event.type).inc()
-        compared: list[tuple[Exchange, Comparison]] = []
         repeats: dict[tuple[str, str], int] = {}
         changed: dict[tuple[str, str, str], int] = {}
         known = await self._learned_noise()
+        compared: list[tuple[Exchange, Comparison]] = []
         for x in ready:
-            assert x.v1 is not None and x.v2 is not None
-            route_key = (x.method or "?", x.route or "?")
-            if x.request is not None:
-                paths = self.memory.observe(x.request, x.v1)
-                if paths is not None:
-                    repeats[route_key] = repeats.get(route_key, 0) + 1
-                    for path in paths:
-                        changed[(*route_key, path)] = changed.get((*route_key, path), 0) + 1
             started = time.perf_counter()
-            try:
-                result = compare(x.request, x.v1, x.v2, x.route,
-                                 rules.active(x.method, x.route, today), x.v1_secondary,
-                                 known.get(route_key, ()))
-            except Exception as e:  # one odd exchange must not stop the others
-                log.exception("exchange %s: comparison failed", x.id)
-                result = Comparison("mismatch", [], None, [f"compare_error:{type(e).__name__}"])
-            result.replay_delay_ms = replay_delay_ms(x.v1_ts, x.v2_ts, x.v2)
-            if result.replay_delay_ms is not None and \
-                    result.replay_delay_ms > self.settings.stale_after_s * 1000:
-                result.flags.append("stale")
+            result = self._judge(x, rules, today, known, repeats, changed)
             metrics.COMPARE_DURATION.observe(time.perf_counter() - started)
             compared.append((x, result))
-        recorded = set(await self.store.complete([(x.id, r) for x, r in compared]))
+        recorded = await self._complete(compared)
         if repeats:
             await self.store.add_suspected(repeats, changed)
         self.completed += len(recorded)
         new = [(x, r) for x, r in compared if x.id in recorded]  # not re-deliveries
         for _, r in new:
             metrics.COMPARISONS.labels(r.outcome).inc()
-        await self.reader.ack(good)
-        await self.firehose.publish(new)
+        await self.reader.ack(done)
+        try:
+            await self.firehose.publish(new)
+        except Exception:  # a live view: never worth failing a recorded batch
+            log.exception("firehose: %d items not published", len(new))
+
+    async def _route_namer(self, events: list[Event]) -> Callable[[Request], str]:
+        """How the store names each request's route: --trust-canonical-resource decides whether
+        the client's header counts, and past --max-routes known routes (the store keeps them,
+        for every replica and restart) new ones count as OTHER_ROUTE."""
+        rules, trust = self.rules, self.settings.trust_canonical_resource
+
+        def name(r: Request) -> str:
+            return route_of(rules, r.method, r.url, r.headers, trust_header=trust)
+
+        named = [name(e.request) for e in events if isinstance(e, RequestEvent)]
+        unknown = set(named) - self._routes - {OTHER_ROUTE}
+        if unknown:
+            self._routes |= await self.store.admit_routes(sorted(unknown),
+                                                          self.settings.max_routes)
+        admitted = frozenset(self._routes | {OTHER_ROUTE})
+        overflowed = sum(1 for route in named if route not in admitted)
+        if overflowed:
+            metrics.ROUTES_OVERFLOWED.inc(overflowed)
+            if not self._overflow_logged:
+                self._overflow_logged = True
+                log.warning("%d routes are known (--max-routes %d): requests to new routes now "
+                            "count as the route %r. Raise --max-routes, or name routes with "
+                            "templates (routes = [...]) in --rules", len(self._routes),
+                            self.settings.max_routes, OTHER_ROUTE)
+        return lambda r: capped_route(name(r), admitted)
+
+    async def _apply(self, decoded: list[tuple[Entry, Event]], route: Callable[[Request], str],
+                     ) -> tuple[list[Exchange], list[Entry]]:
+        """Store the events' parts: (exchanges now ready to compare, entries stored). When the
+        batch fails, each event is stored alone; one the store refuses stays unacknowledged
+        (redelivered, then dead-lettered) instead of holding back the others."""
+        try:
+            return await self.store.apply([e for _, e in decoded], route), \
+                [entry for entry, _ in decoded]
+        except Exception as e:
+            if len(decoded) <= 1:
+                raise
+            log.warning("storing %d events together failed (%s: %s): storing them one by one",
+                        len(decoded), type(e).__name__, e)
+        ready: dict[str, Exchange] = {}
+        stored: list[Entry] = []
+        refused: list[tuple[Entry, Event, Exception]] = []
+        for entry, event in decoded:
+            try:
+                ready.update((x.id, x) for x in await self.store.apply([event], route))
+                stored.append(entry)
+            except Exception as e:
+                refused.append((entry, event, e))
+        if not stored:
+            raise refused[0][2]  # nothing can be stored: the store is down, retry the batch
+        for entry, event, error in refused:
+            metrics.EVENTS_UNSTORABLE.inc()
+            log.error("exchange %s: the store refused its %s event (entry %s: %s: %s); it "
+                      "stays unacknowledged and is dead-lettered after %d deliveries", event.id,
+                      event.type, entry.id, type(error).__name__, error,
+                      self.settings.max_deliveries)
+        return [x for x in ready.values() if x.v1 is not None and x.v2 is not None], stored
+
+    def _judge(self, x: Exchange, rules: RuleSet, today: datetime.date,
+               known: dict[tuple[str, str], list[str]], repeats: dict[tuple[str, str], int],
+               changed: dict[tuple[str, str, str], int]) -> Comparison:
+        """One exchange's comparison; any step that raises makes it a compare_error."""
+        assert x.v1 is not None and x.v2 is not None
+        route_key = (x.method or "?", x.route or "?")
+        step = "noise_memory"
+        try:
+            if x.request is not None and not x.v1.incomplete:
+                paths = self.memory.observe(x.request, x.v1)
+                if paths is not None:
+                    repeats[route_key] = repeats.get(route_key, 0) + 1
+                    for path in paths:
+                        changed[(*route_key, path)] = changed.get((*route_key, path), 0) + 1
+            step = "diff"
+            result = compare(x.request, x.v1, x.v2, x.route,
+                             rules.active(x.method, x.route, today), x.v1_secondary,
+                             known.get(route_key, ()))
+        except Exception as e:  # one odd exchange must not stop the others
+            log.exception("exchange %s (request id %s): %s failed; recorded as compare_error",
+                          x.id, x.request_id, step)
+            result = compare_error(step, e)
+        result.replay_delay_ms = replay_delay_ms(x.v1_ts, x.v2_ts, x.v2)
+        if result.replay_delay_ms is not None and \
+                result.replay_delay_ms > self.settings.stale_after_s * 1000:
+            result.flags.append("stale")
+        return result
+
+    async def _complete(self, compared: list[tuple[Exchange, Comparison]]) -> set[str]:
+        """Record the outcomes; ids recorded now. When the batch fails, each is recorded alone,
+        and one the store refuses (a value it cannot hold) is recorded as compare_error. Only
+        a store that refuses even that fails the batch (it is retried)."""
+        try:
+            return set(await self.store.complete([(x.id, r) for x, r in compared]))
+        except Exception as e:
+            if not compared:
+                raise
+            log.warning("recording %d comparisons together failed (%s: %s): recording them one "
+                        "by one", len(compared), type(e).__name__, e)
+        recorded: set[str] = set()
+        for i, (x, r) in enumerate(compared):
+            try:
+                recorded.update(await self.store.complete([(x.id, r)]))
+                continue
+            except Exception as e:
+                log.exception("exchange %s (request id %s): the store refused its comparison; "
+                              "recorded as compare_error", x.id, x.request_id)
+                failed = compare_error("store", e, [f for f in r.flags if f == "stale"])
+            failed.replay_delay_ms = r.replay_delay_ms
+            compared[i] = (x, failed)
+            recorded.update(await self.store.complete([(x.id, failed)]))
+        return recorded
 
     async def _learned_noise(self) -> dict[tuple[str, str], list[str]]:
         """With --auto-ignore-noise: per route, the paths where V1 changed in at least half of

@@ -17,6 +17,7 @@ import aiosqlite
 
 from comparer.store import (
     CLASS_STATUSES,
+    UNDECIDED,
     class_doc,
     evidence_from,
     exchange_summary,
@@ -30,6 +31,7 @@ from shadow.model import (
     MISMATCH,
     PENDING,
     SKIPPED,
+    V1_MISSING,
     V1_ONLY,
     CandidateEvent,
     Comparison,
@@ -40,11 +42,12 @@ from shadow.model import (
     ResponseEvent,
 )
 from shadow.routes import route_template
+from shadow.rules import OTHER_ROUTE
 from shadow.settings import sqlite_path
 from shadow.stats import RouteEvidence, latency_bucket
 
 COMPARED = "('match', 'mismatch')"
-UNDECIDED = f"('{PENDING}', '{V1_ONLY}')"
+_UNDECIDED = "(" + ", ".join(f"'{o}'" for o in UNDECIDED) + ")"
 
 
 def _contribution(sign: str, row: str) -> str:
@@ -135,6 +138,7 @@ CREATE TABLE IF NOT EXISTS suspected (
 CREATE TABLE IF NOT EXISTS repeats (
     method TEXT NOT NULL, route TEXT NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (method, route)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS routes (route TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rule_stats (
     rule TEXT PRIMARY KEY, suppressed INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS classes (
@@ -223,6 +227,10 @@ class SQLiteStore:
             await self._db.execute("PRAGMA synchronous=NORMAL")
             await self._db.execute("PRAGMA busy_timeout=10000")
             await self._db.executescript(SCHEMA)
+            # routes counted before the routes table existed keep their place under the cap
+            await self._db.execute(
+                "INSERT OR IGNORE INTO routes (route) SELECT DISTINCT route FROM route_stats "
+                "WHERE route NOT IN ('?', ?)", (OTHER_ROUTE,))
         except Exception as e:
             raise StoreError(f"cannot open SQLite store {self.path}: {e}") from e
 
@@ -278,7 +286,7 @@ class SQLiteStore:
         marks = ",".join("?" * len(ids))
         async with self.db.execute(
             f"SELECT {_COLUMNS} FROM exchanges WHERE id IN ({marks}) AND v1 IS NOT NULL "
-            f"AND v2 IS NOT NULL AND outcome IN {UNDECIDED}", ids) as cur:
+            f"AND v2 IS NOT NULL AND outcome IN {_UNDECIDED}", ids) as cur:
             return [_exchange(row) async for row in cur]
 
     async def complete(self, results: list[tuple[str, Comparison]]) -> list[str]:
@@ -296,7 +304,7 @@ class SQLiteStore:
             ids = [ident for ident, _ in results]
             marks = ",".join("?" * len(ids))
             async with db.execute(f"SELECT id, method, route FROM exchanges WHERE id IN ({marks}) "
-                                  f"AND outcome IN {UNDECIDED}", ids) as cur:
+                                  f"AND outcome IN {_UNDECIDED}", ids) as cur:
                 undecided = {row[0]: (row[1], row[2]) async for row in cur}
             rows, classes = [], []
             hits: dict[str, int] = {}
@@ -348,8 +356,9 @@ class SQLiteStore:
         return [row[-1] for row in rows]
 
     async def expire(self, older_than_ts: float) -> int:
-        """Undecided exchanges past the join timeout: no V2 answer -> v1_only; a skipped
-        candidate whose V1 answer never came -> skipped."""
+        """Undecided exchanges past the join timeout, whichever part is missing: no V2
+        answer -> v1_only; a skipped candidate whose V1 answer never came -> skipped; no V1
+        answer (a request alone, or V2's answer alone) -> v1_missing."""
         db = self.db
         async with self._writing:
             a = await db.execute(
@@ -359,7 +368,40 @@ class SQLiteStore:
                 f"UPDATE exchanges SET outcome = '{SKIPPED}' WHERE outcome = '{PENDING}' "
                 "AND v1 IS NULL AND json_extract(v2, '$.skipped') IS NOT NULL AND ts < ?",
                 (older_than_ts,))
-            return max(a.rowcount, 0) + max(b.rowcount, 0)  # rowcount leaves out trigger work
+            c = await db.execute(
+                f"UPDATE exchanges SET outcome = '{V1_MISSING}' WHERE outcome = '{PENDING}' "
+                "AND v1 IS NULL AND ts < ?", (older_than_ts,))
+            # rowcount leaves out trigger work
+            return max(a.rowcount, 0) + max(b.rowcount, 0) + max(c.rowcount, 0)
+
+    async def admit_routes(self, routes: list[str], max_routes: int) -> set[str]:
+        wanted = sorted(set(routes) - {OTHER_ROUTE})
+        if not wanted:
+            return set()
+        db = self.db
+        marks = ",".join("?" * len(wanted))
+        async with db.execute(f"SELECT route FROM routes WHERE route IN ({marks})", wanted) as cur:
+            known = {row[0] async for row in cur}
+        new = [r for r in wanted if r not in known]
+        if not new:
+            return known
+        async with self._writing:  # BEGIN IMMEDIATE: one writer across every process
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                async with db.execute(f"SELECT route FROM routes WHERE route IN ({marks})",
+                                      wanted) as cur:
+                    known = {row[0] async for row in cur}
+                async with db.execute("SELECT count(*) FROM routes") as cur:
+                    row = await cur.fetchone()
+                room = max(0, max_routes - (int(row[0]) if row else 0))
+                admitted = [r for r in wanted if r not in known][:room]
+                await db.executemany("INSERT INTO routes (route) VALUES (?)",
+                                     [(r,) for r in admitted])
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+        return known | set(admitted)
 
     async def retain(self, *, max_age_s: float | None, max_docs: int | None,
                      chunk: int = 5000) -> int:

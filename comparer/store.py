@@ -11,10 +11,12 @@ from shadow import codec
 from shadow.errors import ConfigError
 from shadow.filters import Filters
 from shadow.model import (
+    COMPARE_ERROR,
     MATCH,
     MISMATCH,
     PENDING,
     SKIPPED,
+    V1_MISSING,
     V1_ONLY,
     V2_ERROR,
     Comparison,
@@ -22,11 +24,16 @@ from shadow.model import (
     Exchange,
     Request,
 )
+from shadow.rules import OTHER_ROUTE
 from shadow.stats import RouteEvidence, percentiles
 
 CLASS_STATUSES = ("new", "known", "accepted", "bug", "fixed")
 _COUNT_KEYS = {MATCH: "matched", MISMATCH: "mismatched", SKIPPED: "skipped", V2_ERROR: "v2_errors",
-               PENDING: "pending", V1_ONLY: "v1_only"}
+               PENDING: "pending", V1_ONLY: "v1_only", V1_MISSING: "v1_missing",
+               COMPARE_ERROR: "compare_errors"}
+# Outcomes still open to a late part: the join timeout gave them an outcome, and the missing
+# answer, arriving later, reopens them.
+UNDECIDED = (PENDING, V1_ONLY, V1_MISSING)
 
 
 class Store(Protocol):
@@ -53,7 +60,14 @@ class Store(Protocol):
         """Count repeats of identical requests per route, and the paths where V1 changed."""
 
     async def expire(self, older_than_ts: float) -> int:
-        """Exchanges whose V2 part never came within the join timeout become v1_only."""
+        """Pending exchanges older than the join timeout get an outcome, whichever part is
+        missing: no V2 answer -> v1_only; no V1 answer -> skipped when V2 was skipped too,
+        else v1_missing. Returns how many."""
+
+    async def admit_routes(self, routes: list[str], max_routes: int) -> set[str]:
+        """Of `routes`, those counted apart: the ones already known, and new ones admitted
+        while fewer than `max_routes` are known (atomically, across every process sharing
+        the store). The others count as OTHER_ROUTE."""
 
     async def retain(self, *, max_age_s: float | None, max_docs: int | None) -> int:
         """Delete the oldest exchanges beyond the limits. Returns how many."""
@@ -128,7 +142,8 @@ def summary_from_aggregates(counts: list[tuple[Any, ...]], latency: list[tuple[A
         if key not in routes:
             routes[key] = {"method": method, "route": path, "total": 0, "compared": 0,
                            "matched": 0, "mismatched": 0, "skipped": 0, "v2_errors": 0,
-                           "pending": 0, "v1_only": 0, "match_rate": None,
+                           "pending": 0, "v1_only": 0, "v1_missing": 0, "compare_errors": 0,
+                           "match_rate": None,
                            "v1_latency_ms": percentiles([]), "v2_latency_ms": percentiles([]),
                            "classes": 0, "status_pairs": [], "top_diffs": [], "noise": [],
                            "suspected_noise": []}
@@ -159,7 +174,7 @@ def summary_from_aggregates(counts: list[tuple[Any, ...]], latency: list[tuple[A
             for p in c["paths"]:
                 paths[key][(p["path"], p["kind"])] += c["count"]
     for key, r in routes.items():
-        r["compared"] = r["matched"] + r["mismatched"]
+        r["compared"] = r["matched"] + r["mismatched"] + r["compare_errors"]  # errors fail
         r["match_rate"] = round(r["matched"] / r["compared"], 6) if r["compared"] else None
         r["status_pairs"].sort(key=lambda s: -s["count"])
         top = sorted(paths[key].items(), key=lambda kv: (-kv[1], kv[0]))[:5]
@@ -173,11 +188,13 @@ def summary_from_aggregates(counts: list[tuple[Any, ...]], latency: list[tuple[A
                 total = seen.get(key, 0)
                 routes[key][name].append({"path": field_path, "count": n, "observed": total,
                                           "rate": round(n / total, 4) if total else None})
-    compared = totals["matched"] + totals["mismatched"]
+    compared = totals["matched"] + totals["mismatched"] + totals["compare_errors"]
     return {
         "total": sum(totals.values()), "compared": compared, **totals,
         "match_rate": round(totals["matched"] / compared, 6) if compared else None,
         "stale": stale,
+        # exchanges counted as the one OTHER_ROUTE because --max-routes routes were known
+        "routes_overflowed": sum(r["total"] for r in routes.values() if r["route"] == OTHER_ROUTE),
         "routes": sorted(routes.values(), key=lambda r: (-r["total"], r["route"], r["method"])),
     }
 
@@ -186,9 +203,12 @@ def evidence_from(summary: dict[str, Any], classes: list[dict[str, Any]],
                   mismatches: list[tuple[str | None, str | None, str | None, int]],
                   ) -> list[RouteEvidence]:
     """Per-route evidence for the verdict from the summary, the class statuses and the
-    mismatch counts per (method, route, signature): accepted classes count as matches."""
+    mismatch counts per (method, route, signature): accepted classes count as matches, and
+    compare errors as failures."""
     status = {c["signature"]: c["status"] for c in classes}
-    failing: dict[tuple[str, str], dict[str, int]] = {}
+    failing: dict[tuple[str, str], dict[str, int]] = {
+        (r["method"], r["route"]): {COMPARE_ERROR: r["compare_errors"]}
+        for r in summary["routes"] if r.get("compare_errors")}
     accepted: dict[tuple[str, str], int] = {}
     for method, route, sig, n in mismatches:
         key = (method or "?", route or "?")

@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "first difference. Ctrl-C to stop.",
                 json_help="print each item as one line of JSON (for scripts)")
     tl.add_argument("--outcome", help="only these outcomes, comma-separated "
-                                      "(match, mismatch, v2_error, skipped)")
+                                      "(match, mismatch, v2_error, skipped, compare_error)")
     tl.add_argument("--route", help="only routes matching this glob, e.g. '/users/*'")
     tl.add_argument("--method", help="only this HTTP method")
     tl.add_argument("--count", type=int, default=None, metavar="N",

@@ -20,6 +20,7 @@ from shadow.diff import (
     parse_json,
 )
 from shadow.model import (
+    COMPARE_ERROR,
     MATCH,
     MISMATCH,
     SKIPPED,
@@ -89,6 +90,9 @@ def compare(request: Request | None, v1: Answer, v2: Answer, route: str | None,
     suppressed: Counter[str] = Counter()
     if request is not None and request.body_truncated:
         flags.append("request_truncated")
+    if v1.incomplete:  # a cut V1 answer says nothing about V2: never a mismatch
+        return Comparison(SKIPPED, [], None,
+                          [*flags, *(["v1_error"] if v1.error else []), v1.incomplete])
     flags += answer_flags("v1", v1, method)
     if v2.skipped:
         return Comparison(SKIPPED, [], None, flags)
@@ -116,6 +120,15 @@ def compare(request: Request | None, v1: Answer, v2: Answer, route: str | None,
     outcome = MISMATCH if diff else MATCH
     return Comparison(outcome, diff, signature(method, route, diff) if diff else None, flags,
                       suppressed=dict(suppressed), noise=noise, noise_paths=noise_paths)
+
+
+def compare_error(step: str, error: BaseException, flags: Sequence[str] = ()) -> Comparison:
+    """The outcome of an exchange whose `step` (memory, diff, store, ...) failed: recorded
+    as data, with the reason, so it neither stalls the others nor passes as a match."""
+    reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    if len(reason) > 300:
+        reason = reason[:300] + "…"
+    return Comparison(COMPARE_ERROR, [], None, [*flags, f"compare_error:{step}: {reason}"])
 
 
 def generalize(path: str) -> str:

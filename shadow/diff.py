@@ -175,12 +175,121 @@ def json_path(parts: list[Any]) -> str:
 def _canonical(value: Any) -> bytes:
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # integers beyond 64 bits: the slow, exact path
-        return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    except TypeError:  # integers beyond 64 bits, or nesting orjson refuses: the exact path
+        return _canonical_deep(value)
+
+
+def _canonical_deep(value: Any) -> bytes:
+    """Canonical JSON (sorted keys) of a value nested arbitrarily deep: an explicit stack,
+    no recursion (orjson stops at 255 levels, the standard encoder at Python's stack)."""
+    out: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, _Token):
+            out.append(v.text)
+        elif isinstance(v, dict):
+            items = sorted(v.items(), key=lambda kv: str(kv[0]))
+            out.append("{")
+            stack.append(_Token("}"))
+            for n, (k, item) in enumerate(reversed(items)):
+                stack.append(item)
+                stack.append(_Token(json.dumps(str(k)) + ":"))
+                if n < len(items) - 1:
+                    stack.append(_Token(","))
+        elif isinstance(v, (list, tuple)):
+            out.append("[")
+            stack.append(_Token("]"))
+            for n, item in enumerate(reversed(v)):
+                stack.append(item)
+                if n < len(v) - 1:
+                    stack.append(_Token(","))
+        else:
+            out.append(json.dumps(v))
+    return "".join(out).encode("utf-8", "surrogatepass")
+
+
+class _Token:
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+# A difference says where two answers part and shows both sides; it is not a copy of them.
+MAX_DIFF_DEPTH = 32  # levels the structural diff descends; deeper subtrees compare by digest
+MAX_VALUE_CHARS = 4096  # a Difference keeps at most this much of each side (JSON text)
+MAX_PATH_CHARS = 1024
+_PREVIEW_CHARS = 200
+
+
+def clip_depth(value: Any, depth: int = MAX_DIFF_DEPTH) -> Any:
+    """`value` with every array or object nested deeper than `depth` replaced by a text
+    naming its size and digest: equal subtrees stay equal, different ones differ there."""
+    if not isinstance(value, (dict, list)) or _within(value, depth):
+        return value  # the usual case: nothing to copy
+    return _clip(value, depth)
+
+
+def _within(value: Any, depth: int) -> bool:
+    """Whether no array or object inside `value` sits `depth` or more levels down."""
+    if depth <= 0:
+        return False
+    stack = [(value, 0)]
+    while stack:
+        v, level = stack.pop()
+        children = v.values() if isinstance(v, dict) else v
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if level + 1 >= depth:
+                    return False
+                stack.append((child, level + 1))
+    return True
+
+
+def _clip(value: Any, depth: int) -> Any:
+    if not isinstance(value, (dict, list)):
+        return value
+    if depth <= 0:
+        return _deep_marker(value)
+    if isinstance(value, dict):
+        return {k: _clip(v, depth - 1) for k, v in value.items()}
+    return [_clip(v, depth - 1) for v in value]
+
+
+def _deep_marker(value: Any) -> str:
+    text = _canonical_deep(value)
+    kind = "object" if isinstance(value, dict) else "array"
+    return (f"<{kind} nested deeper than {MAX_DIFF_DEPTH} levels: {len(text)} bytes, "
+            f"sha256 {hashlib.sha256(text).hexdigest()[:16]}>")
+
+
+def cap_value(value: Any, limit: int = MAX_VALUE_CHARS) -> Any:
+    """One side of a Difference as kept: long strings cut, big arrays and objects replaced by
+    a text with their size, digest and beginning."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else \
+            f"{value[:limit]}… [{len(value)} characters, cut]"
+    if not isinstance(value, (dict, list)):
+        return value
+    text = _canonical(value)
+    if len(text) <= limit:
+        return value
+    kind = "object" if isinstance(value, dict) else "array"
+    preview = text[:_PREVIEW_CHARS].decode("utf-8", "replace")
+    return (f"<{kind} of {len(text)} bytes, sha256 {hashlib.sha256(text).hexdigest()[:16]}: "
+            f"{preview}…>")
+
+
+def _cap_path(path: str) -> str:
+    return path if len(path) <= MAX_PATH_CHARS else path[:MAX_PATH_CHARS] + "…"
 
 
 def json_differences(a: Any, b: Any) -> list[Difference]:
-    """Structural JSON differences, sorted by path. Key order never matters."""
+    """Structural JSON differences, sorted by path. Key order never matters. The diff stops
+    MAX_DIFF_DEPTH levels down (a difference deeper is reported there) and each value it
+    keeps is capped (cap_value): a hostile answer cannot make it recurse or grow unbounded."""
+    a, b = clip_depth(a), clip_depth(b)
     if _canonical(a) == _canonical(b):
         return []
     # zip: arrays compare position by position (JSON semantics), and 0 never equals false
@@ -189,9 +298,10 @@ def json_differences(a: Any, b: Any) -> list[Difference]:
     for report, items in tree.items():
         kind = _KINDS.get(report, "changed")
         for item in items:
-            t1 = None if kind == "added" else _plain(item.t1)
-            t2 = None if kind == "removed" else _plain(item.t2)
-            out.append(Difference(json_path(item.path(output_format="list")), kind, t1, t2))
+            t1 = None if kind == "added" else cap_value(_plain(item.t1))
+            t2 = None if kind == "removed" else cap_value(_plain(item.t2))
+            out.append(Difference(_cap_path(json_path(item.path(output_format="list"))),
+                                  kind, t1, t2))
     out.sort(key=lambda d: (d.path, d.kind))
     return out
 
@@ -230,7 +340,7 @@ def body_differences(v1: Answer, v2: Answer,
     ok2, doc2 = parse_json(b2) if (json2 or b2[:1] in (b"{", b"[")) else (False, None)
     complete = not v1.body_truncated and not v2.body_truncated
     if ok1 and ok2 and complete:
-        return json_diff(doc1, doc2), flags
+        return json_diff(clip_depth(doc1), clip_depth(doc2)), flags
     media1, media2 = _media(v1), _media(v2)
     if complete and media1 == media2 == "application/x-www-form-urlencoded":
         return json_diff(form_fields(b1), form_fields(b2)), flags
@@ -273,7 +383,7 @@ def text_differences(a: str, b: str) -> list[Difference]:
             new = lb[j1 + k] if j1 + k < j2 else None
             kind = "changed" if old is not None and new is not None else (
                 "removed" if new is None else "added")
-            out.append(Difference(f"line[{i1 + k + 1}]", kind, old, new))
+            out.append(Difference(f"line[{i1 + k + 1}]", kind, cap_value(old), cap_value(new)))
             if len(out) >= MAX_TEXT_DIFFS:
                 return out
     return out

@@ -8,7 +8,9 @@ sum: the comparer's, or the `--metrics-listen` of the parent.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import generate_latest as _generate_latest
@@ -30,6 +32,25 @@ def exposition(multiproc_dir: str | None = None) -> bytes:
     return _generate_latest(registry)
 
 
+_contained_failed = False
+
+
+def contained(update: Callable[..., object], *args: object) -> None:
+    """Run one metrics update where a client's request or an event must not pay for it:
+    an exception (a bug, a full disk under multiprocess mode) is logged once and costs
+    only the count. `contained(EVENTS_PUBLISHED.inc, n)`,
+    `contained(lambda: PROXY_REQUESTS.labels("ok").inc())`."""
+    global _contained_failed
+    try:
+        update(*args)
+    except Exception:
+        if not _contained_failed:
+            _contained_failed = True
+            logging.getLogger("shadow.metrics").exception(
+                "a metrics update failed; requests and events are unaffected, metrics may be "
+                "incomplete (logged once)")
+
+
 def write_to(multiproc_dir: str) -> None:
     """Make this process write its metrics to `multiproc_dir` too, as its children do. For a
     supervisor: it imported this module before it knew the directory, and prometheus_client
@@ -42,7 +63,7 @@ def write_to(multiproc_dir: str) -> None:
 
 # proxy
 PROXY_REQUESTS = Counter("shadow_proxy_requests_total", "Client requests the proxy answered",
-                         ["result"])  # ok, v1_error, v1_timeout, refused
+                         ["result"])  # ok, v1_error, v1_timeout, v1_aborted, client_aborted, refused
 PROXY_WEBSOCKETS = Counter("shadow_proxy_websockets_total",
                            "WebSocket upgrades passed through to V1 (not shadowed)")
 PROXY_V1_DURATION = Histogram("shadow_proxy_v1_duration_seconds",
@@ -73,6 +94,11 @@ COMPARISONS = Counter("shadow_comparisons_total", "Exchanges compared", ["outcom
 COMPARE_DURATION = Histogram("shadow_compare_duration_seconds", "Time the pure diff took",
                              buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0))
 EVENTS_INGESTED = Counter("shadow_comparer_events_total", "Events written to the store", ["type"])
+ROUTES_OVERFLOWED = Counter("shadow_routes_overflowed_total",
+                            "Requests counted as the '(other)' route: --max-routes were known")
+EVENTS_UNSTORABLE = Counter("shadow_comparer_unstorable_events_total",
+                            "Events the store refused alone (left for redelivery, then "
+                            "dead-lettered)")
 
 # supervisor (`shadow up`, `shadow proxy --workers N`)
 CHILD_RESTARTS = Counter("shadow_child_restarts_total",

@@ -18,7 +18,9 @@ MISMATCH = "mismatch"
 V2_ERROR = "v2_error"
 SKIPPED = "skipped"
 V1_ONLY = "v1_only"
-OUTCOMES = (PENDING, MATCH, MISMATCH, V2_ERROR, SKIPPED, V1_ONLY)
+V1_MISSING = "v1_missing"  # V1's answer never came within the join timeout: nothing to compare
+COMPARE_ERROR = "compare_error"  # judging or storing this exchange failed (reason in flags)
+OUTCOMES = (PENDING, MATCH, MISMATCH, V2_ERROR, SKIPPED, V1_ONLY, V1_MISSING, COMPARE_ERROR)
 
 DiffKind = Literal["changed", "added", "removed", "type", "status", "header", "body"]
 
@@ -31,6 +33,10 @@ class Request:
     body: bytes = b""
     body_size: int = 0
     body_truncated: bool = False
+    # how V1 was reached, recorded by the proxy so the replay can give V2 the same
+    # X-Forwarded-* (shadow/forwarding.py): the client's address and scheme (None: unknown)
+    client: str | None = None
+    scheme: str | None = None
 
 
 @dataclass(slots=True)

@@ -281,15 +281,25 @@ def load_rules_file(path: str | None) -> RuleSet:
 
 
 CANONICAL_RESOURCE = "canonical-resource"
+OTHER_ROUTE = "(other)"  # every route beyond --max-routes counts as this one
 
 
-def route_of(rules: RuleSet, method: str, url: str, headers: list[tuple[str, str]]) -> str:
-    """A `Canonical-Resource` request header wins, then the user's route templates, then the
-    automatic template (numbers, UUIDs, hex ids, ULIDs and tokens become {id})."""
+def route_of(rules: RuleSet, method: str, url: str, headers: list[tuple[str, str]], *,
+             trust_header: bool = False) -> str:
+    """The user's route templates, then the automatic template (numbers, UUIDs, hex ids, ULIDs
+    and tokens become {id}). A `Canonical-Resource` request header wins only with
+    `trust_header` (--trust-canonical-resource): else any client could move its traffic
+    between routes in the verdict."""
     from shadow.routes import route_template
 
-    for k, v in headers:
-        if k.lower() == CANONICAL_RESOURCE and v.startswith("/"):
-            return v.strip()
+    if trust_header:
+        for k, v in headers:
+            if k.lower() == CANONICAL_RESOURCE and v.startswith("/"):
+                return v.strip()
     path = url.split("?", 1)[0]
     return rules.route_for(path) or route_template(url)
+
+
+def capped_route(route: str, admitted: set[str] | frozenset[str]) -> str:
+    """`route` if it is among the admitted routes (see --max-routes), else OTHER_ROUTE."""
+    return route if route in admitted else OTHER_ROUTE

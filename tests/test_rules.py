@@ -150,7 +150,8 @@ async def test_rules_through_the_pipeline_hide_noise_name_routes_and_count(http_
                           '[[rules]]\nname = "timestamps"\nroute = "/shops/*"\n'
                           'ignore = ["$.at"]\nreason = "generated per call"\nowner = "orders"\n')
     v1, v2 = await http_server(app(1)), await http_server(app(2))
-    async with Pipeline(settings_factory(v1=v1, v2=v2, rules=str(rules_file))) as p, \
+    async with Pipeline(settings_factory(v1=v1, v2=v2, rules=str(rules_file),
+                                         trust_canonical_resource=True)) as p, \
             aiohttp.ClientSession() as client:
         for i in range(1, 41):
             headers = {"Canonical-Resource": "/orders/by-shop"} if i == 40 else {}
