@@ -91,8 +91,13 @@ def request_to_dict(r: Request) -> dict[str, Any]:
 
 
 def _request_head(r: Request) -> dict[str, Any]:
-    return {"method": r.method, "url": r.url, "headers": r.headers, "body_size": r.body_size,
-            "body_truncated": r.body_truncated}
+    out: dict[str, Any] = {"method": r.method, "url": r.url, "headers": r.headers,
+                           "body_size": r.body_size, "body_truncated": r.body_truncated}
+    if r.client is not None:
+        out["client"] = r.client
+    if r.scheme is not None:
+        out["scheme"] = r.scheme
+    return out
 
 
 def request_from_dict(d: dict[str, Any]) -> Request:
@@ -103,7 +108,13 @@ def request_from_dict(d: dict[str, Any]) -> Request:
         body=_unb64(d.get("body") or ""),
         body_size=int(d.get("body_size") or 0),
         body_truncated=bool(d.get("body_truncated")),
+        client=_optional_str(d.get("client")),
+        scheme=_optional_str(d.get("scheme")),
     )
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def answer_to_dict(a: Answer) -> dict[str, Any]:

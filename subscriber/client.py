@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import time
 
 import aiohttp
@@ -9,23 +11,40 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from shadow import metrics, rawheaders
+from shadow.forwarding import upstream_request_headers
 from shadow.model import Answer, Headers, Request
 from shadow.settings import Settings
-from subscriber.policy import Policy
+from subscriber.policy import SAFE_METHODS, Policy
 
-_DROP_ON_REPLAY = frozenset({
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-    "upgrade", "proxy-authenticate", "proxy-authorization", "host", "content-length",
-})
 _CHUNK = 64 * 1024
+RETRY_DELAY_S = 0.2  # before the one retry of a safe request that V2 dropped unanswered
+_TRANSIENT_ERRNOS = frozenset({errno.ECONNRESET, errno.ECONNREFUSED, errno.EPIPE})
 
 
-def replay_headers(headers: Headers, request_id_header: str, request_id: str) -> Headers:
-    drop = _DROP_ON_REPLAY | {request_id_header.lower()}
-    for k, v in headers:
-        if k.lower() == "connection":
-            drop = drop | {t.strip().lower() for t in v.split(",")}
-    return [(k, v) for k, v in headers if k.lower() not in drop] + [(request_id_header, request_id)]
+def replay_headers(request: Request, settings: Settings, request_id: str) -> Headers:
+    """The headers V1 got for `request`, rebuilt by the proxy's own pure function from what
+    it recorded (shadow/forwarding.py; the client's address and scheme): end-to-end
+    headers, the request id, X-Forwarded-*, Host per --preserve-host. Content-Length is
+    left to the HTTP client, which writes it for the body it sends. --v2-set-headers /
+    --v2-remove-headers come after (Policy.headers). An event from a proxy that did not
+    record the scheme gets none of shadow's own forwarding headers."""
+    host = next((v for k, v in request.headers if k.lower() == "host"), None)
+    headers = upstream_request_headers(
+        request.headers, settings.request_id_header, request_id, request.client,
+        request.scheme or "http", host,
+        forwarded=settings.forwarded_headers and request.scheme is not None,
+        trust_forwarded=settings.trust_forwarded, preserve_host=settings.preserve_host)
+    return [(k, v) for k, v in headers if k.lower() != "content-length"]
+
+
+def transient(error: BaseException) -> bool:
+    """A failure before any byte of the answer that a second try may not meet: the
+    connection refused or reset, or closed by the server without an answer."""
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return True
+    if isinstance(error, (ConnectionResetError, ConnectionRefusedError, BrokenPipeError)):
+        return True
+    return isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS
 
 
 class ReplayClient:
@@ -55,32 +74,47 @@ class ReplayClient:
             await session.close()
 
     async def call(self, base: str, request: Request, request_id: str, name: str = "V2") -> Answer:
+        """Send `request` to `base`; a safe request that failed before any byte of the
+        answer (refused, reset, closed unanswered) is sent once more after a short delay."""
+        answer, retry = await self._send(base, request, request_id, name)
+        if retry and request.method.upper() in SAFE_METHODS:
+            metrics.REPLAY_RETRIES.inc()
+            await asyncio.sleep(RETRY_DELAY_S)
+            answer, _ = await self._send(base, request, request_id, name)
+        metrics.REPLAYS.labels("error" if answer.error is not None else "answered").inc()
+        return answer
+
+    async def _send(self, base: str, request: Request, request_id: str,
+                    name: str) -> tuple[Answer, bool]:
+        """One try: the answer (or the error as data), and whether the failure was transient
+        and came before any byte of the answer."""
         assert self._session is not None, "ReplayClient.start() first"
         started = time.perf_counter()
+        answered = False
         metrics.REPLAYS_IN_FLIGHT.inc()
         try:
             async with self._session.request(
                     request.method, URL(base + self.policy.url(request.url), encoded=True),
-                    headers=CIMultiDict(self.policy.headers(replay_headers(
-                        request.headers, self.settings.request_id_header, request_id))),
+                    headers=CIMultiDict(self.policy.headers(
+                        replay_headers(request, self.settings, request_id))),
                     data=request.body if request.body_size else None,
                     allow_redirects=False, compress=None) as resp:
+                answered = True
                 body, size = await _read_capped(resp, self.settings.capture_cap_bytes)
                 latency = (time.perf_counter() - started) * 1000
-                metrics.REPLAYS.labels("answered").inc()
                 metrics.REPLAY_DURATION.observe(latency / 1000)
                 return Answer(status=resp.status, headers=list(resp.headers.items()), body=body,
                               body_size=size, body_truncated=size > len(body),
-                              latency_ms=latency, target=base)
+                              latency_ms=latency, target=base), False
         except TimeoutError:
-            error = f"{name} timed out"
+            error, retry = f"{name} timed out", False
         except (aiohttp.ClientError, OSError) as e:
-            error = f"{name} unreachable: {type(e).__name__}: {e}"
+            error, retry = f"{name} unreachable: {type(e).__name__}: {e}", \
+                not answered and transient(e)
         finally:
             metrics.REPLAYS_IN_FLIGHT.dec()
-        metrics.REPLAYS.labels("error").inc()
         return Answer(status=None, error=error, target=base,
-                      latency_ms=(time.perf_counter() - started) * 1000)
+                      latency_ms=(time.perf_counter() - started) * 1000), retry
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, int]:

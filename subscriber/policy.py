@@ -45,9 +45,12 @@ class Policy:
                                      .split(",") if h.strip()),
             strip_prefix=s.v2_strip_prefix or "", add_prefix=s.v2_add_prefix or "")
 
-    def decision(self, request: Request, request_id: str) -> str | None:
-        """None to replay, else the reason it is skipped (recorded on the exchange)."""
-        if request.method.upper() not in SAFE_METHODS and not self.allow_side_effects:
+    def decision(self, request: Request, exchange_id: str) -> str | None:
+        """None to replay, else the reason it is skipped (recorded on the exchange).
+
+        Sampling is by `exchange_id`, the proxy's own key (RequestEvent.id), never by the
+        request id: that one the client may choose, and with it force or avoid sampling."""
+        if not self.sends(request.method, "V2"):
             return "method_not_replayed"
         if request.body_truncated:
             return "request_body_truncated"
@@ -55,9 +58,22 @@ class Policy:
         if not any(fnmatch.fnmatchcase(path, g) for g in self.include) or \
                 any(fnmatch.fnmatchcase(path, g) for g in self.exclude):
             return "route_excluded"
-        if self.sample_percent < 100 and not sampled(request_id, self.sample_percent):
+        if self.sample_percent < 100 and not sampled(exchange_id, self.sample_percent):
             return "not_sampled"
         return None
+
+    def sends(self, method: str, target: str) -> bool:
+        """May a request with `method` go to `target` ("V2" or "V1'")? Safe methods go
+        everywhere; the others only to V2 with --allow-side-effects: V1' is a second V1,
+        whose writes would be real ones."""
+        if method.upper() in SAFE_METHODS:
+            return True
+        return self.allow_side_effects and target == "V2"
+
+    def write_targets(self, targets: dict[str, str]) -> list[str]:
+        """The names in `targets` (name -> URL) that will receive POST/PUT/PATCH/DELETE."""
+        return [name for name in targets
+                if any(self.sends(m, name) for m in ("POST", "PUT", "PATCH", "DELETE"))]
 
     def url(self, url: str) -> str:
         if self.strip_prefix and url.startswith(self.strip_prefix):
@@ -87,9 +103,9 @@ def ordering_key(request: Request, name: str) -> str | None:
     return None
 
 
-def sampled(request_id: str, percent: float) -> bool:
-    """Deterministic by request id: every service (and every replay) agrees."""
-    bucket = int.from_bytes(hashlib.sha1(request_id.encode()).digest()[:4], "big") % 10_000
+def sampled(exchange_id: str, percent: float) -> bool:
+    """Deterministic by exchange id: every service (and every replay) agrees."""
+    bucket = int.from_bytes(hashlib.sha1(exchange_id.encode()).digest()[:4], "big") % 10_000
     return bucket < percent * 100
 
 
@@ -128,6 +144,16 @@ class CircuitBreaker:
         if self.opened_at is None:
             return "closed"
         return "half_open" if self.probing else "open"
+
+    def until_probe(self, now: float) -> float | None:
+        """Seconds until a probe may go (0: now); None when closed or a probe is out."""
+        if self.opened_at is None or self.probing:
+            return None
+        return max(0.0, self.opened_at + self.cooldown_s - now)
+
+    def abandon_probe(self) -> None:
+        """The probe `allow` granted was never sent: the next request may be the probe."""
+        self.probing = False
 
     def allow(self, now: float) -> bool:
         if self.opened_at is None:

@@ -3,6 +3,12 @@
 Each entry is handled by its own task, at most `replay_concurrency` at once; its
 candidate is published and the entry acknowledged in one MULTI, so a crash in
 between leaves the entry pending (to be replayed), never lost.
+
+V2 down means late comparisons, not lost ones: while the circuit breaker is open no
+new entry is read (the backlog waits in the stream, as the group's lag), requests
+already read wait at the gate in arrival order, and when the cool-down ends the first
+of them is V2's probe. A failed probe goes back in line; a successful one closes the
+breaker and everything goes on.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import contextlib
 import functools
 import logging
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -30,6 +38,84 @@ from subscriber.policy import CircuitBreaker, Policy, TokenBucket, ordering_key
 log = logging.getLogger("shadow.subscriber")
 
 
+class Gate:
+    """Where replays wait while the V2 breaker is open, in arrival order (their entries stay
+    pending in Redis). When the cool-down ends, the first in line goes to V2 as the probe;
+    when the breaker closes, every waiter goes on."""
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self.breaker = breaker
+        self.waiting: deque[asyncio.Future[bool]] = deque()
+        self.changed = asyncio.Event()  # the breaker's state may have changed
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def enter(self, touch: Callable[[], Awaitable[None]], touch_every_s: float) -> bool:
+        """Wait until this request may go to V2; True when it goes as the probe. While it
+        waits, `touch` runs every `touch_every_s` (keeps its entry from looking abandoned)."""
+        while True:
+            if self.breaker.allow(time.monotonic()):
+                return self.breaker.probing
+            waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self.waiting.append(waiter)
+            self._arm()
+            metrics.REPLAYS_WAITING.inc()
+            try:
+                while not waiter.done():
+                    await asyncio.wait({waiter}, timeout=touch_every_s)
+                    if not waiter.done():
+                        await touch()
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and waiter.result():
+                    self.breaker.abandon_probe()  # granted the probe, never sent it
+                    self._arm()
+                waiter.cancel()
+                raise
+            finally:
+                metrics.REPLAYS_WAITING.dec()
+                with contextlib.suppress(ValueError):
+                    self.waiting.remove(waiter)
+            if waiter.result():
+                return True
+
+    def settled(self) -> None:
+        """After each breaker.record(): release everyone if closed, else plan the probe."""
+        closed = self.breaker.state == "closed"
+        metrics.V2_BREAKER_OPEN.set(0 if closed else 1)
+        if closed:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            while self.waiting:
+                waiter = self.waiting.popleft()
+                if not waiter.done():
+                    waiter.set_result(False)
+        else:
+            self._arm()
+        self.changed.set()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self) -> None:
+        if self._timer is not None or not self.waiting:
+            return
+        delay = self.breaker.until_probe(time.monotonic())
+        if delay is not None:  # None: closed (waiters released) or a probe is out
+            self._timer = asyncio.get_running_loop().call_later(delay, self._grant)
+
+    def _grant(self) -> None:
+        self._timer = None
+        while self.waiting and self.waiting[0].done():
+            self.waiting.popleft()
+        if not self.waiting:
+            return  # nobody in hand: the reader takes the probe from the stream
+        if self.breaker.allow(time.monotonic()):
+            self.waiting.popleft().set_result(self.breaker.probing)
+        else:
+            self._arm()
+
 
 class Subscriber:
     def __init__(self, settings: Settings, redis: aioredis.Redis, *, keys: Keys | None = None) -> None:
@@ -43,6 +129,7 @@ class Subscriber:
         self.policy = Policy.from_settings(settings)
         self.rate = TokenBucket(settings.max_replay_rate) if settings.max_replay_rate else None
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
+        self.gate = Gate(self.breaker)
         self.reader = GroupReader(
             redis, [self.keys.v1], REPLAYERS,
             settings.consumer or default_consumer_name("subscriber"),
@@ -58,9 +145,18 @@ class Subscriber:
         self._order_users: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self.replayed = 0
-        if settings.allow_side_effects:
-            log.warning("--allow-side-effects: POST/PUT/PATCH/DELETE requests WILL be sent to V2 "
-                        "(%s); make sure V2 cannot charge, mail or write anything real", self.v2)
+        targets = {"V2": self.v2}
+        if self.v1_secondary:
+            targets["V1'"] = self.v1_secondary
+        writes = self.policy.write_targets(targets)
+        if writes:
+            read_only = [f"{name} gets only GET, HEAD and OPTIONS" for name in targets
+                         if name not in writes]
+            log.warning("--allow-side-effects: POST/PUT/PATCH/DELETE requests WILL be sent to "
+                        "%s; make sure %s cannot charge, mail or write anything real%s",
+                        " and ".join(f"{name} ({targets[name]})" for name in writes),
+                        "it" if len(writes) == 1 else "none of them",
+                        f" ({'; '.join(read_only)})" if read_only else "")
 
     async def start(self) -> None:
         if self._task is not None:
@@ -74,6 +170,9 @@ class Subscriber:
         pending for this or another consumer. Idempotent."""
         task, self._task = self._task, None
         await cancel_and_wait(task)
+        for waiter in list(self.gate.waiting):
+            waiter.cancel()  # V2 is down: their entries stay pending for the next start
+        self.gate.close()
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=deadline_s)
             for t in list(self._inflight.values()):
@@ -87,6 +186,7 @@ class Subscriber:
             try:
                 await self._slots.acquire()
                 self._slots.release()
+                await self._while_breaker_open()
                 entries = await self.reader.read()
                 backoff = 0.05
             except (RedisError, OSError) as e:
@@ -111,6 +211,19 @@ class Subscriber:
                 with contextlib.suppress(RedisError, OSError):
                     await self.reader.ack(skip)
 
+    async def _while_breaker_open(self) -> None:
+        """While the V2 breaker is open, take no new entries: they wait in the stream (the
+        group's lag). Go on when it closes, or when a probe is due and no request already
+        read is waiting to be it (then the probe is the next entry in the stream)."""
+        while self.breaker.state != "closed":
+            delay = self.breaker.until_probe(time.monotonic())
+            if delay == 0 and not self.gate.waiting:
+                return
+            self.gate.changed.clear()
+            timeout = delay if delay is not None and not self.gate.waiting else 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.gate.changed.wait(), timeout)
+
     def _done(self, entry_id: bytes, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(entry_id, None)
         self._slots.release()
@@ -133,7 +246,7 @@ class Subscriber:
         key = ordering_key(event.request, self.settings.ordered_by) \
             if self.settings.ordered_by else None
         if key is None:
-            answer, secondary = await self._ask(event)
+            answer, secondary = await self._ask(event, entry)
         else:
             # requests sharing the key reach V2 one at a time, in arrival order (asyncio.Lock
             # is FIFO, and tasks reach it in the order they were read from the stream)
@@ -141,7 +254,7 @@ class Subscriber:
             self._order_users[key] = self._order_users.get(key, 0) + 1
             try:
                 async with lock:
-                    answer, secondary = await self._ask(event)
+                    answer, secondary = await self._ask(event, entry)
             finally:
                 self._order_users[key] -= 1
                 if not self._order_users[key]:
@@ -155,10 +268,11 @@ class Subscriber:
             return
         self.replayed += 1
 
-    async def _ask(self, event: RequestEvent) -> tuple[Answer, Answer | None]:
-        answer = await self.replay(event)
+    async def _ask(self, event: RequestEvent, entry: Entry) -> tuple[Answer, Answer | None]:
+        answer = await self.replay(event, entry)
         secondary = None
-        if self.v1_secondary and answer.skipped is None:
+        if self.v1_secondary and answer.skipped is None and \
+                self.policy.sends(event.request.method, "V1'"):
             secondary = await self.client.call(self.v1_secondary, event.request,
                                                event.request_id, "V1'")
         return answer, secondary
@@ -170,23 +284,37 @@ class Subscriber:
             pipe.xack(entry.stream, REPLAYERS, entry.id)
             await pipe.execute()
 
-    async def replay(self, event: RequestEvent) -> Answer:
-        """Send the request to V2; any failure becomes data on the answer."""
-        reason = self.policy.decision(event.request, event.request_id)
-        now = time.monotonic()
-        if reason is None and self.rate is not None and not self.rate.take(now):
+    async def replay(self, event: RequestEvent, entry: Entry | None = None) -> Answer:
+        """Send the request to V2; any failure becomes data on the answer. While the breaker
+        is open it waits (see Gate); a failed probe waits again, never recorded."""
+        reason = self.policy.decision(event.request, event.id)
+        if reason is None and self.rate is not None and not self.rate.take(time.monotonic()):
             reason = "rate_limited"
-        if reason is None and not self.breaker.allow(now):
-            reason = "breaker_open"
         if reason is not None:
             metrics.REPLAYS.labels("skipped").inc()
             return Answer(status=None, skipped=reason, target=self.v2)
-        answer = await self.client.call(self.v2, event.request, event.request_id)
-        was = self.breaker.state
-        self.breaker.record(answer.error is None, time.monotonic())
-        if self.breaker.state != was:
-            log.warning("V2 circuit breaker %s -> %s (%s)", was, self.breaker.state,
-                        answer.error or "V2 answered")
-        return answer
+        while True:
+            probe = await self.gate.enter(functools.partial(self._touch, entry),
+                                          self.settings.claim_idle_s / 3)
+            answer = await self.client.call(self.v2, event.request, event.request_id)
+            was = self.breaker.state
+            self.breaker.record(answer.error is None, time.monotonic())
+            if self.breaker.state != was:
+                log.warning("V2 circuit breaker %s -> %s (%s)%s", was, self.breaker.state,
+                            answer.error or "V2 answered",
+                            "; replays wait, new entries stay in the stream until a probe "
+                            "succeeds" if self.breaker.state == "open" else "")
+            self.gate.settled()
+            if answer.error is None or not probe:
+                return answer
+            log.info("request %s was V2's probe and failed (%s): it waits for the next one",
+                     event.request_id, answer.error)
 
-
+    async def _touch(self, entry: Entry | None) -> None:
+        """Reset the idle time of an entry waiting at the gate (XCLAIM JUSTID: its delivery
+        count stays), so no consumer takes it over as abandoned."""
+        if entry is None:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.xclaim(entry.stream, REPLAYERS, self.reader.consumer,
+                                    min_idle_time=0, message_ids=[entry.id], justid=True)
