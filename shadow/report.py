@@ -1,4 +1,10 @@
-"""Render the /api/summary object for people (rich on a terminal, plain text otherwise)."""
+"""Render the /api/summary object for people (rich on a terminal, plain text otherwise).
+
+Every string that comes from traffic (paths, routes, headers, bodies, diff paths and values,
+class paths, reasons) goes into a `rich.text.Text` through `_t()`: never parsed as Rich markup,
+its control characters shown as escapes (shadow.safetext.visible). Markup strings here are
+only ever this module's own constants.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,28 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from shadow.safetext import visible
+
+
+def _t(*parts: Any, style: str = "") -> Text:
+    """Plain text from traffic-derived parts (each made visible; never parsed as markup). A
+    part may be a (value, style) pair."""
+    text = Text(style=style)
+    for part in parts:
+        value, part_style = part if isinstance(part, tuple) else (part, "")
+        text.append(visible(value), style=part_style)
+    return text
 
 
 def _pct(rate: float | None) -> str:
     return "-" if rate is None else f"{rate * 100:.1f}%"
 
 
-def describe_diffs(top: list[dict[str, Any]], limit: int = 3) -> str:
-    return "\n".join(f"{d['path']} {d['kind']} ×{d['count']}" for d in top[:limit]) or "-"
+def describe_diffs(top: list[dict[str, Any]], limit: int = 3) -> Text:
+    return Text("\n").join(_t(f"{d['path']} {d['kind']} ×{d['count']}") for d in top[:limit]) \
+        or Text("-")
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
@@ -28,12 +48,12 @@ def summary_table(summary: dict[str, Any]) -> Table:
         color = "green" if rate == 1 else ("red" if rate is not None and rate < 0.99 else "yellow")
         v1, v2 = r.get("v1_latency_ms") or {}, r.get("v2_latency_ms") or {}
         lat = f"{_num(v1.get('p50'))}/{_num(v2.get('p50'))}"
-        table.add_row(f"{r['method']} {r['route']}", str(r["total"]), str(r["compared"]),
-                      f"[{color}]{_pct(rate)}[/]" if rate is not None else "-",
-                      str(r["mismatched"]), f"{r.get('skipped', 0)}/{r.get('v2_errors', 0)}",
-                      lat, describe_diffs(r.get("top_diffs", [])),
-                      "\n".join(f"{n['path']} {n['rate'] * 100:.0f}%" for n in r.get("noise", [])[:3]
-                                if n.get("rate") is not None) or "-")
+        noise = Text("\n").join(_t(f"{n['path']} {n['rate'] * 100:.0f}%")
+                                for n in r.get("noise", [])[:3] if n.get("rate") is not None)
+        table.add_row(_t(f"{r['method']} {r['route']}"), _t(r["total"]), _t(r["compared"]),
+                      Text(_pct(rate), style=color) if rate is not None else "-",
+                      _t(r["mismatched"]), _t(f"{r.get('skipped', 0)}/{r.get('v2_errors', 0)}"),
+                      lat, describe_diffs(r.get("top_diffs", [])), noise or Text("-"))
     return table
 
 
@@ -41,15 +61,21 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def totals_line(summary: dict[str, Any]) -> str:
+def totals_line(summary: dict[str, Any]) -> str:  # figures only; print it as _t(...)
     dropped = summary.get("dropped_events")
     return (f"{summary['total']} exchanges: {summary['compared']} compared, "
             f"{summary['matched']} matched ({_pct(summary.get('match_rate'))}), "
-            f"{summary['mismatched']} mismatched, {summary['skipped']} skipped, "
+            f"{summary['mismatched']} mismatched, "
+            + (f"{summary['compare_errors']} compare errors, "
+               if summary.get("compare_errors") else "")
+            + f"{summary['skipped']} skipped, "
             f"{summary['v2_errors']} V2 errors, {summary['pending']} pending, "
-            f"{summary.get('v1_only', 0)} without V2 answer; "
-            f"{'unknown' if dropped is None else dropped} events dropped by the proxy"
-            + _behind(summary.get("streams")))
+            f"{summary.get('v1_only', 0)} without V2 answer"
+            + (f", {summary['v1_missing']} without V1 answer" if summary.get("v1_missing") else "")
+            + f"; {'unknown' if dropped is None else dropped} events dropped by the proxy"
+            + _behind(summary.get("streams"))
+            + (f"; {summary['routes_overflowed']} exchanges counted as route (other): "
+               "--max-routes reached" if summary.get("routes_overflowed") else ""))
 
 
 def behind(streams: dict[str, Any] | None) -> tuple[float, float] | None:
@@ -76,9 +102,9 @@ def make_console() -> Console:
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
     console = console or make_console()
     console.print(summary_table(summary))
-    console.print(totals_line(summary))
+    console.print(_t(totals_line(summary)))
     for w in summary.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {w}")
+        console.print(_t(("warning:", "yellow"), " ", w))
 
 
 def _when(ts: float | None) -> str:
@@ -96,9 +122,10 @@ def mismatches_table(items: list[dict[str, Any]]) -> Table:
     for x in items:
         diffs = ", ".join(f"{d['path']} {d['kind']}" for d in x["diff"][:3])
         more = len(x["diff"]) - 3
-        table.add_row(x["id"], _when(x.get("ts")), f"{x.get('method')} {x.get('url')}",
-                      f"{x.get('v1_status')}→{x.get('v2_status')}", x.get("signature") or "-",
-                      diffs + (f" (+{more})" if more > 0 else ""))
+        table.add_row(_t(x["id"]), _when(x.get("ts")), _t(f"{x.get('method')} {x.get('url')}"),
+                      _t(f"{x.get('v1_status')}→{x.get('v2_status')}"),
+                      _t(x.get("signature") or "-"),
+                      _t(diffs + (f" (+{more})" if more > 0 else "")))
     return table
 
 
@@ -111,24 +138,23 @@ def classes_table(classes: list[dict[str, Any]]) -> Table:
         status = c["status"] + (" (reopened)" if c.get("reopened") else "")
         if c.get("ticket"):
             status += f" {c['ticket']}"
-        table.add_row(c["signature"], f"{c['method']} {c['route']}", str(c["count"]),
-                      f"[{colors.get(c['status'], 'white')}]{status}[/]",
-                      "\n".join(f"{p['path']} {p['kind']}" for p in c["paths"][:5]),
-                      "\n".join(c["examples"][:2]))
+        table.add_row(_t(c["signature"]), _t(f"{c['method']} {c['route']}"), _t(c["count"]),
+                      _t(status, style=colors.get(c["status"], "white")),
+                      Text("\n").join(_t(f"{p['path']} {p['kind']}") for p in c["paths"][:5]),
+                      Text("\n").join(_t(e) for e in c["examples"][:2]))
     return table
 
 
-def verdict_lines(v: dict[str, Any]) -> list[str]:
+def verdict_lines(v: dict[str, Any]) -> list[Text]:
     lines = []
     for r in v["routes"]:
-        mark = "[green]ready[/]    " if r["ready"] else "[red]not ready[/]"
-        lines.append(f"{mark} {r['method']} {r['route']}: {r['reason']}")
-    head = ("[bold green]READY for cutover[/]" if v["ready"] else
-            "[bold red]NOT ready for cutover[/]")
-    if not v["routes"]:
-        head += ": no traffic compared yet"
-    return [*lines, head + f" (min match {v['min_match'] * 100:g}% at 95% confidence, "
-                           f"min samples {v['min_samples']})"]
+        mark = ("ready    ", "green") if r["ready"] else ("not ready", "red")
+        lines.append(_t(mark, f" {r['method']} {r['route']}: {r['reason']}"))
+    head = (("READY for cutover", "bold green") if v["ready"] else
+            ("NOT ready for cutover", "bold red"))
+    return [*lines, _t(head, ": no traffic compared yet" if not v["routes"] else "",
+                       f" (min match {v['min_match'] * 100:g}% at 95% confidence, "
+                       f"min samples {v['min_samples']})")]
 
 
 def _pretty_body(part: dict[str, Any] | None) -> str:
@@ -141,22 +167,23 @@ def _pretty_body(part: dict[str, Any] | None) -> str:
     try:
         import orjson
 
-        return orjson.dumps(orjson.loads(text), option=orjson.OPT_INDENT_2).decode()
+        text = orjson.dumps(orjson.loads(text), option=orjson.OPT_INDENT_2).decode()
     except ValueError:
-        return text
+        pass
+    return visible(text, multiline=True)
 
 
 def show_exchange(x: dict[str, Any], console: Console) -> None:
     from rich.columns import Columns
     from rich.panel import Panel
-    from rich.text import Text
 
-    console.print(f"[bold]{x['method']} {x['url']}[/]  id {x['id']}  request id "
-                  f"{x['request_id']}  route {x['route']}  at {_when(x.get('ts'))} UTC")
+    console.print(_t((f"{x['method']} {x['url']}", "bold"),
+                     f"  id {x['id']}  request id {x['request_id']}  route {x['route']}  at "
+                     f"{_when(x.get('ts'))} UTC"))
     outcome_color = {"match": "green", "mismatch": "red"}.get(x["outcome"], "yellow")
-    console.print(f"outcome [{outcome_color}]{x['outcome']}[/]"
-                  + (f"  class {x['signature']}" if x.get("signature") else "")
-                  + (f"  flags {', '.join(x['flags'])}" if x.get("flags") else ""))
+    console.print(_t("outcome ", (x["outcome"], outcome_color),
+                     f"  class {x['signature']}" if x.get("signature") else "",
+                     f"  flags {', '.join(x['flags'])}" if x.get("flags") else ""))
     differing = {d["path"].split(".")[-1].split("[")[0] for d in x["diff"]}
 
     def panel(title: str, part: dict[str, Any] | None) -> Panel:
@@ -164,10 +191,13 @@ def show_exchange(x: dict[str, Any], console: Console) -> None:
             return Panel("(no answer)", title=title)
         head = f"status {part.get('status')}" + (f"  error: {part['error']}" if part.get("error") else "")
         head += f"  skipped: {part['skipped']}" if part.get("skipped") else ""
+        head += f"  incomplete: {part['incomplete']}" if part.get("incomplete") else ""
         head += f"  {part.get('latency_ms') or 0:.1f} ms"
-        text = Text(head + "\n")
+        text = _t(head)
+        text.append("\n")
         for k, v, *_ in part.get("headers", []):  # [name, value(, exact bytes in base64)]
-            text.append(f"{k}: {v}\n", style="yellow" if k.lower() in differing else "dim")
+            text.append(visible(f"{k}: {v}") + "\n",
+                        style="yellow" if k.lower() in differing else "dim")
         text.append("\n")
         for line in _pretty_body(part).splitlines():
             key = line.strip().split(":")[0].strip('"')
@@ -177,8 +207,8 @@ def show_exchange(x: dict[str, Any], console: Console) -> None:
     console.print(Columns([panel("V1", x.get("v1")), panel("V2", x.get("v2"))], equal=True,
                           expand=True))
     if x.get("noise"):
-        console.print("noise (V1 disagrees with itself here, so these are not mismatches): "
-                      + ", ".join(f"{d['path']}" for d in x["noise"]))
+        console.print(_t("noise (V1 disagrees with itself here, so these are not mismatches): ",
+                         ", ".join(f"{d['path']}" for d in x["noise"])))
     if x["diff"]:
         table = Table(title="differences")
         for name in ("path", "kind", "v1", "v2"):
@@ -186,23 +216,24 @@ def show_exchange(x: dict[str, Any], console: Console) -> None:
         import orjson
 
         for d in x["diff"]:
-            table.add_row(d["path"], d["kind"], orjson.dumps(d["v1"]).decode()[:200],
-                          orjson.dumps(d["v2"]).decode()[:200])
+            table.add_row(_t(d["path"]), _t(d["kind"]), _t(orjson.dumps(d["v1"]).decode()[:200]),
+                          _t(orjson.dumps(d["v2"]).decode()[:200]))
         console.print(table)
 
 
 def rules_table(data: dict[str, Any]) -> Table:
-    title = f"rules from {data['source']}" if data.get("source") else "no rules file (--rules)"
+    title = _t(f"rules from {data['source']}" if data.get("source") else "no rules file (--rules)")
     table = Table(title=title, title_justify="left")
     for name in ("rule", "line", "applies to", "suppressed", "reason", "owner", "expires"):
         table.add_column(name, overflow="fold")
     for r in data["rules"]:
-        expires = r["expires"] or "-"
+        expires = _t(r["expires"] or "-")
         if r["expired"]:
-            expires = f"[red]{expires} (expired: not applied)[/]"
-        table.add_row(r["id"], str(r["line"]), f"{r['method'] or '*'} {r['route']}",
-                      str(r["suppressed"]), r["reason"] or "[yellow](no reason given)[/]",
-                      r["owner"] or "-", expires)
+            expires = _t(f"{r['expires']} (expired: not applied)", style="red")
+        table.add_row(_t(r["id"]), _t(r["line"]), _t(f"{r['method'] or '*'} {r['route']}"),
+                      _t(r["suppressed"]),
+                      _t(r["reason"]) if r["reason"] else Text("(no reason given)", "yellow"),
+                      _t(r["owner"] or "-"), expires)
     return table
 
 
@@ -215,14 +246,15 @@ def print_verification(report: dict[str, Any], console: Console, *, stored: bool
         table.add_column(name, overflow="fold")
     colors = {"fixed": "green", "still failing": "red", "changed": "yellow", "errors": "yellow"}
     for c in report["classes"]:
-        table.add_row(c["signature"], f"{c['method']} {c['route']}", str(c["replayed"]),
-                      str(c["fixed"]), str(c["still_failing"]), str(c["changed"]),
-                      f"[{colors[c['verdict']]}]{c['verdict']}[/]")
+        table.add_row(_t(c["signature"]), _t(f"{c['method']} {c['route']}"), _t(c["replayed"]),
+                      _t(c["fixed"]), _t(c["still_failing"]), _t(c["changed"]),
+                      _t(c["verdict"], style=colors[c["verdict"]]))
     console.print(table)
     for r in report["new_regressions"]:
-        console.print(f"[red]new regression[/] {r['method']} {r['route']}: {r['count']} "
-                      f"exchanges that matched now differ at {', '.join(r['paths'])} "
-                      f"(class {r['signature']}, e.g. {r['examples'][0]})")
+        console.print(_t(("new regression", "red"),
+                         f" {r['method']} {r['route']}: {r['count']} exchanges that matched now "
+                         f"differ at {', '.join(r['paths'])} (class {r['signature']}, e.g. "
+                         f"{r['examples'][0]})"))
     if not report["new_regressions"]:
         console.print("no new regressions among the "
                       + ("exchanges compared again" if stored else "re-sent exchanges"))
