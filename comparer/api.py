@@ -46,8 +46,22 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=codec.dumps(data), status=status, content_type="application/json")
 
 
+def bearer_credentials(raw_headers: tuple[tuple[bytes, bytes], ...]) -> bytes | None:
+    """The credentials of the request's one `Authorization: Bearer <token>` header, as bytes
+    (any bytes: nothing here decodes them). The scheme is case-insensitive and followed by one
+    or more spaces (RFC 7235). None when there is no such header, more than one, or another
+    scheme."""
+    values = [v for k, v in raw_headers if k.lower() == b"authorization"]
+    if len(values) != 1:
+        return None
+    scheme, _, credentials = values[0].strip(b" \t").partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    return credentials.lstrip(b" ") or None
+
+
 def _auth_middleware(token: str, metrics_open: bool) -> Any:
-    expected = f"Bearer {token}".encode()
+    expected = token.encode()
 
     @web.middleware
     async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -55,13 +69,55 @@ def _auth_middleware(token: str, metrics_open: bool) -> Any:
             return await handler(request)
         if request.path == "/" and request.method == "GET":
             return await handler(request)  # the dashboard page is static; its API calls are not
-        given = request.headers.get("Authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
+        given = bearer_credentials(request.raw_headers)
+        # compared as bytes in constant time, whatever bytes the client sent
+        if given is None or not hmac.compare_digest(given, expected):
             return json_response({"error": "unauthorized: send 'Authorization: Bearer <token>' "
                                            "(the value of SHADOW_API_TOKEN)"}, 401)
         return await handler(request)
 
     return auth
+
+
+def _shown(text: str) -> str:
+    """Request text as it can go into a JSON message (undecodable bytes as escapes)."""
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
+def _http_error(request: web.Request, e: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (unknown route, wrong method, body too large...) in JSON."""
+    where = f"{request.method} {_shown(request.path)}"
+    if e.status == 404:
+        endpoints = sorted({r.canonical for r in request.app.router.resources()})
+        message = f"not found: {where} is not an endpoint of the reports API " \
+                  f"(endpoints: {', '.join(endpoints)})"
+    elif isinstance(e, web.HTTPMethodNotAllowed):
+        message = f"method not allowed: {where}; this endpoint takes " \
+                  f"{', '.join(sorted(e.allowed_methods))}"
+    else:
+        message = f"{e.reason}: {where}" + (f" ({_shown(e.text)})" if e.text else "")
+    response = json_response({"error": message}, e.status)
+    for name, value in e.headers.items():
+        if name.lower() not in ("content-type", "content-length"):
+            response.headers[name] = value  # Allow (405), ...
+    return response
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error is JSON, {"error": ...}: aiohttp's refusals, and any failure of a handler
+    (a store fault, a bug) as a 500 whose details and traceback stay in the server's log."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400 or e.content_type == "application/json":
+            raise
+        return _http_error(request, e)
+    except Exception:
+        log.exception("reports API: %s %s failed", request.method, _shown(request.path))
+        return json_response({"error": "internal error: the reports API could not answer "
+                                       f"{request.method} {_shown(request.path)}; the reason is "
+                                       "in the comparer's log"}, 500)
 
 
 @web.middleware
@@ -231,6 +287,8 @@ async def firehose_endpoint(request: web.Request) -> web.StreamResponse:
                     quiet_since = time.monotonic()
     except (ConnectionResetError, ConnectionError):
         pass  # the client went away
+    except Exception:  # the head is sent: no JSON error can follow, the stream just ends
+        log.exception("reports API: the firehose stream failed")
     return response
 
 
@@ -265,9 +323,9 @@ async def index(request: web.Request) -> web.Response:
 
 def build_app(settings: Settings, store: Store, redis: aioredis.Redis, keys: Keys,
               rules: Callable[[], RuleSet] | None = None) -> web.Application:
-    middlewares = [_auth_middleware(settings.api_token, settings.metrics_open)] \
-        if settings.api_token else [_loopback_host_only]
-    app = web.Application(middlewares=middlewares)
+    access = _auth_middleware(settings.api_token, settings.metrics_open) \
+        if settings.api_token else _loopback_host_only
+    app = web.Application(middlewares=[_json_errors, access])  # errors: outermost
     app[STORE_KEY] = store
     app[REDIS_KEY] = redis
     app[KEYS_KEY] = keys
