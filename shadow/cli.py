@@ -44,7 +44,15 @@ from shadow.report import (
 )
 from shadow.safetext import visible
 from shadow.serve import start_site
-from shadow.settings import HELP, Settings, field_names, load_settings, replace, to_args
+from shadow.settings import (
+    HELP,
+    Settings,
+    check_writable,
+    field_names,
+    load_settings,
+    replace,
+    to_args,
+)
 from shadow.supervisor import Child, Children, Heartbeat, Supervisor, address, bind, keep_trying
 
 log = logging.getLogger("shadow")
@@ -785,6 +793,8 @@ def main(argv: list[str] | None = None) -> int:
     flags = {name: getattr(args, name) for name in field_names() if hasattr(args, name)}
     try:
         settings = load_settings(flags, config_file=args.config)
+        if args.command in ("up", "comparer"):  # they create the store (and up Redis's files)
+            check_writable(settings, embedded_redis=args.command == "up" and not settings.redis)
         _configure_logging(settings.log_level)
         return args.func(args, settings)
     except ShadowError as e:

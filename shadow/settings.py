@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -216,7 +217,108 @@ def _check_http_url(value: str | None, what: str) -> None:
         raise ConfigError(f"{what}: expected an http:// or https:// URL, got {value!r}")
 
 
+# RFC 9110 token characters: what a header name (and a cookie name) may be made of
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def is_token(name: str) -> bool:
+    return bool(name) and all(c in _TCHAR for c in name)
+
+
+def _csv(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+def _check_header_names(names: list[str], flag: str) -> None:
+    for name in names:
+        if not is_token(name):
+            raise ConfigError(f"{flag}: {name!r} is not a valid header name (letters, digits and "
+                              "!#$%&'*+-.^_`|~, no spaces or colons); separate names with commas")
+
+
+def parse_set_headers(value: str | None) -> list[tuple[str, str]]:
+    """--v2-set-headers 'Name: value; Name2: value' -> [(name, value)], or a ConfigError that
+    says what is wrong (subscriber/policy.py applies the pairs)."""
+    pairs = []
+    for item in filter(None, (p.strip() for p in (value or "").split(";"))):
+        name, sep, header_value = item.partition(":")
+        if not sep or not name.strip():
+            raise ConfigError(f"--v2-set-headers: expected 'Name: value; Name2: value', "
+                              f"got {item!r}")
+        _check_header_names([name.strip()], "--v2-set-headers")
+        if any(c in header_value for c in "\r\n\0"):
+            raise ConfigError(f"--v2-set-headers: the value of {name.strip()!r} has a line break "
+                              "or NUL, which no header may carry")
+        pairs.append((name.strip(), header_value.strip()))
+    return pairs
+
+
+def _check_path_prefix(value: str | None, flag: str) -> None:
+    if not value:
+        return
+    if not value.startswith("/"):
+        raise ConfigError(f"{flag}: a path prefix must start with '/', got {value!r} "
+                          f"(write {'/' + value!r})")
+    bad = next((c for c in value if c in "?#" or c.isspace() or not c.isprintable()), None)
+    if bad is not None:
+        raise ConfigError(f"{flag}: a path prefix is a plain path, without {bad!r}: got {value!r}")
+
+
+def _check_path_globs(value: str | None, flag: str) -> None:
+    for glob in _csv(value):
+        if glob[0] not in "/*?[":
+            raise ConfigError(f"{flag}: {glob!r} can never match, since request paths start "
+                              f"with '/': write {'/' + glob!r} (or '*/{glob}' for any prefix)")
+
+
+def _check_policy(s: Settings) -> None:
+    """The replay policy's settings (subscriber/policy.py reads them): checked here, so a bad
+    one stops every command before anything starts instead of the subscriber after it."""
+    if not 0 <= s.sample_percent <= 100:
+        raise ConfigError(f"--sample-percent must be 0-100 (the percentage of requests "
+                          f"replayed to V2), got {s.sample_percent:g}")
+    parse_set_headers(s.v2_set_headers)
+    _check_header_names(_csv(s.v2_remove_headers), "--v2-remove-headers")
+    _check_path_prefix(s.v2_strip_prefix, "--v2-strip-prefix")
+    _check_path_prefix(s.v2_add_prefix, "--v2-add-prefix")
+    _check_path_globs(s.replay_include, "--replay-include")
+    _check_path_globs(s.replay_exclude, "--replay-exclude")
+    if s.ordered_by is not None and not is_token(s.ordered_by):
+        raise ConfigError(f"--ordered-by: {s.ordered_by!r} is not a header or cookie name "
+                          "(letters, digits and !#$%&'*+-.^_`|~, no spaces)")
+
+
+def check_writable(s: Settings, *, embedded_redis: bool) -> None:
+    """Before `shadow up` or `shadow comparer` starts anything: the SQLite store's file and
+    the embedded Redis's data directory can be created where they are asked for. Creates
+    nothing; the services create them at start."""
+    places = [("--data-dir", Path(s.data_dir))] if embedded_redis else []
+    if urlsplit(s.store).scheme == "sqlite":
+        db = Path(sqlite_path(s.store))
+        if db.is_dir():
+            raise ConfigError(f"--store: {db} is a directory; name the database file inside it, "
+                              f"e.g. sqlite:///{db / 'shadow.db'}")
+        places.append(("--store", db.parent))
+        if db.exists() and not os.access(db, os.R_OK | os.W_OK):
+            raise ConfigError(f"--store: {db} cannot be read and written by this user; fix its "
+                              "permissions or point --store elsewhere")
+    for flag, directory in places:
+        existing = directory.absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ConfigError(f"{flag}: cannot create {directory}: {existing} is not a directory; "
+                              f"choose another {flag}")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"{flag}: cannot create files in {existing} (permission denied); "
+                              f"choose another {flag} or fix the directory's permissions")
+
+
 def validate(s: Settings) -> None:
+    for f in fields(Settings):
+        value = getattr(s, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
     _check_http_url(s.v1, "--v1")
     _check_http_url(s.v2, "--v2")
     _check_http_url(s.v1_secondary, "--v1-secondary")
@@ -251,10 +353,17 @@ def validate(s: Settings) -> None:
             f"--claim-idle-s ({s.claim_idle_s:g}) must exceed --v2-connect-timeout-s + "
             f"--v2-read-timeout-s ({s.v2_connect_timeout_s + s.v2_read_timeout_s:g}), or replays "
             "still waiting on V2 would be handed to another subscriber and sent twice")
-    if not s.request_id_header.isascii() or not s.request_id_header.strip():
-        raise ConfigError("--request-id-header must be a non-empty ASCII header name")
+    if not is_token(s.request_id_header):
+        raise ConfigError(f"--request-id-header: {s.request_id_header!r} is not a valid header "
+                          "name (letters, digits and !#$%&'*+-.^_`|~, e.g. X-Request-Id)")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"--log-level: expected debug, info, warning or error, got {s.log_level!r}")
+    _check_policy(s)
+    _check_header_names(_csv(s.redact_headers), "--redact-headers")
+    if s.api_token and not all("!" <= c <= "~" for c in s.api_token):
+        raise ConfigError("SHADOW_API_TOKEN (--api-token) must be printable ASCII without spaces, "
+                          "as it travels in an HTTP header; make one with: python -c "
+                          "'import secrets; print(secrets.token_urlsafe(32))'")
 
 
 def replace(s: Settings, **changes: Any) -> Settings:
