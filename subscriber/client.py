@@ -67,6 +67,11 @@ class ReplayClient:
                                               sock_read=s.v2_read_timeout_s),
                 auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"))
+            # aiohttp silently re-sends any idempotent request (PUT and DELETE included) once,
+            # at once, when its connection fails; the one retry rule here is `call`'s: safe
+            # methods only, after a short delay, counted (as aiohttp's own test client does)
+            if hasattr(self._session, "_retry_connection"):
+                self._session._retry_connection = False
 
     async def stop(self) -> None:
         session, self._session = self._session, None

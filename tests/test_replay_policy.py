@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import json
+import logging
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
 import aiohttp
+import pytest
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from shadow.model import Request
 from shadow.settings import load_settings
 from subscriber.policy import CircuitBreaker, Policy, TokenBucket, sampled
 from tests.conftest import wait_for
 from tests.pipeline import Pipeline
+from tests.rawhttp import RawRequest, RawServer, read_body, read_head
+
+ROOT = Path(__file__).parent.parent
 
 
 def policy(**flags: object) -> Policy:
@@ -29,11 +44,23 @@ def test_methods_routes_sampling_and_rewrites() -> None:
     share = sum(sampled(i, 25) for i in ids) / len(ids)
     assert 0.23 < share < 0.27 and [sampled(i, 25) for i in ids] == [sampled(i, 25) for i in ids]
     assert policy(sample_percent=0).decision(get, "r") == "not_sampled"
+    half = policy(sample_percent=50)  # by the key it is given: the exchange id
+    assert {half.decision(get, i) for i in ids[:100]} == {None, "not_sampled"}
     rw = policy(v2_set_headers="Authorization: Bearer v2; X-Env: shadow",
                 v2_remove_headers="Cookie", v2_strip_prefix="/api", v2_add_prefix="/v2")
     assert rw.url("/api/a?x=1") == "/v2/a?x=1" and rw.url("/other") == "/v2/other"
     assert rw.headers([("Cookie", "s=1"), ("Authorization", "Bearer v1"), ("Accept", "*/*")]) == [
         ("Accept", "*/*"), ("Authorization", "Bearer v2"), ("X-Env", "shadow")]
+
+
+def test_only_v2_may_receive_writes_and_only_with_allow_side_effects() -> None:
+    targets = {"V2": "http://v2", "V1'": "http://v1b"}
+    writes = policy(allow_side_effects=True)
+    assert [m for m in ("GET", "HEAD", "OPTIONS", "POST", "DELETE") if writes.sends(m, "V1'")] \
+        == ["GET", "HEAD", "OPTIONS"]
+    assert writes.sends("patch", "V2") and not policy().sends("POST", "V2")
+    assert writes.write_targets(targets) == ["V2"]
+    assert policy().write_targets(targets) == []
 
 
 def test_token_bucket_and_breaker_states() -> None:
@@ -54,12 +81,17 @@ def test_token_bucket_and_breaker_states() -> None:
     assert b.state == "closed" and b.allow(64)
 
 
-async def test_breaker_opens_on_a_dead_v2_records_skips_and_closes_when_it_returns(
+async def test_while_v2_is_down_replays_wait_in_the_stream_and_are_compared_late(
         http_server, settings_factory) -> None:
-    state = {"down": True, "calls": 0}
+    """The breaker opens after 3 failures (recorded as v2_error); then nothing is recorded as
+    skipped: the next request is held as the probe (a failed probe waits again), the rest
+    stay unread in the stream; when V2 is back the probe succeeds and all are compared."""
+    state: dict[str, Any] = {"down": True, "p": None}
+    probes: list[str] = []
 
     async def v2_handler(request: web.Request) -> web.Response:
-        state["calls"] += 1
+        if state["p"].subscriber.breaker.state == "half_open":
+            probes.append(request.headers["X-Request-Id"])
         if state["down"]:
             assert request.transport is not None
             request.transport.close()  # a reset: V2 failed
@@ -72,47 +104,109 @@ async def test_breaker_opens_on_a_dead_v2_records_skips_and_closes_when_it_retur
     v1_app.router.add_get("/{tail:.*}", v1_handler)
     v2_app.router.add_get("/{tail:.*}", v2_handler)
     v1, v2 = await http_server(v1_app), await http_server(v2_app)
-    settings = settings_factory(v1=v1, v2=v2, breaker_failures=10, breaker_cooldown_s=0.5,
-                                replay_concurrency=1)
+    # the cool-down is the feature's own delay: small, only the order of events is asserted
+    settings = settings_factory(v1=v1, v2=v2, breaker_failures=3, breaker_cooldown_s=0.2,
+                                replay_concurrency=1, stale_after_s=0.001)
     async with Pipeline(settings) as p, aiohttp.ClientSession() as client:
-        for i in range(30):
+        state["p"] = p
+        for i in range(20):
             async with client.get(f"{p.url}/x/{i}", headers={"X-Request-Id": f"a{i}"}) as r:
                 assert r.status == 200
+        sub = p.subscriber
 
-        async def decided(n: int) -> bool:
-            o = await p.store.outcomes()
-            return sum(o.values()) == n and o.get("pending", 0) == 0
+        def probe_failed_and_waits_again() -> bool:
+            return bool(probes) and sub.breaker.state == "open" and bool(sub.gate.waiting)
 
-        await wait_for(lambda: decided(30), 30, "30 decided")
-        # 10 failed replays (aiohttp retries an idempotent request once on a reset keep-alive
-        # connection, so V2 saw up to 20 calls), then the breaker stopped calling the dead V2
-        assert 10 <= state["calls"] <= 20
-        outcomes = await p.store.outcomes()
-        assert outcomes == {"v2_error": 10, "skipped": 20}
-        x = await p.store.get("a29")
-        assert x is not None and x.v2 is not None and x.v2.skipped == "breaker_open"
+        await wait_for(probe_failed_and_waits_again, 60, "a failed probe back in line")
+        assert REGISTRY.get_sample_value("shadow_v2_breaker_open") == 1
+        held = probes[0]
+        await wait_for(lambda: _v1_stored(p, held), 60, "the held request's V1 answer stored")
+        await wait_for(lambda: _outcome_count(p, "v2_error", 3), 60, "3 v2_error")
+        # the rest wait in the stream: not delivered to the replayers group
+        group = next(g for g in await p.redis.xinfo_groups(p.keys.v1) if g["name"] == b"replayers")
+        info = await p.redis.xinfo_stream(p.keys.v1)
+        assert _id(group["last-delivered-id"]) < _id(info["last-generated-id"])
+        assert group["pending"] <= 1  # only the held probe
         state["down"] = False
-        await wait_for(lambda: _after(0.6), 5, "the cool-down")
-        for i in range(30, 40):
-            async with client.get(f"{p.url}/x/{i}") as r:
-                assert r.status == 200
-        await wait_for(lambda: decided(40), 30, "40 decided")
-        assert (await p.store.outcomes()).get("match") == 10  # probe succeeded: closed again
-        assert p.subscriber.breaker.state == "closed"
+
+        async def decided() -> bool:
+            o = await p.store.outcomes()
+            return sum(o.values()) == 20 and o.get("pending", 0) == 0
+
+        await wait_for(decided, 60, "20 decided")
+        assert await p.store.outcomes() == {"v2_error": 3, "match": 17}  # nothing skipped
+        assert sub.breaker.state == "closed"
+        assert REGISTRY.get_sample_value("shadow_v2_breaker_open") == 0
+        x = await p.store.get(held)
+        assert x is not None and x.outcome == "match" and "stale" in x.flags
 
 
-_start: list[float] = []
+def _id(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.decode().partition("-")
+    return int(ms), int(seq)
 
 
-async def _after(seconds: float) -> bool:
-    import time
+async def _v1_stored(p: Pipeline, request_id: str) -> bool:
+    x = await p.store.get(request_id)
+    return x is not None and x.v1 is not None
 
-    if not _start:
-        _start.append(time.monotonic())
-    if time.monotonic() - _start[0] >= seconds:
-        _start.clear()
-        return True
-    return False
+
+async def _outcome_count(p: Pipeline, outcome: str, n: int) -> bool:
+    return (await p.store.outcomes()).get(outcome, 0) == n
+
+
+async def test_a_safe_request_v2_drops_unanswered_is_retried_once(settings_factory) -> None:
+    """V2 resets the first connection for each path and answers the second: GET and OPTIONS
+    match after one retry; POST and PUT (not safe: V2 may have acted on them) are sent once
+    and are v2_errors (aiohttp's own silent retry of idempotent PUT is off too)."""
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n"
+              b"Connection: close\r\n\r\n{\"ok\": true}")
+    calls: Counter[bytes] = Counter()
+
+    async def flaky(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await read_head(reader)
+            await read_body(reader, head)
+            path = RawRequest(head, b"").request_line.split()[1]
+            calls[path] += 1
+            if calls[path] == 1:
+                writer.transport.abort()  # connection reset before any byte of an answer
+                return
+            writer.write(answer)  # Connection: close, so never a reused connection
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    v1 = RawServer(lambda r: answer)
+    server = await asyncio.start_server(flaky, "127.0.0.1", 0)
+    v2 = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    settings = settings_factory(v1=await v1.start(), v2=v2, allow_side_effects=True,
+                                breaker_failures=1000)
+    try:
+        async with Pipeline(settings) as p, aiohttp.ClientSession() as client:
+            for i in range(6):
+                method = ("GET", "GET", "GET", "OPTIONS", "POST", "PUT")[i]
+                async with client.request(method, f"{p.url}/r/{i}", data=b"{}" if i >= 4 else None,
+                                          headers={"X-Request-Id": f"t{i}"}) as r:
+                    assert r.status == 200
+
+            async def decided() -> bool:
+                o = await p.store.outcomes()
+                return sum(o.values()) == 6 and o.get("pending", 0) == 0
+
+            await wait_for(decided, 60, "6 decided")
+            assert await p.store.outcomes() == {"match": 4, "v2_error": 2}
+            for i in (4, 5):
+                x = await p.store.get(f"t{i}")
+                assert x is not None and x.outcome == "v2_error"
+            assert calls == {**{f"/r/{i}".encode(): 2 for i in range(4)},
+                             b"/r/4": 1, b"/r/5": 1}
+    finally:
+        server.close()
+        await server.wait_closed()
+        await v1.stop()
 
 
 def test_ordering_key_from_header_or_cookie() -> None:
@@ -159,6 +253,8 @@ async def test_requests_sharing_a_session_reach_v2_in_arrival_order(http_server,
 
 async def test_blackholed_v2_keeps_in_flight_replays_bounded_and_opens_the_breaker(
         http_server, settings_factory) -> None:
+    """A V2 that never answers: replays time out (the timeouts are the feature here), the
+    breaker opens, and from then on requests wait instead of being skipped."""
     from tests.faultproxy import FaultProxy
 
     async def ok(request: web.Request) -> web.Response:
@@ -179,15 +275,89 @@ async def test_blackholed_v2_keeps_in_flight_replays_bounded_and_opens_the_break
                 async with client.get(f"{p.url}/x/{i}") as r:
                     assert r.status == 200  # clients never notice
 
-            async def decided() -> bool:
-                o = await p.store.outcomes()
-                return sum(o.values()) == 60 and o.get("pending", 0) == 0
+            sub = p.subscriber
 
-            await wait_for(decided, 60, "60 decided")
+            async def settled() -> bool:  # open; every request in hand waits; all recorded
+                return sub.breaker.state == "open" and len(sub._inflight) == len(sub.gate.waiting) \
+                    and await _outcome_count(p, "v2_error", sub.replayed) \
+                    and await p.store.count() == 60
+
+            await wait_for(settled, 60, "the breaker open and the replays waiting")
             outcomes = await p.store.outcomes()
-            assert p.subscriber.peak_inflight <= 4
-            assert outcomes["v2_error"] >= 10 and outcomes["skipped"] >= 40
-            assert outcomes["v2_error"] + outcomes["skipped"] == 60
-            assert p.subscriber.breaker.state == "open"
+            assert sub.peak_inflight <= 4
+            # failures while it was closed are V2's errors (at most 3 more were in flight);
+            # after that nothing is skipped: the rest wait, in hand or in the stream
+            assert 10 <= outcomes["v2_error"] <= 13 and "skipped" not in outcomes
+            assert outcomes["pending"] == 60 - outcomes["v2_error"]
     finally:
         await fault.stop()
+
+
+async def test_sampling_follows_the_exchange_id_not_the_request_id_a_client_chose(
+        http_server, settings_factory) -> None:
+    """Every request carries the same client-chosen X-Request-Id, one that sampling at 50%
+    would refuse: half of them are still replayed, and `shadow replay` re-sends exactly
+    the ones the subscriber replayed."""
+    chosen = next(f"chosen-{i}" for i in itertools.count() if not sampled(f"chosen-{i}", 50))
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", ok)
+    v1 = await http_server(app)
+    settings = settings_factory(v1=v1, v2=v1, sample_percent=50)
+    async with Pipeline(settings) as p, aiohttp.ClientSession() as client:
+        for i in range(40):
+            async with client.get(f"{p.url}/s/{i}", headers={"X-Request-Id": chosen}) as r:
+                assert r.status == 200
+
+        async def decided() -> bool:
+            o = await p.store.outcomes()
+            return sum(o.values()) == 40 and o.get("pending", 0) == 0
+
+        await wait_for(decided, 60, "40 decided")
+        outcomes = await p.store.outcomes()
+    assert set(outcomes) == {"match", "skipped"}, outcomes  # chance of failing: 2**-39
+    done = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "shadow", "replay", "--store", settings.store, "--v2", v1,
+        "--only", "all", "--sample-percent", "50", "--json"], cwd=ROOT, capture_output=True,
+        text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["replayed"] == outcomes["match"]
+
+
+async def test_v1_secondary_gets_only_safe_methods_and_the_warning_names_v2(
+        http_server, settings_factory, caplog: pytest.LogCaptureFixture) -> None:
+    got: dict[str, list[str]] = {"v2": [], "v1b": []}
+
+    def app(name: str | None) -> web.Application:
+        async def any_method(request: web.Request) -> web.Response:
+            if name:
+                got[name].append(request.method)
+            return web.json_response({"ok": True})
+
+        a = web.Application()
+        a.router.add_route("*", "/{tail:.*}", any_method)
+        return a
+
+    v1, v2, v1b = (await http_server(app(None)), await http_server(app("v2")),
+                   await http_server(app("v1b")))
+    settings = settings_factory(v1=v1, v2=v2, v1_secondary=v1b, allow_side_effects=True)
+    with caplog.at_level(logging.WARNING, logger="shadow.subscriber"):
+        pipeline = Pipeline(settings)
+    warning = next(r.getMessage() for r in caplog.records if "--allow-side-effects" in r.message)
+    assert f"V2 ({v2})" in warning and v1b not in warning
+    assert "V1' gets only GET, HEAD and OPTIONS" in warning
+    async with pipeline as p, aiohttp.ClientSession() as client:
+        for method in ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
+            async with client.request(method, f"{p.url}/w", data=b"{}") as r:
+                assert r.status == 200
+
+        async def decided() -> bool:
+            o = await p.store.outcomes()
+            return sum(o.values()) == 6 and o.get("pending", 0) == 0
+
+        await wait_for(decided, 60, "6 decided")
+    assert sorted(got["v2"]) == ["DELETE", "GET", "OPTIONS", "PATCH", "POST", "PUT"]
+    assert sorted(got["v1b"]) == ["GET", "OPTIONS"]
