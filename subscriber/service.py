@@ -48,6 +48,7 @@ class Gate:
         self.waiting: deque[asyncio.Future[bool]] = deque()
         self.changed = asyncio.Event()  # the breaker's state may have changed
         self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
 
     async def enter(self, touch: Callable[[], Awaitable[None]], touch_every_s: float) -> bool:
         """Wait until this request may go to V2; True when it goes as the probe. While it
@@ -55,6 +56,8 @@ class Gate:
         while True:
             if self.breaker.allow(time.monotonic()):
                 return self.breaker.probing
+            if self._closed:  # stopping: the entry stays pending for the next start
+                raise asyncio.CancelledError
             waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             self.waiting.append(waiter)
             self._arm()
@@ -94,6 +97,10 @@ class Gate:
         self.changed.set()
 
     def close(self) -> None:
+        """Stopping: every waiter, and any that comes later, gives up (entries stay pending)."""
+        self._closed = True
+        for waiter in self.waiting:
+            waiter.cancel()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -170,9 +177,7 @@ class Subscriber:
         pending for this or another consumer. Idempotent."""
         task, self._task = self._task, None
         await cancel_and_wait(task)
-        for waiter in list(self.gate.waiting):
-            waiter.cancel()  # V2 is down: their entries stay pending for the next start
-        self.gate.close()
+        self.gate.close()  # V2 is down: waiting entries stay pending for the next start
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=deadline_s)
             for t in list(self._inflight.values()):
