@@ -361,3 +361,24 @@ async def test_v1_secondary_gets_only_safe_methods_and_the_warning_names_v2(
         await wait_for(decided, 60, "6 decided")
     assert sorted(got["v2"]) == ["DELETE", "GET", "OPTIONS", "PATCH", "POST", "PUT"]
     assert sorted(got["v1b"]) == ["GET", "OPTIONS"]
+
+
+async def test_an_entry_waiting_for_v2_is_kept_from_looking_abandoned(redis, settings_factory,
+                                                                     keys) -> None:
+    """While a request waits at the breaker gate its entry is touched: idle time reset (no
+    other subscriber takes it over as abandoned), delivery count unchanged (it is never
+    dead-lettered for waiting)."""
+    from shadow.keys import EVENT_FIELD
+    from subscriber import Subscriber
+
+    sub = Subscriber(settings_factory(v2="http://127.0.0.1:9"), redis, keys=keys)
+    await sub.reader.ensure_groups()
+    await redis.xadd(keys.v1, {EVENT_FIELD: b"{}"})
+    [entry] = await sub.reader.read()
+    consumer = sub.reader.consumer
+    await redis.xclaim(keys.v1, "replayers", consumer, 0, [entry.id], idle=100_000, justid=True)
+    for _ in range(3):
+        await sub._touch(entry)
+    [row] = await redis.xpending_range(keys.v1, "replayers", "-", "+", 10)
+    assert row["times_delivered"] == 1 and row["consumer"] == consumer.encode()
+    assert row["time_since_delivered"] < 100_000
