@@ -1,21 +1,24 @@
 """The reverse proxy's client path: forward to V1, stream the answer back, emit events.
 
-Nothing here awaits Redis: events go to `Publisher.offer`, which never blocks.
-A failing V1 is answered with a short 502/504 and recorded as data on the
-exchange (the response event's `error`).
+Nothing here awaits Redis: events go to `Publisher.offer`, which never blocks, and
+no metrics call can fail or stop a request (`_count`). A V1 that fails before its
+answer's head is answered with a short 502/504; one that fails after it has the
+client connection reset (a cut answer never looks whole). Either way the exchange
+records V1's error as data (the response event's `error`, `incomplete`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-from aiohttp import web
+from aiohttp import WebSocketError, web
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -33,8 +36,19 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
     "upgrade", "proxy-authenticate", "proxy-authorization",
 })
+# Who a request came from, as earlier proxies say: trusted only with --trust-forwarded
+FORWARDED = frozenset({
+    "forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+    "x-forwarded-port", "x-forwarded-prefix", "x-real-ip",
+})
 _CHUNK = 64 * 1024
-_COUNT_OK = metrics.PROXY_REQUESTS.labels("ok")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _count(result: str) -> None:
+    """Count a request by result (ok, refused, v1_error, v1_timeout, v1_aborted,
+    client_aborted). Every metrics call on the client path is `contained`: never raises."""
+    metrics.contained(lambda: metrics.PROXY_REQUESTS.labels(result).inc())
 
 
 def decode_raw_headers(raw: tuple[tuple[bytes, bytes], ...]) -> Headers:
@@ -52,26 +66,51 @@ def hop_by_hop(headers: Headers) -> frozenset[str]:
 
 def upstream_request_headers(headers: Headers, request_id_header: str, request_id: str,
                              remote: str | None, scheme: str, host: str | None, *,
-                             forwarded: bool = True, preserve_host: bool = False) -> Headers:
+                             forwarded: bool = True, trust_forwarded: bool = False,
+                             preserve_host: bool = False) -> Headers:
     """Headers for V1 (pure): end-to-end headers in order, the request id, X-Forwarded-*.
 
-    Host is V1's own unless `preserve_host`; Expect is answered by the proxy itself."""
+    Host is V1's own unless `preserve_host`; Expect is answered by the proxy itself.
+    The client's X-Forwarded-*, X-Real-IP and Forwarded headers are dropped unless
+    `trust_forwarded` (a proxy in front, such as nginx, wrote them): anyone can send them,
+    and a V1 that builds absolute URLs from X-Forwarded-Host would be poisoned. Trusted,
+    they are kept and extended with this hop. `forwarded`: add this hop's own."""
     drop = hop_by_hop(headers) | {"expect", request_id_header.lower()}
     if not preserve_host:
         drop = drop | {"host"}
+    if not trust_forwarded:
+        drop = drop | FORWARDED
     out = [(k, v) for k, v in headers if k.lower() not in drop]
     out.append((request_id_header, request_id))
     if not forwarded:
         return out
-    forwarded_for = [v for k, v in headers if k.lower() == "x-forwarded-for"]
+    kept = {k.lower() for k, _ in out}
     if remote:
+        chain = [v for k, v in out if k.lower() == "x-forwarded-for"]
         out = [(k, v) for k, v in out if k.lower() != "x-forwarded-for"]
-        out.append(("X-Forwarded-For", ", ".join([*forwarded_for, remote])))
-    if not any(k.lower() == "x-forwarded-proto" for k, _ in headers):
+        out.append(("X-Forwarded-For", ", ".join([*chain, remote])))
+    if "x-forwarded-proto" not in kept:
         out.append(("X-Forwarded-Proto", scheme))
-    if host and not any(k.lower() == "x-forwarded-host" for k, _ in headers):
+    if host and "x-forwarded-host" not in kept:
         out.append(("X-Forwarded-Host", host))
+    if "forwarded" in kept:  # trusted: this hop joins the chain (RFC 7239)
+        chain = [v for k, v in out if k.lower() == "forwarded"]
+        out = [(k, v) for k, v in out if k.lower() != "forwarded"]
+        out.append(("Forwarded", ", ".join([*chain, forwarded_element(remote, host, scheme)])))
     return out
+
+
+def forwarded_element(remote: str | None, host: str | None, scheme: str) -> str:
+    """One hop of a Forwarded header (pure): `for=...;host=...;proto=...`, quoted as needed."""
+    pairs = [("for", f"[{remote}]" if remote and ":" in remote else remote), ("host", host),
+             ("proto", scheme)]
+    return ";".join(f"{name}={_forwarded_value(value)}" for name, value in pairs if value)
+
+
+def _forwarded_value(value: str) -> str:
+    if _TOKEN.fullmatch(value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def downstream_response_headers(headers: Headers, request_id_header: str,
@@ -114,7 +153,8 @@ class Proxy:
             auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
-        server = web.Server(self.handle, access_log=None)
+        server = wire.GuardedServer(self.handle, head_timeout_s=s.header_timeout_s,
+                                    keepalive_timeout=s.keepalive_timeout_s, access_log=None)
         # in-flight requests get a few seconds to finish on stop, then connections close
         self._runner = web.ServerRunner(server, handle_signals=False, access_log=None,
                                         shutdown_timeout=5.0)
@@ -141,7 +181,7 @@ class Proxy:
         ts = time.time()
         raw_path = request.raw_path
         if request.method == "CONNECT" or not raw_path.startswith("/"):
-            metrics.PROXY_REQUESTS.labels("refused").inc()
+            _count("refused")
             return web.Response(status=400, text="shadow: only origin-form requests to V1 are "
                                                  "proxied (no CONNECT, no absolute URIs)\n")
         exchange_id = new_id()
@@ -151,6 +191,7 @@ class Proxy:
         out_headers = upstream_request_headers(
             in_headers, self._rid_header, request_id, request.remote, request.scheme,
             request.headers.get("Host"), forwarded=self.settings.forwarded_headers,
+            trust_forwarded=self.settings.trust_forwarded,
             preserve_host=self.settings.preserve_host)
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._websocket(request, raw_path, out_headers)
@@ -174,7 +215,14 @@ class Proxy:
         if request.body_exists:
             length = request.content_length
             if length is not None and length <= self._cap:
-                body = await request.content.read()
+                try:
+                    body = await request.content.read()
+                except (ConnectionError, web.RequestPayloadError) as e:
+                    # the client left before its body was whole: V1 never saw the request
+                    _count("client_aborted")
+                    log.info("request %s: the client left before its body was read (%s)",
+                             request_id, type(e).__name__)
+                    return web.Response(status=400, text="shadow proxy: incomplete request body\n")
                 captured.add(body)
                 data = body
                 publish_request()
@@ -195,15 +243,20 @@ class Proxy:
         except (aiohttp.ClientError, OSError) as e:
             return self._fail(502, f"V1 unreachable: {type(e).__name__}", exchange_id, request_id,
                               started, publish_request)
-        metrics.PROXY_V1_DURATION.observe(time.perf_counter() - started)
+        metrics.contained(lambda: metrics.PROXY_V1_DURATION.observe(time.perf_counter() - started))
         publish_request()  # V1 may answer before it read the whole body
         return await self._relay(request, upstream, exchange_id, request_id, started)
 
     async def _websocket(self, request: web.BaseRequest, raw_path: str,
                          out_headers: Headers) -> web.StreamResponse:
-        """Pass a WebSocket through to V1, message by message. Not shadowed: counted."""
-        metrics.PROXY_WEBSOCKETS.inc()
+        """Pass a WebSocket through to V1, message by message. Not shadowed: counted.
+
+        A message is relayed once whole, so each side reads at most --ws-max-message-bytes
+        of one: past it (aiohttp rejects a frame by its declared length, before buffering
+        it) both sides are closed with 1009."""
+        metrics.contained(lambda: metrics.PROXY_WEBSOCKETS.inc())
         assert self._session is not None
+        limit = self.settings.ws_max_message_bytes
         protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
                      if p.strip()]
         headers = [(k, v) for k, v in out_headers if not k.lower().startswith("sec-websocket-")]
@@ -211,7 +264,7 @@ class Proxy:
         try:
             upstream = await self._session.ws_connect(
                 url, headers=CIMultiDict(headers), protocols=protocols, autoping=False,
-                max_msg_size=0, autoclose=False)
+                max_msg_size=limit, autoclose=False)
         except aiohttp.WSServerHandshakeError as e:
             return web.Response(status=e.status, text=f"shadow proxy: V1 refused the WebSocket: "
                                                       f"{e.message}\n")
@@ -219,7 +272,7 @@ class Proxy:
             return web.Response(status=502, text=f"shadow proxy: V1 unreachable: "
                                                  f"{type(e).__name__}\n")
         client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (),
-                                       autoping=False, max_msg_size=0, autoclose=False)
+                                       autoping=False, max_msg_size=limit, autoclose=False)
         try:
             await client.prepare(request)
             pumps = [asyncio.create_task(_pump(client, upstream), name="ws-to-v1"),
@@ -228,6 +281,12 @@ class Proxy:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            code = next((t.result() for t in pumps if t.done() and not t.cancelled()
+                         and t.exception() is None and t.result()), None)
+            if code is not None:  # one side broke the limit: the other learns why
+                message = f"message larger than --ws-max-message-bytes ({limit})".encode()
+                await asyncio.gather(upstream.close(code=code, message=message),
+                                     client.close(code=code, message=message))
         finally:
             await upstream.close()
             await client.close()
@@ -244,59 +303,95 @@ class Proxy:
 
     async def _relay(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse,
                      exchange_id: str, request_id: str, started: float) -> web.StreamResponse:
+        """Stream V1's answer to the client while capturing it; publish the response event.
+
+        A client that leaves does not stop the capture: V1's answer is read on until it
+        ends or the capture is full, and flagged `client_aborted` if what was kept is not
+        all of it. V1 failing is `v1_aborted` with its error: answered 502/504 if the head
+        was still held back, else the client connection is reset (`wire.abort`)."""
         v1_headers = decode_raw_headers(upstream.raw_headers)
         response = wire.FaithfulResponse(status=upstream.status, reason=upstream.reason,
                                          headers=CIMultiDict(downstream_response_headers(
                                              v1_headers, self._rid_header, request_id)))
+        client = _Client(request, response)
         captured = _Capture(self._cap)
+        length = upstream.content_length
+        held = length is not None and length <= self._cap  # small: head and body in one write
         error: str | None = None
+        incomplete: str | None = None
+        relayed = False
         try:
-            length = upstream.content_length
-            if length is not None and length <= self._cap:
-                body = await upstream.read()
-                captured.add(body)
-                response.send_headers_with_body()  # one write: head and body together
-                await response.prepare(request)
-                if body:
-                    await response.write(body)
-            else:
-                await response.prepare(request)
-                async for chunk in upstream.content.iter_chunked(_CHUNK):
-                    captured.add(chunk)
-                    await response.write(chunk)
-            await response.write_eof()
-            _COUNT_OK.inc()
+            if not held:
+                await client.start()
+            async for chunk in upstream.content.iter_chunked(_CHUNK):
+                captured.add(chunk)
+                if not client.gone:
+                    if not held:
+                        await client.write(chunk)
+                elif captured.kept >= self._cap:
+                    break  # the client left and the capture is full: nothing more to keep
+            if held:
+                response.send_headers_with_body()
+                await client.start()
+                await client.write(captured.bytes())
+            await client.finish()
+            if client.gone and not upstream.content.at_eof():
+                incomplete = "client_aborted"
+            relayed = True
         except TimeoutError:
-            error = "V1 timed out while sending its body"
-        except (aiohttp.ClientError, ConnectionError, OSError) as e:
-            error = f"transfer interrupted: {type(e).__name__}"
+            error, incomplete = "V1 timed out while sending its body", "v1_aborted"
+        except (aiohttp.ClientError, OSError) as e:
+            error, incomplete = f"V1 broke off its answer: {type(e).__name__}", "v1_aborted"
         finally:
-            upstream.release()
+            if not relayed and incomplete is None:
+                incomplete = "client_aborted"  # cancelled (the proxy stopping) or a bug
+            if relayed and upstream.content.at_eof():
+                upstream.release()
+            else:
+                upstream.close()  # unread or broken: never back into the pool
+            if not relayed and response.prepared and not client.gone:
+                wire.abort(request)  # after the head, a cut answer must never look whole
             self.publisher.offer(ResponseEvent(
                 id=exchange_id, ts=time.time(),
                 answer=Answer(status=upstream.status, headers=v1_headers, body=captured.bytes(),
                               body_size=captured.size, body_truncated=captured.truncated,
-                              latency_ms=(time.perf_counter() - started) * 1000, error=error)))
-        if error:
-            log.info("request %s: %s", request_id, error)
+                              latency_ms=(time.perf_counter() - started) * 1000, error=error,
+                              incomplete=incomplete)))
+        if error is not None and not response.prepared:
+            status = 504 if error.startswith("V1 timed out") else 502
+            return self._answer_error(status, error, request_id)
+        if error is not None:
+            _count("v1_aborted")
+            log.warning("request %s: %s; client connection reset", request_id, error)
+        elif client.gone:
+            _count("client_aborted")
+            log.info("request %s: the client left before the answer was sent (%s)", request_id,
+                     "V1's answer captured whole" if incomplete is None else "capture incomplete")
+        else:
+            _count("ok")
         return response
 
     def _fail(self, status: int, reason: str, exchange_id: str, request_id: str, started: float,
               publish_request: object) -> web.Response:
         publish_request()  # type: ignore[operator]
-        metrics.PROXY_REQUESTS.labels("v1_timeout" if status == 504 else "v1_error").inc()
-        log.warning("request %s: %s", request_id, reason)
         body = f"shadow proxy: {reason}\n"
         self.publisher.offer(ResponseEvent(
             id=exchange_id, ts=time.time(),
             answer=Answer(status=status, headers=[("Content-Type", "text/plain; charset=utf-8")],
                           body=body.encode(), body_size=len(body),
                           latency_ms=(time.perf_counter() - started) * 1000, error=reason)))
-        return web.Response(status=status, text=body, headers={self._rid_header: request_id})
+        return self._answer_error(status, reason, request_id)
+
+    def _answer_error(self, status: int, reason: str, request_id: str) -> web.Response:
+        _count("v1_timeout" if status == 504 else "v1_error")
+        log.warning("request %s: %s", request_id, reason)
+        return web.Response(status=status, text=f"shadow proxy: {reason}\n",
+                            headers={self._rid_header: request_id})
 
 
-async def _pump(source: Any, sink: Any) -> None:
-    """Relay WebSocket messages one way until either side closes."""
+async def _pump(source: Any, sink: Any) -> int | None:
+    """Relay WebSocket messages one way until either side closes. Returns the close code
+    when `source` broke a protocol rule (a message over the limit: 1009), else None."""
     async for msg in source:
         if msg.type == aiohttp.WSMsgType.TEXT:
             await sink.send_str(msg.data)
@@ -308,10 +403,46 @@ async def _pump(source: Any, sink: Any) -> None:
             await sink.pong(msg.data)
         elif msg.type == aiohttp.WSMsgType.CLOSE:
             await sink.close(code=msg.data or 1000, message=(msg.extra or "").encode())
-            return
+            return None
+        elif msg.type == aiohttp.WSMsgType.ERROR and isinstance(msg.data, WebSocketError):
+            return msg.data.code  # aiohttp already closed `source` with this code
         else:
-            return
+            return None
     await sink.close()
+    return None
+
+
+class _Client:
+    """The client's side of one answer: a write that fails because the client left marks
+    it gone instead of raising, so V1's answer can still be captured."""
+
+    __slots__ = ("gone", "request", "response")
+
+    def __init__(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
+        self.request = request
+        self.response = response
+        self.gone = False
+
+    async def start(self) -> None:
+        if not self.gone:
+            try:
+                await self.response.prepare(self.request)
+            except ConnectionError:
+                self.gone = True
+
+    async def write(self, data: bytes) -> None:
+        if not self.gone and data:
+            try:
+                await self.response.write(data)
+            except ConnectionError:
+                self.gone = True
+
+    async def finish(self) -> None:
+        if not self.gone:
+            try:
+                await self.response.write_eof()
+            except ConnectionError:
+                self.gone = True
 
 
 class _Capture:

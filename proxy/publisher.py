@@ -2,7 +2,8 @@
 
 `offer()` never awaits: the client path only ever does a `put_nowait`. When the
 queue is full, or Redis is slow or down, events are dropped and counted, and
-the count reaches Redis (stats hash) with the next successful batch.
+the count reaches Redis (stats hash) with the next successful batch. No metrics
+call can raise into `offer()` or stop the publishing task (`metrics.contained`).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class Publisher:
     def _drop(self, n: int, reason: str) -> None:
         self.dropped += n
         self._unreported_drops += n
-        metrics.EVENTS_DROPPED.labels(reason).inc(n)
+        metrics.contained(lambda: metrics.EVENTS_DROPPED.labels(reason).inc(n))
 
     async def start(self) -> None:
         if self._task is None:
@@ -145,7 +146,7 @@ class Publisher:
                 await asyncio.sleep(self.linger_s)
             frames = self._take()
             n = len(frames) // 2
-            metrics.PUBLISH_QUEUE.set(self.queued)
+            metrics.contained(metrics.PUBLISH_QUEUE.set, self.queued)
             try:
                 await self._publish(frames)
             except (TimeoutError, RedisError, OSError) as e:
@@ -165,7 +166,7 @@ class Publisher:
                 self._healthy = True
             backoff = _BACKOFF_MIN_S
             self.published += n
-            metrics.EVENTS_PUBLISHED.inc(n)
+            metrics.contained(metrics.EVENTS_PUBLISHED.inc, n)
 
     async def _publish(self, frames: list[bytes]) -> None:
         """One EVALSHA per batch: one argument to pack, one round trip, one reply."""
