@@ -128,8 +128,8 @@ async def keep_trying(what: str, start: Callable[[], Awaitable[None]],
             failures += 1
             await undo()
             delay = restart_delay(failures, first_s, cap_s)
-            start_log.warning("%s unreachable (%s); retrying in %.1f s", what,
-                        str(e) or type(e).__name__, delay)
+            start_log.warning("%s unreachable; retrying in %.1f s (%s)", what, delay,
+                              str(e) or type(e).__name__)
             await asyncio.sleep(delay)
         except BaseException:
             await undo()
