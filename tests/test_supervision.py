@@ -205,10 +205,10 @@ async def test_a_killed_embedded_redis_is_restarted_and_traffic_is_compared_agai
                 await get_ok(client, f"{proxy}/users/{i}")
             await wait_for(lambda: compared_at_least(client, api, 5), 90, "5 compared")
             redis = await running(proc, "redis")
-            command = redis.cmdline()
             redis.kill()
-            again = await running(proc, "redis", {redis.pid})
-            assert again.cmdline() == command  # the same socket and data dir
+            # the services keep their Redis URL: comparisons resume only if the new server
+            # listens where the old one did
+            await running(proc, "redis", {redis.pid})
             for i in range(6, 11):
                 await get_ok(client, f"{proxy}/users/{i}")
             # the publisher drops events while Redis is away: send until some get through
