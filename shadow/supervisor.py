@@ -7,9 +7,10 @@ workers share one port, and a restarted child takes over the same port.
 Children die with the supervisor (PR_SET_PDEATHSIG), run in their own session
 (a terminal's Ctrl-C reaches the supervisor only, which stops them in order).
 
-A child that exits is restarted, forever: at once the first time, then after a
-delay that doubles while it keeps failing (capped), so one broken part never
-stops the others, and above all never the client-facing proxy. A child that is
+A child that exits is restarted, forever: half a second later the first time,
+then after a delay that doubles while it keeps failing (up to 30 s; a run longer
+than that starts the count again), so one broken part never stops the others,
+and above all never the client-facing proxy. A child that is
 alive but stuck (frozen, deadlocked) is found by its heartbeat: every `shadow`
 child writes a byte to a pipe from its event loop every second; one silent for
 --heartbeat-timeout-s is killed and restarted. Each restart is logged and
