@@ -117,13 +117,12 @@ class MongoStore:
             await x.create_index("signature")
             if self.retention_max_age_s is not None:
                 await x.create_index("created_at", expireAfterSeconds=int(self.retention_max_age_s))
-            if await self._db.meta.find_one({"_id": _ROUTES_COUNT}) is None:
-                await self._count_existing_routes()
+            await self._count_existing_routes()
         except Exception as e:
             raise StoreError(f"cannot open MongoDB store {self.url}: {e}") from e
 
     async def _count_existing_routes(self) -> None:
-        """Routes counted before the route cap existed keep their place under it."""
+        """Routes stored without the cap (by an older version) keep their place under it."""
         from pymongo.errors import BulkWriteError
 
         existing = [r for r in await self._db.exchanges.distinct("route")

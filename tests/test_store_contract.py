@@ -19,6 +19,7 @@ from comparer.store import Store
 from shadow.compare import compare
 from shadow.filters import Filters
 from shadow.model import Answer, CandidateEvent, Event, Request, RequestEvent, ResponseEvent
+from shadow.rules import OTHER_ROUTE
 
 BACKENDS = ["sqlite", "mongomock"] + (["mongodb"] if os.environ.get("SHADOW_TEST_MONGO_URL") else [])
 
@@ -235,3 +236,72 @@ async def test_header_bytes_that_are_not_utf8_and_huge_numbers_are_stored(store:
         import bson
 
         bson.encode(await store.db.exchanges.find_one({"_id": xid(1)}))
+
+
+async def test_undecided_rows_expire_whichever_half_is_missing(store: Store):
+    """After the join timeout every row has an outcome: no V2 answer -> v1_only, no V1 answer
+    (a request alone, a request and V2's answer, V2's answer alone) -> v1_missing. A part
+    arriving later still completes the exchange."""
+    request_only, no_v1, v2_only, no_v2 = (exchange_events(i) for i in (6, 7, 8, 9))
+    await store.apply([request_only[0], no_v1[0], no_v1[2], v2_only[2], no_v2[0], no_v2[1]])
+    assert await store.expire(older_than_ts=time.time()) == 4
+    assert await store.outcomes() == {"v1_missing": 3, "v1_only": 1}
+    assert await store.expire(older_than_ts=time.time()) == 0
+    summary = await store.summary()
+    assert (summary["v1_missing"], summary["v1_only"], summary["pending"]) == (3, 1, 0)
+    assert await ingest(store, [no_v1[1]]) == [xid(7)]  # V1's answer, late: compared now
+    assert await ingest(store, [no_v2[2]]) == [xid(9)]
+    assert await store.outcomes() == {"v1_missing": 2, "match": 2}
+
+
+async def test_object_keys_mongodb_refuses_are_stored_and_read_back(store: Store):
+    """Keys with a NUL, a leading `$` or a dot, from the traffic, inside a diff's values."""
+    odd = {"a\x00b": 1, "$where": {"$gt": ""}, "x.y": [{"p.q": 2}], "%2E": 3, "%": {"$": "."}}
+    events = exchange_events(1, v1=answer({"o": odd}), v2=answer({"o": []}))
+    assert await ingest(store, events) == [xid(1)]
+    x = await store.get(xid(1))
+    assert x is not None and x.outcome == "mismatch"
+    assert [(d.path, d.kind, d.v1, d.v2) for d in x.diff] == [("$.o", "type", odd, [])]
+    if isinstance(store, MongoStore):
+        import bson
+
+        bson.encode(await store.db.exchanges.find_one({"_id": xid(1)}))
+
+
+def twin(s: Store) -> Store:
+    """A second handle on the same store: what another comparer replica has."""
+    if isinstance(s, SQLiteStore):
+        return SQLiteStore(f"sqlite:///{s.path}")
+    assert isinstance(s, MongoStore)
+    return MongoStore(s.url, client=s._client, database=s.database)
+
+
+async def test_routes_are_admitted_up_to_the_cap_by_every_replica_together(store: Store):
+    replica = twin(store)
+    await replica.open()
+    try:
+        a, b = await asyncio.gather(store.admit_routes([f"/a{i}" for i in range(5)], 6),
+                                    replica.admit_routes([f"/b{i}" for i in range(5)], 6))
+        assert len(a | b) == 6  # never more, however the two raced
+        every = [*(f"/a{i}" for i in range(5)), *(f"/b{i}" for i in range(5)), "/new"]
+        assert await store.admit_routes(every, 6) == a | b
+        assert await replica.admit_routes(every, 6) == a | b
+        assert await store.admit_routes([OTHER_ROUTE], 6) == set()  # never takes a place
+        restarted = twin(store)
+        await restarted.open()
+        assert await restarted.admit_routes(every, 6) == a | b
+        await restarted.close()
+    finally:
+        await replica.close()
+
+
+async def test_routes_stored_before_the_cap_keep_their_places(store: Store):
+    for i, path in enumerate(["/one", "/two"]):
+        await store.apply(exchange_events(i, path=path))
+    later = twin(store)  # a store opened after an upgrade: it counts the routes it holds
+    await later.open()
+    try:
+        assert await later.admit_routes(["/three"], 2) == set()
+        assert await later.admit_routes(["/two", "/three"], 3) == {"/two", "/three"}
+    finally:
+        await later.close()
