@@ -117,21 +117,31 @@ class MongoStore:
             await x.create_index("signature")
             if self.retention_max_age_s is not None:
                 await x.create_index("created_at", expireAfterSeconds=int(self.retention_max_age_s))
-            await self._count_existing_routes()
+            if await self._db.meta.find_one({"_id": _ROUTES_COUNT}) is None:
+                await self._count_existing_routes()
         except Exception as e:
             raise StoreError(f"cannot open MongoDB store {self.url}: {e}") from e
 
-    async def _count_existing_routes(self) -> None:
-        """Routes stored without the cap (by an older version) keep their place under it."""
+    async def _count_existing_routes(self, chunk: int = 1000) -> None:
+        """Once, on a store written before the route cap: the routes it holds keep their
+        place under it (streamed: there may be many)."""
         from pymongo.errors import BulkWriteError
 
-        existing = [r for r in await self._db.exchanges.distinct("route")
-                    if isinstance(r, str) and r != OTHER_ROUTE]
-        if existing:
+        async def insert(routes: list[dict[str, Any]]) -> None:
             try:
-                await self._db.routes.insert_many([{"_id": r} for r in existing], ordered=False)
+                await self._db.routes.insert_many(routes, ordered=False)
             except BulkWriteError:
                 pass  # another process counted them too
+
+        batch: list[dict[str, Any]] = []
+        async for row in self._db.exchanges.aggregate([{"$group": {"_id": "$route"}}]):
+            if isinstance(row["_id"], str) and row["_id"] != OTHER_ROUTE:
+                batch.append({"_id": row["_id"]})
+            if len(batch) >= chunk:
+                await insert(batch)
+                batch = []
+        if batch:
+            await insert(batch)
         n = await self._db.routes.count_documents({})
         await self._db.meta.update_one({"_id": _ROUTES_COUNT}, {"$max": {"n": n}}, upsert=True)
 
