@@ -296,7 +296,8 @@ class Comparer:
         s = self.settings
         expired = await self.store.expire(time.time() - s.join_timeout_s)
         if expired:
-            log.info("%d exchanges got no V2 answer within %.0f s: v1_only", expired,
+            log.info("%d exchanges still missed a part after %.0f s (--join-timeout-s): "
+                     "v1_only when V2's answer is missing, v1_missing when V1's is", expired,
                      s.join_timeout_s)
         if s.retention_max_age_s is not None or s.retention_max_docs is not None:
             deleted = await self.store.retain(max_age_s=s.retention_max_age_s,
