@@ -240,7 +240,11 @@ class Proxy:
             )
         except TimeoutError:
             return self._fail(504, "V1 timed out", exchange_id, request_id, started, publish_request)
-        except (aiohttp.ClientError, OSError) as e:
+        except (aiohttp.ClientError, OSError, web.RequestPayloadError) as e:
+            if captured.cut:  # not V1's failure: the client left mid-upload
+                return self._fail(502, "the client left before its request body was whole",
+                                  exchange_id, request_id, started, publish_request,
+                                  incomplete="client_aborted")
             return self._fail(502, f"V1 unreachable: {type(e).__name__}", exchange_id, request_id,
                               started, publish_request)
         metrics.contained(lambda: metrics.PROXY_V1_DURATION.observe(time.perf_counter() - started))
@@ -294,10 +298,18 @@ class Proxy:
 
     async def _stream_request(self, request: web.BaseRequest, captured: _Capture,
                               done: object) -> AsyncIterator[bytes]:
+        """The client's body on to V1 as it comes. Until it is read to its end, the request
+        event says truncated (a replay needs the whole body): V1 may answer before it read
+        it all, or the client may leave halfway (`cut`)."""
+        captured.whole = False
         try:
             async for chunk in request.content.iter_chunked(_CHUNK):
                 captured.add(chunk)
                 yield chunk
+            captured.whole = True
+        except (ConnectionError, web.RequestPayloadError):
+            captured.cut = True
+            raise
         finally:
             done()  # type: ignore[operator]
 
@@ -372,18 +384,21 @@ class Proxy:
         return response
 
     def _fail(self, status: int, reason: str, exchange_id: str, request_id: str, started: float,
-              publish_request: object) -> web.Response:
+              publish_request: object, incomplete: str | None = None) -> web.Response:
+        """No answer from V1: the client gets the proxy's own, and so does the exchange."""
         publish_request()  # type: ignore[operator]
         body = f"shadow proxy: {reason}\n"
         self.publisher.offer(ResponseEvent(
             id=exchange_id, ts=time.time(),
             answer=Answer(status=status, headers=[("Content-Type", "text/plain; charset=utf-8")],
                           body=body.encode(), body_size=len(body),
-                          latency_ms=(time.perf_counter() - started) * 1000, error=reason)))
-        return self._answer_error(status, reason, request_id)
+                          latency_ms=(time.perf_counter() - started) * 1000, error=reason,
+                          incomplete=incomplete)))
+        return self._answer_error(status, reason, request_id, incomplete)
 
-    def _answer_error(self, status: int, reason: str, request_id: str) -> web.Response:
-        _count("v1_timeout" if status == 504 else "v1_error")
+    def _answer_error(self, status: int, reason: str, request_id: str,
+                      incomplete: str | None = None) -> web.Response:
+        _count(incomplete or ("v1_timeout" if status == 504 else "v1_error"))
         log.warning("request %s: %s", request_id, reason)
         return web.Response(status=status, text=f"shadow proxy: {reason}\n",
                             headers={self._rid_header: request_id})
@@ -446,15 +461,18 @@ class _Client:
 
 
 class _Capture:
-    """Keeps the first `cap` bytes of a body and counts the rest."""
+    """Keeps the first `cap` bytes of a body and counts the rest. `whole` is false while a
+    streamed body has not been read to its end; `cut` when its sender broke it off."""
 
-    __slots__ = ("cap", "kept", "parts", "size")
+    __slots__ = ("cap", "cut", "kept", "parts", "size", "whole")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.parts: list[bytes] = []
         self.kept = 0
         self.size = 0
+        self.whole = True
+        self.cut = False
 
     def add(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -466,7 +484,8 @@ class _Capture:
 
     @property
     def truncated(self) -> bool:
-        return self.size > self.kept
+        """Not all of the body is here: past the cap, or not (yet) read to its end."""
+        return self.size > self.kept or not self.whole
 
     def bytes(self) -> bytes:
         return b"".join(self.parts) if len(self.parts) != 1 else self.parts[0]

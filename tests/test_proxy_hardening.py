@@ -59,7 +59,7 @@ async def proxy_for(settings_factory, redis_server, keys) -> AsyncIterator[Calla
 
 async def exchanges(redis_server, keys, count: int) -> dict[str, tuple[Any, Any]]:
     """Wait for `count` exchanges with both events; {request path: (request, response event)}."""
-    r = connect(redis_server.url, 5.0)
+    r: Any = connect(redis_server.url, 5.0)
     found: dict[str, tuple[Any, Any]] = {}
 
     async def complete() -> bool:
@@ -302,6 +302,34 @@ async def test_clients_leaving_before_small_answers_still_get_both_events(http_s
         assert response.answer.status == 200
         assert response.answer.body == f"answer {i}".encode()
         assert response.answer.error is None and response.answer.incomplete is None
+
+
+async def test_a_client_leaving_mid_upload_is_recorded_not_blamed_on_v1(http_server, proxy_for,
+                                                                        redis_server, keys):
+    """The request event says its body is not whole (so it is never replayed as if it
+    were), and V1's side says the client left, not that V1 failed."""
+    arrived = asyncio.Event()
+
+    async def upload(request: web.Request) -> web.Response:
+        arrived.set()
+        try:
+            await request.read()
+        except ConnectionError:
+            pass
+        return web.Response(text="never seen")
+
+    app = web.Application()
+    app.router.add_post("/up", upload)
+    proxy = await proxy_for(await http_server(app), capture_cap_bytes=1024 * 1024)
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n" + b"a" * 100000)
+    await asyncio.wait_for(arrived.wait(), 60)  # the upload is under way to V1
+    writer.close()
+
+    request, response = (await exchanges(redis_server, keys, 1))["/up"]
+    assert request.request.body_truncated and request.request.body_size <= 100000
+    assert response.answer.incomplete == "client_aborted"
+    assert response.answer.error == "the client left before its request body was whole"
 
 
 # -- 5. Request-head deadline and keep-alive idle time -----------------------------------
