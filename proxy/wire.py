@@ -60,7 +60,7 @@ def abort(request: web.BaseRequest) -> None:
     if transport is not None:
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, AttributeError):  # not TCP, or uvloop's
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
         transport.abort()
     request.protocol.force_close()  # no pipelined request is read from this connection

@@ -225,15 +225,14 @@ PATTERN = bytes(range(251)) * 4096  # ~1 MiB, no period of a power of two
 
 
 def big_v1(total: int) -> web.Application:
+    body = (PATTERN * (total // len(PATTERN) + 1))[:total]
+
     async def big(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
         response.content_length = total
         await response.prepare(request)
-        sent = 0
-        while sent < total:
-            n = min(64 * 1024, total - sent)
-            await response.write((PATTERN * (1 + (sent + n) // len(PATTERN)))[sent:sent + n])
-            sent += n
+        for start in range(0, total, 64 * 1024):
+            await response.write(body[start:start + 64 * 1024])
         return response
 
     app = web.Application()
