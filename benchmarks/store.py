@@ -28,7 +28,7 @@ import aiohttp  # noqa: E402
 import orjson  # noqa: E402
 
 from comparer import ReportsApi  # noqa: E402
-from comparer.sqlite_store import SQLiteStore  # noqa: E402
+from comparer.stores.sqlite import SQLiteStore  # noqa: E402
 from shadow.bus import connect  # noqa: E402
 from shadow.compare import compare  # noqa: E402
 from shadow.embedded_redis import EmbeddedRedis  # noqa: E402

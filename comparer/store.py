@@ -94,11 +94,11 @@ class Store(Protocol):
 
 def open_store(url: str, *, retention_max_age_s: float | None = None) -> Store:
     if url.startswith("sqlite:///"):
-        from comparer.sqlite_store import SQLiteStore
+        from comparer.stores.sqlite import SQLiteStore
 
         return SQLiteStore(url)
     if url.startswith(("mongodb://", "mongodb+srv://")):
-        from comparer.mongo_store import MongoStore
+        from comparer.stores.mongo import MongoStore
 
         return MongoStore(url, retention_max_age_s=retention_max_age_s)
     raise ConfigError(f"unsupported store {url!r}: use sqlite:///path/to/shadow.db or mongodb://...")

@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 
 from comparer import Comparer, ReportsApi
-from comparer.mongo_store import MongoStore
-from comparer.sqlite_store import SQLiteStore
+from comparer.stores.mongo import MongoStore
+from comparer.stores.sqlite import SQLiteStore
 from shadow.codec import encode_event
 from shadow.diff import MAX_DIFF_DEPTH, MAX_VALUE_CHARS, clip_depth, json_differences
 from shadow.errors import StoreError

@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from comparer.mongo_store import MongoStore
-from comparer.sqlite_store import SQLiteStore
 from comparer.store import Store
+from comparer.stores.mongo import MongoStore
+from comparer.stores.sqlite import SQLiteStore
 from shadow.compare import compare
 from shadow.filters import Filters
 from shadow.model import Answer, CandidateEvent, Event, Request, RequestEvent, ResponseEvent
