@@ -35,7 +35,7 @@ import aiohttp  # noqa: E402
 import psutil  # noqa: E402
 
 from comparer.stores.sqlite import SQLiteStore  # noqa: E402
-from shadow.embedded_redis import EmbeddedRedis  # noqa: E402
+from shadow.cli.embedded_redis import EmbeddedRedis  # noqa: E402
 from tests.nginxctl import Nginx, free_port  # noqa: E402
 
 

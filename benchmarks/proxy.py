@@ -40,7 +40,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from shadow.embedded_redis import EmbeddedRedis  # noqa: E402
+from shadow.cli.embedded_redis import EmbeddedRedis  # noqa: E402
 from tests.nginxctl import Nginx, free_port, wait_port  # noqa: E402
 
 PAYLOAD = ('{"id": 12345, "name": "Ada Lovelace", "email": "ada@example.com", "plan": "pro", '

@@ -30,8 +30,8 @@ import orjson  # noqa: E402
 from comparer import ReportsApi  # noqa: E402
 from comparer.stores.sqlite import SQLiteStore  # noqa: E402
 from shadow.bus import connect  # noqa: E402
+from shadow.cli.embedded_redis import EmbeddedRedis  # noqa: E402
 from shadow.compare import compare  # noqa: E402
-from shadow.embedded_redis import EmbeddedRedis  # noqa: E402
 from shadow.ids import new_id  # noqa: E402
 from shadow.model import (  # noqa: E402
     Answer,

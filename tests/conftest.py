@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from shadow.bus import connect
-from shadow.embedded_redis import EmbeddedRedis
+from shadow.cli.embedded_redis import EmbeddedRedis
 from shadow.keys import Keys
 from shadow.serve import start_site
 from shadow.settings import Settings, load_settings

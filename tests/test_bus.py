@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 
 from shadow.bus import behind_seconds, stream_health
-from shadow.report import behind, totals_line
+from shadow.cli.views import behind, totals_line
 
 
 def test_behind_seconds_from_entry_ids() -> None:

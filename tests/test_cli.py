@@ -17,7 +17,7 @@ import aiohttp
 import psutil
 import pytest
 
-from shadow import demo_apps
+from shadow.cli import demo_apps
 from tests.conftest import wait_for
 from tests.nginxctl import free_port
 from tests.procs import reap, start_proxy_process, start_up
@@ -112,7 +112,7 @@ async def _gone(p: psutil.Process) -> bool:
 
 
 def test_embedded_redis_dies_with_a_killed_parent(tmp_path: Path) -> None:
-    script = ("import sys, time; from shadow.embedded_redis import EmbeddedRedis;"
+    script = ("import sys, time; from shadow.cli.embedded_redis import EmbeddedRedis;"
               f"r = EmbeddedRedis({str(tmp_path)!r}).start(); print(r.pid, flush=True); time.sleep(60)")
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
                               text=True)

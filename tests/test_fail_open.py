@@ -11,7 +11,7 @@ from aiohttp import web
 
 from proxy import Proxy, Publisher
 from shadow.bus import connect
-from shadow.embedded_redis import EmbeddedRedis
+from shadow.cli.embedded_redis import EmbeddedRedis
 from shadow.model import Answer, ResponseEvent
 from tests.conftest import wait_for
 

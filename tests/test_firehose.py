@@ -19,7 +19,7 @@ from comparer.api import HUB_KEY
 from comparer.firehose import FirehoseHub, FirehosePublisher, Listener
 from shadow import firehose
 from shadow.bus import connect
-from shadow.embedded_redis import EmbeddedRedis
+from shadow.cli.embedded_redis import EmbeddedRedis
 from shadow.model import Answer, Comparison, Difference, Exchange, Request
 from shadow.redact import DEFAULT_FIELDS, DEFAULT_HEADERS, MASK, Redaction
 from tests.conftest import wait_for

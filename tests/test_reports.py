@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from shadow import demo_apps
+from shadow.cli import demo_apps
 from tests.conftest import wait_for
 from tests.pipeline import Pipeline
 

@@ -17,9 +17,9 @@ from typing import Any
 import aiohttp
 import psutil
 
-from shadow import demo_apps
-from shadow.embedded_redis import EmbeddedRedis, free_port
-from shadow.supervisor import overdue, restart_delay
+from shadow.cli import demo_apps
+from shadow.cli.embedded_redis import EmbeddedRedis, free_port
+from shadow.cli.supervisor import overdue, restart_delay
 from tests.conftest import wait_for
 from tests.procs import ROOT, reap, start_proxy_process, start_up
 from tests.test_cli import metric

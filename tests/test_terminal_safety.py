@@ -180,7 +180,7 @@ def test_show_on_a_real_terminal_emits_no_traffic_escape_sequences() -> None:
     """On a colour terminal Rich writes its own styles; nothing from traffic may add more."""
     from rich.console import Console
 
-    from shadow.report import show_exchange
+    from shadow.cli.views import show_exchange
 
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, color_system="truecolor", width=200)

@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 
 from shadow import metrics
 from shadow.aio import cancel_and_wait
-from shadow.embedded_redis import EmbeddedRedis, die_with_parent_hook
+from shadow.cli.embedded_redis import EmbeddedRedis, die_with_parent_hook
 from shadow.errors import BusError, ShadowError, StoreError
 from shadow.rules import load_rules_file
 from shadow.settings import Settings, check_access, parse_hostport, replace, to_args
