@@ -182,7 +182,7 @@ def test_docker_compose_file_is_valid_and_its_commands_are_ours() -> None:
     flag in it is accepted by our parser, and every SHADOW_* variable is a setting."""
     import yaml
 
-    from shadow.cli import build_parser
+    from shadow.cli.parser import build_parser
     from shadow.settings import field_names, load_settings
 
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -1,4 +1,5 @@
-"""Render the /api/summary object for people (rich on a terminal, plain text otherwise).
+"""Terminal views of the reports API's answers (rich on a terminal, plain text otherwise),
+JSON for scripts, and the progress bar of the long-running commands.
 
 Every string that comes from traffic (paths, routes, headers, bodies, diff paths and values,
 class paths, reasons) goes into a `rich.text.Text` through `_t()`: never parsed as Rich markup,
@@ -8,9 +9,12 @@ only ever this module's own constants.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+import orjson
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -99,6 +103,18 @@ def make_console() -> Console:
     return console if console.is_terminal else Console(width=160)
 
 
+def print_json(data: Any) -> None:
+    """JSON for scripts, equal to the API's, with no raw control or bidi character left for a
+    terminal to act on (each becomes its \\uXXXX escape, which JSON reads back the same)."""
+    text = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
+    sys.stdout.write(visible(text, multiline=True) + "\n")
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
     console = console or make_console()
     console.print(summary_table(summary))
@@ -165,8 +181,6 @@ def _pretty_body(part: dict[str, Any] | None) -> str:
     if text is None:
         return f"(binary, {part.get('body_size')} bytes, base64 {str(body.get('base64'))[:60]}...)"
     try:
-        import orjson
-
         text = orjson.dumps(orjson.loads(text), option=orjson.OPT_INDENT_2).decode()
     except ValueError:
         pass
@@ -213,8 +227,6 @@ def show_exchange(x: dict[str, Any], console: Console) -> None:
         table = Table(title="differences")
         for name in ("path", "kind", "v1", "v2"):
             table.add_column(name, overflow="fold")
-        import orjson
-
         for d in x["diff"]:
             table.add_row(_t(d["path"]), _t(d["kind"]), _t(orjson.dumps(d["v1"]).decode()[:200]),
                           _t(orjson.dumps(d["v2"]).decode()[:200]))

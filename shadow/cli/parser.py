@@ -1,0 +1,168 @@
+"""The `shadow` command line's arguments: every command, its flags and its help text.
+
+Builds the parser only; `shadow.cli.entry` dispatches on `args.command`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from shadow import __version__
+from shadow.settings import HELP, field_names
+
+PRIMARY = {
+    "up": ("v1", "v2", "listen", "api", "redis", "store", "rules", "allow_side_effects",
+           "v1_secondary", "data_dir", "workers"),
+    "proxy": ("v1", "listen", "redis", "workers"),
+    "subscriber": ("v2", "redis", "allow_side_effects"),
+    "comparer": ("redis", "store", "api"),
+    "demo": ("redis",),
+    "replay": ("v2", "store", "rules"),
+}
+
+DESCRIPTIONS = {
+    "up": "Run everything on one machine: Redis (embedded unless --redis), the proxy in front "
+          "of V1, the subscriber replaying to V2, and the comparer with its reports API. "
+          "Point clients at --listen; read results with `shadow report`. Ctrl-C stops it all.",
+    "proxy": "Run only the proxy: serves every client from V1 and publishes request/response "
+             "events to Redis (never delaying a client for it).",
+    "subscriber": "Run only the subscriber: replays admitted requests against V2 and publishes "
+                  "V2's answers. Run as many as you like; they share the work.",
+    "comparer": "Run only the comparer: joins V1 and V2 answers in the store, diffs them and "
+                "serves the reports API (/api/summary, /api/exchanges/ID, /metrics).",
+    "demo": "A self-contained demo: starts a sample V1 and a V2 'rewrite' with deliberate "
+            "differences, runs `shadow up` in front, sends traffic and prints the report.",
+    "report": "Print the per-route summary from a running comparer's reports API.",
+    "replay": "Re-verify stored traffic against today's V2: re-send stored requests (all, only "
+              "mismatches, or by route, class or time), compare with the stored V1 answers, and "
+              "report per mismatch class: fixed, still failing, or changed; plus new regressions. "
+              "Reads the store directly (run it where the comparer's --store is reachable). "
+              "The policy settings apply: only safe methods unless --allow-side-effects. "
+              "With --stored nothing is sent: the stored V2 answers are compared again under "
+              "--rules, a preview of what a rules change would hide.",
+}
+
+
+BOOLEAN_FLAGS = ("allow_side_effects", "publish", "forwarded_headers", "preserve_host",
+                 "auto_ignore_noise", "metrics_open", "trust_forwarded", "trust_canonical_resource")
+
+
+def _add_settings(parser: argparse.ArgumentParser, primary: tuple[str, ...]) -> None:
+    main_group = parser.add_argument_group("main options")
+    tuning = parser.add_argument_group("tuning (also SHADOW_<NAME> or shadow.toml)")
+    for name in field_names():
+        flag = f"--{name.replace('_', '-')}"
+        group = main_group if name in primary else tuning
+        if name in BOOLEAN_FLAGS:
+            group.add_argument(flag, nargs="?", const="true", default=None, metavar="BOOL",
+                               help=HELP.get(name))
+        else:
+            group.add_argument(flag, default=None, metavar=name.upper().split("_")[-1]
+                               if name not in ("v1", "v2") else "URL", help=HELP.get(name))
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="TOML settings file (default ./shadow.toml when present)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shadow",
+        description="Traffic shadowing: serve clients from V1, replay their requests against "
+                    "V2, and compare the answers, to prove a rewrite on real traffic.",
+        epilog="Start with `shadow demo`, then `shadow up --v1 URL --v2 URL`.")
+    parser.add_argument("--version", action="version", version=f"shadow {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in ("up", "proxy", "subscriber", "comparer", "demo", "replay"):
+        p = sub.add_parser(name, help=DESCRIPTIONS[name].split(":")[0].split(".")[0],
+                           description=DESCRIPTIONS[name])
+        _add_settings(p, PRIMARY[name])
+    sub.choices["proxy"].add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+    sub.choices["comparer"].add_argument("--api-fd", type=int, help=argparse.SUPPRESS)
+    for name in ("proxy", "subscriber", "comparer"):  # set by the supervisor (`shadow up`)
+        sub.choices[name].add_argument("--heartbeat-fd", type=int, help=argparse.SUPPRESS)
+    rp = sub.choices["replay"]
+    rp.add_argument("--only", choices=("mismatches", "all"), default="mismatches",
+                    help="which stored exchanges to re-send (default mismatches)")
+    rp.add_argument("--route", help="only this route template")
+    rp.add_argument("--signature", help="only this mismatch class")
+    rp.add_argument("--since", help="unix seconds, ISO 8601 or a duration ago (15m, 2h, 7d)")
+    rp.add_argument("--limit", type=int, default=10_000, help="at most this many (default 10000)")
+    rp.add_argument("--json", action="store_true", help="print the report as JSON")
+    rp.add_argument("--stored", action="store_true",
+                    help="send nothing: compare the stored V2 answers again under --rules, to "
+                         "see what a rules change would hide before deploying it (no --v2)")
+    demo = sub.choices["demo"]
+    demo.add_argument("--requests", type=int, default=3000, help="requests to send (default 3000)")
+    demo.add_argument("--concurrency", type=int, default=16, help="parallel clients (default 16)")
+    demo.add_argument("--exit", action="store_true",
+                      help="stop after printing the report (default: keep serving the API)")
+    report = sub.add_parser("report", help="per-route summary from the reports API",
+                            description=DESCRIPTIONS["report"])
+    report.add_argument("--api", dest="api_url", default=None, metavar="URL",
+                        help="reports API URL (default http://<api setting>, 127.0.0.1:8081)")
+    report.add_argument("--json", action="store_true", help="print the /api/summary JSON")
+    report.add_argument("--config", default=None, metavar="FILE", help="TOML settings file")
+
+    def reader(name: str, help_text: str, description: str,
+               json_help: str = "print JSON instead of a table") -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=description)
+        p.add_argument("--api", dest="api_url", default=None, metavar="URL",
+                       help="reports API URL (default http://<api setting>, 127.0.0.1:8081)")
+        p.add_argument("--json", action="store_true", help=json_help)
+        p.add_argument("--config", default=None, metavar="FILE", help="TOML settings file")
+        return p
+
+    mm = reader("mismatches", "list mismatching exchanges",
+                "List mismatching exchanges, newest first, with their differing fields.")
+    mm.add_argument("--route", help="only this route template, e.g. /users/{id}")
+    mm.add_argument("--method", help="only this HTTP method")
+    mm.add_argument("--since", help="unix seconds, ISO 8601 or a duration ago (15m, 2h, 7d)")
+    mm.add_argument("--until", help="same forms as --since")
+    mm.add_argument("--signature", help="only this mismatch class")
+    mm.add_argument("--path", help="only exchanges with a differing path containing this text")
+    mm.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    show = reader("show", "one exchange, V1 and V2 side by side",
+                  "Show one exchange (by exchange id or X-Request-Id): the request, V1's and "
+                  "V2's answers side by side with the differing fields highlighted.")
+    show.add_argument("id", help="exchange id or request id")
+    reader("classes", "mismatch classes: one line per bug",
+           "List mismatch classes (exchanges grouped by route and shape of difference).")
+    mark = reader("mark", "set a mismatch class's status",
+                  "Triage a mismatch class: new, known, accepted (a deliberate change; it no "
+                  "longer counts against the verdict), bug (with --ticket), fixed (reopens by "
+                  "itself if it mismatches again).")
+    mark.add_argument("signature")
+    mark.add_argument("status", choices=("new", "known", "accepted", "bug", "fixed"))
+    mark.add_argument("--ticket", help="a link to the bug ticket")
+    mark.add_argument("--note", help="free text")
+    rl = reader("rules", "the comparison rules in force, and what each one hid",
+                "List the rules of the comparer's --rules file with their reason, owner, expiry "
+                "and how many differences each one has suppressed, so suppressions stay "
+                "visible and reviewed.")
+    rl.add_argument("action", nargs="?", choices=("list", "suggest"), default="list",
+                    help="list (default): the rules in force; suggest: print proposed rules as "
+                         "TOML, from noise evidence and UUID/timestamp detectors (never applied)")
+    vd = reader("verdict", "can we cut over? exit 0 = ready, 1 = not ready",
+                "Ready only when every route seen has at least --min-samples compared "
+                "exchanges and the lower bound of the 95%% Wilson interval of its match rate "
+                "is at least --min-match. Classes marked accepted count as matches. Prints the "
+                "routes that hold the cutover back and why.")
+    vd.add_argument("--min-match", type=float, default=99.9, metavar="PCT",
+                    help="required match rate, percent (default 99.9)")
+    vd.add_argument("--min-samples", type=int, default=100, metavar="N",
+                    help="compared exchanges required per route (default 100)")
+    vd.add_argument("--exclude", action="append", default=[], metavar="ROUTE",
+                    help="leave a route out ('/health' or 'GET /health'); repeatable")
+    tl = reader("tail", "the live firehose: one line per compared exchange",
+                "Follow the comparisons as they happen (redacted: secrets named by "
+                "--redact-headers / --redact-fields on the comparer are masked). One line per "
+                "exchange: time, outcome, method, URL, V1 and V2 status and latency, and the "
+                "first difference. Ctrl-C to stop.",
+                json_help="print each item as one line of JSON (for scripts)")
+    tl.add_argument("--outcome", help="only these outcomes, comma-separated "
+                                      "(match, mismatch, v2_error, skipped, compare_error)")
+    tl.add_argument("--route", help="only routes matching this glob, e.g. '/users/*'")
+    tl.add_argument("--method", help="only this HTTP method")
+    tl.add_argument("--count", type=int, default=None, metavar="N",
+                    help="stop after N exchanges (default: follow until Ctrl-C)")
+    return parser
+

@@ -1,0 +1,198 @@
+"""The reports-API client: one way to reach a running comparer (fetch_json, the SSE firehose)
+and the commands that read it: report, mismatches, show, tail, classes, mark, rules, verdict."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import orjson
+
+from shadow import firehose
+from shadow.cli.views import (
+    classes_table,
+    make_console,
+    mismatches_table,
+    print_json,
+    print_summary,
+    rules_table,
+    show_exchange,
+    verdict_lines,
+)
+from shadow.errors import ShadowError
+from shadow.safetext import visible
+from shadow.settings import Settings
+
+
+def _api_url(args: argparse.Namespace, settings: Settings) -> str:
+    url = args.api_url or f"http://{settings.api}"
+    return url if "://" in url else f"http://{url}"
+
+
+def _api_request(url: str, token: str | None, accept: str,
+                 body: dict[str, Any] | None = None) -> urllib.request.Request:
+    request = urllib.request.Request(url, headers={"Accept": accept},
+                                     data=orjson.dumps(body) if body is not None else None)
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    return request
+
+
+def _api_error(url: str, e: OSError, doing: str) -> ShadowError:
+    """What to tell the user when the reports API refused (HTTP error) or is not there."""
+    if isinstance(e, urllib.error.HTTPError):
+        return ShadowError(f"{url} answered {e.code}: "
+                           + visible(e.read().decode(errors="replace")[:300]))
+    return ShadowError(f"cannot {doing} at {url} ({getattr(e, 'reason', e)}): is `shadow up` or "
+                       "`shadow comparer` running? Point at it with --api URL")
+
+
+def fetch_json(url: str, token: str | None, timeout_s: float = 10.0,
+               body: dict[str, Any] | None = None) -> Any:
+    try:
+        with urllib.request.urlopen(_api_request(url, token, "application/json", body),
+                                    timeout=timeout_s) as resp:
+            return orjson.loads(resp.read())
+    except (urllib.error.URLError, OSError) as e:
+        raise _api_error(url, e, "reach the reports API") from e
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    summary = fetch_json(_api_url(args, settings) + "/api/summary", settings.api_token)
+    if args.json:
+        print_json(summary)
+    else:
+        print_summary(summary)
+    return 0
+
+
+def cmd_mismatches(args: argparse.Namespace, settings: Settings) -> int:
+    query = {k: str(v) for k, v in (("route", args.route), ("method", args.method),
+                                     ("since", args.since), ("until", args.until),
+                                     ("signature", args.signature), ("path", args.path),
+                                     ("limit", args.limit)) if v is not None}
+    url = f"{_api_url(args, settings)}/api/mismatches?{urllib.parse.urlencode(query)}"
+    data = fetch_json(url, settings.api_token)
+    if args.json:
+        print_json(data)
+    else:
+        console = make_console()
+        console.print(mismatches_table(data["items"]))
+        if data.get("next"):
+            console.print(f"more: add --limit, or page with the API cursor {data['next']}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    key = urllib.parse.quote(args.id, safe="")
+    data = fetch_json(f"{_api_url(args, settings)}/api/exchanges/{key}", settings.api_token)
+    if args.json:
+        print_json(data)
+    else:
+        show_exchange(data, make_console())
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    query = {k: v for k, v in (("outcome", args.outcome), ("route", args.route),
+                               ("method", args.method)) if v}
+    url = f"{_api_url(args, settings)}/api/firehose?{urllib.parse.urlencode(query)}"
+    request = _api_request(url, settings.api_token, "text/event-stream")
+    seen, followed, lost = 0, False, False
+    try:
+        while True:
+            try:
+                # the API sends a keepalive every 15 s; 60 s of silence means it is gone
+                with urllib.request.urlopen(request, timeout=60) as resp:
+                    if not args.json and (lost or not followed):
+                        print(f"{'back: ' if lost else ''}following {url} (Ctrl-C to stop)",
+                              file=sys.stderr, flush=True)
+                    followed, lost = True, False
+                    for event, data in firehose.sse_events(resp):
+                        if event == "dropped":
+                            print(f"… {data.decode()} exchanges skipped: this terminal reads "
+                                  "slower than they arrive; filter with --outcome or --route",
+                                  file=sys.stderr, flush=True)
+                            continue
+                        text = data.decode(errors="replace") if args.json else \
+                            firehose.line(orjson.loads(data))
+                        print(visible(text), flush=True)
+                        seen += 1
+                        if args.count is not None and seen >= args.count:
+                            return 0
+                reason = "the stream ended"
+            except (urllib.error.URLError, OSError) as e:
+                if not followed or isinstance(e, urllib.error.HTTPError):
+                    raise _api_error(url, e, "follow the firehose") from e
+                reason = str(getattr(e, "reason", e))
+            if not lost:
+                print(f"lost the firehose ({reason}); reconnecting every 2 s (Ctrl-C to stop)",
+                      file=sys.stderr, flush=True)
+                lost = True
+            time.sleep(2)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_classes(args: argparse.Namespace, settings: Settings) -> int:
+    data = fetch_json(f"{_api_url(args, settings)}/api/classes", settings.api_token)
+    if args.json:
+        print_json(data)
+    else:
+        make_console().print(classes_table(data["classes"]))
+    return 0
+
+
+def cmd_mark(args: argparse.Namespace, settings: Settings) -> int:
+    body = {"status": args.status, "ticket": args.ticket, "note": args.note}
+    data = fetch_json(f"{_api_url(args, settings)}/api/classes/{args.signature}",
+                      settings.api_token, body=body)
+    if args.json:
+        print_json(data)
+    else:
+        print(visible(f"class {data['signature']} ({data['method']} {data['route']}): "
+                      f"{data['status']}" + (f" {data['ticket']}" if data.get("ticket") else "")))
+    return 0
+
+
+def cmd_rules(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "suggest":
+        found = fetch_json(f"{_api_url(args, settings)}/api/suggestions", settings.api_token)
+        if args.json:
+            print_json(found)
+        elif found["toml"]:
+            sys.stdout.write("# Suggested by shadow. Review each one, then add the ones you agree "
+                             "with to your --rules file.\n\n"
+                             + visible(found["toml"], multiline=True))
+        else:
+            print("no suggestions: no noisy paths or UUID/timestamp differences found yet")
+        return 0
+    data = fetch_json(f"{_api_url(args, settings)}/api/rules", settings.api_token)
+    if args.json:
+        print_json(data)
+    else:
+        make_console().print(rules_table(data))
+    return 0
+
+
+def cmd_verdict(args: argparse.Namespace, settings: Settings) -> int:
+    query = [("min_match", str(args.min_match)), ("min_samples", str(args.min_samples)),
+             *(("exclude", r) for r in args.exclude)]
+    data = fetch_json(f"{_api_url(args, settings)}/api/verdict?{urllib.parse.urlencode(query)}",
+                      settings.api_token)
+    if args.json:
+        print_json({"ready": data["ready"],
+                     "routes": [{k: r[k] for k in ("method", "route", "ready", "reason")}
+                                for r in data["routes"]]})
+    else:
+        console = make_console()
+        for line in verdict_lines(data):
+            console.print(line)
+    return 0 if data["ready"] else 1
