@@ -3,6 +3,9 @@
 Precedence: command-line flags, then SHADOW_* environment variables, then an
 optional TOML file (`--config`, SHADOW_CONFIG, or ./shadow.toml), then defaults.
 This is the only module that reads the environment.
+
+A setting is declared once, as one field of `Settings` made by `setting()`: its default, its
+--help text, its check (validate() runs it) and its place in the command line's help.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import ipaddress
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -25,155 +28,8 @@ ENV_PREFIX = "SHADOW_"
 DEFAULT_CONFIG_FILE = "shadow.toml"
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    # where things are
-    v1: str | None = None
-    v2: str | None = None
-    v1_secondary: str | None = None
-    listen: str = "127.0.0.1:8080"
-    api: str = "127.0.0.1:8081"
-    redis: str | None = None  # None: start the embedded Redis
-    store: str = "sqlite:///.shadow/shadow.db"
-    data_dir: str = ".shadow"
-    rules: str | None = None
-    # proxy
-    request_id_header: str = "X-Request-Id"
-    capture_cap_bytes: int = 65536
-    max_queue: int = 10_000
-    max_queue_bytes: int = 128 * 1024 * 1024
-    publish_batch: int = 256
-    workers: int = 1
-    metrics_listen: str | None = None  # proxy and subscriber; the comparer serves them on --api
-    publish: bool = True
-    forwarded_headers: bool = True
-    trust_forwarded: bool = False
-    preserve_host: bool = False
-    header_timeout_s: float = 15.0
-    keepalive_timeout_s: float = 75.0
-    ws_max_message_bytes: int = 4 * 1024 * 1024
-    v1_connect_timeout_s: float = 5.0
-    v1_read_timeout_s: float = 60.0
-    # streams
-    stream_prefix: str = "shadow"
-    stream_maxlen: int = 1_000_000
-    redis_timeout_s: float = 2.0
-    claim_idle_s: float = 60.0
-    consumer: str | None = None  # default: host-pid, unique per process
-    max_deliveries: int = 5
-    # subscriber
-    allow_side_effects: bool = False
-    v2_connect_timeout_s: float = 5.0
-    v2_read_timeout_s: float = 30.0
-    replay_concurrency: int = 64
-    ordered_by: str | None = None
-    replay_include: str = "*"
-    replay_exclude: str | None = None
-    sample_percent: float = 100.0
-    max_replay_rate: float | None = None
-    v2_set_headers: str | None = None
-    v2_remove_headers: str | None = None
-    v2_strip_prefix: str | None = None
-    v2_add_prefix: str | None = None
-    breaker_failures: int = 10
-    breaker_cooldown_s: float = 30.0
-    # comparer
-    join_timeout_s: float = 60.0
-    trust_canonical_resource: bool = False
-    max_routes: int = 1000
-    stale_after_s: float = 300.0
-    auto_ignore_noise: bool = False
-    retention_max_age_s: float | None = None
-    retention_max_docs: int | None = None
-    api_token: str | None = None
-    metrics_open: bool = False
-    redact_headers: str = redact.DEFAULT_HEADERS
-    redact_fields: str = redact.DEFAULT_FIELDS
-    # supervisor (`shadow up`, `shadow proxy --workers N`)
-    heartbeat_timeout_s: float = 30.0
-    # misc
-    log_level: str = "info"
-
-    def require(self, *names: str) -> None:
-        """Fail start-up with a message naming each missing setting and how to set it."""
-        missing = [n for n in names if getattr(self, n) in (None, "")]
-        if missing:
-            hints = ", ".join(f"--{n.replace('_', '-')} (or {ENV_PREFIX}{n.upper()})" for n in missing)
-            raise ConfigError(f"missing required setting: {hints}")
-
-
-_FIELDS = {f.name: f for f in fields(Settings)}
-
-
-def load_settings(
-    flags: Mapping[str, Any] | None = None,
-    env: Mapping[str, str] | None = None,
-    config_file: str | None = None,
-) -> Settings:
-    """Merge flags > env > TOML file > defaults, coerce types, validate."""
-    env = os.environ if env is None else env
-    flags = {k: v for k, v in (flags or {}).items() if v is not None}
-    path = config_file or flags.pop("config", None) or env.get(f"{ENV_PREFIX}CONFIG")
-    values: dict[str, Any] = {}
-    values.update(_from_toml(path))
-    for name in _FIELDS:
-        raw = env.get(f"{ENV_PREFIX}{name.upper()}")
-        if raw is not None:
-            values[name] = _coerce(name, raw, f"environment variable {ENV_PREFIX}{name.upper()}")
-    for name, raw in flags.items():
-        if name not in _FIELDS:
-            continue
-        values[name] = _coerce(name, raw, f"--{name.replace('_', '-')}")
-    settings = Settings(**values)
-    validate(settings)
-    return settings
-
-
-def _from_toml(path: str | None) -> dict[str, Any]:
-    explicit = path is not None
-    file = Path(path or DEFAULT_CONFIG_FILE)
-    if not file.exists():
-        if explicit:
-            raise ConfigError(f"config file {file} does not exist")
-        return {}
-    try:
-        data = tomllib.loads(file.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot parse config file {file}: {e}") from e
-    section = data.get("shadow", data)
-    out: dict[str, Any] = {}
-    for key, raw in section.items():
-        name = key.replace("-", "_")
-        if name not in _FIELDS:
-            if isinstance(raw, dict):
-                continue  # other sections (rules, ...) belong to other readers
-            raise ConfigError(f"{file}: unknown setting {key!r}; known: {', '.join(sorted(_FIELDS))}")
-        out[name] = _coerce(name, raw, f"{file}: {key}")
-    return out
-
-
-def _coerce(name: str, raw: Any, where: str) -> Any:
-    kind = str(_FIELDS[name].type)
-    try:
-        if "bool" in kind:
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError(f"expected true or false, got {raw!r}")
-        if "int" in kind:
-            if isinstance(raw, bool):
-                raise ValueError("expected an integer")
-            return int(raw)
-        if "float" in kind:
-            return float(raw)
-        return None if raw is None else str(raw)
-    except ValueError as e:
-        raise ConfigError(f"{where}: {e}") from e
-
+# ---------------------------------------------------------------- checks: (value, flag) -> None,
+# or a ConfigError that names the flag and what to write instead
 
 def parse_hostport(value: str, what: str) -> tuple[str, int]:
     """'127.0.0.1:8080', '[::1]:8080', ':8080' (all interfaces) -> (host, port)."""
@@ -271,21 +127,333 @@ def _check_path_globs(value: str | None, flag: str) -> None:
                               f"with '/': write {'/' + glob!r} (or '*/{glob}' for any prefix)")
 
 
-def _check_policy(s: Settings) -> None:
-    """The replay policy's settings (subscriber/policy.py reads them): checked here, so a bad
-    one stops every command before anything starts instead of the subscriber after it."""
-    if not 0 <= s.sample_percent <= 100:
-        raise ConfigError(f"--sample-percent must be 0-100 (the percentage of requests "
-                          f"replayed to V2), got {s.sample_percent:g}")
-    parse_set_headers(s.v2_set_headers)
-    _check_header_names(_csv(s.v2_remove_headers), "--v2-remove-headers")
-    _check_path_prefix(s.v2_strip_prefix, "--v2-strip-prefix")
-    _check_path_prefix(s.v2_add_prefix, "--v2-add-prefix")
-    _check_path_globs(s.replay_include, "--replay-include")
-    _check_path_globs(s.replay_exclude, "--replay-exclude")
-    if s.ordered_by is not None and not is_token(s.ordered_by):
-        raise ConfigError(f"--ordered-by: {s.ordered_by!r} is not a header or cookie name "
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def _positive(value: float, flag: str) -> None:
+    if value <= 0:
+        raise ConfigError(f"{flag} must be positive, got {value}")
+
+
+def _redis_url(value: str, flag: str) -> None:
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"{flag}: expected redis://, rediss:// or unix:// URL, got {value!r}")
+
+
+def _store_url(value: str, flag: str) -> None:
+    if urlsplit(value).scheme not in ("sqlite", "mongodb", "mongodb+srv"):
+        raise ConfigError(
+            f"{flag}: expected sqlite:///path/to/shadow.db or mongodb://..., got {value!r}"
+        )
+
+
+def _request_id_header(value: str, flag: str) -> None:
+    if not is_token(value):
+        raise ConfigError(f"{flag}: {value!r} is not a valid header "
+                          "name (letters, digits and !#$%&'*+-.^_`|~, e.g. X-Request-Id)")
+
+
+def _log_level(value: str, flag: str) -> None:
+    if value.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"{flag}: expected debug, info, warning or error, got {value!r}")
+
+
+def _percent_replayed(value: float, flag: str) -> None:
+    if not 0 <= value <= 100:
+        raise ConfigError(f"{flag} must be 0-100 (the percentage of requests "
+                          f"replayed to V2), got {value:g}")
+
+
+def _set_headers(value: str, flag: str) -> None:
+    parse_set_headers(value)
+
+
+def _header_names(value: str, flag: str) -> None:
+    _check_header_names(_csv(value), flag)
+
+
+def _ordered_by(value: str, flag: str) -> None:
+    if not is_token(value):
+        raise ConfigError(f"{flag}: {value!r} is not a header or cookie name "
                           "(letters, digits and !#$%&'*+-.^_`|~, no spaces)")
+
+
+def _api_token(value: str, flag: str) -> None:
+    if not all("!" <= c <= "~" for c in value):
+        raise ConfigError("SHADOW_API_TOKEN (--api-token) must be printable ASCII without spaces, "
+                          "as it travels in an HTTP header; make one with: python -c "
+                          "'import secrets; print(secrets.token_urlsafe(32))'")
+
+
+Check = Callable[[Any, str], object]
+"""A setting's check: gets the value (never None) and its flag, raises ConfigError if bad."""
+
+
+def setting(default: Any, help_text: str, check: Check | None = None, *,
+            main: tuple[str, ...] = (), metavar: str | None = None) -> Any:
+    """One setting, declared in one place: its default, its --help text, its check (run by
+    validate()), the commands whose --help lists it under "main options", and its metavar
+    (default: the last word of its name; BOOL for a bool)."""
+    return dataclasses.field(default=default, metadata={
+        "help": help_text, "check": check, "main": main, "metavar": metavar})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # where things are
+    v1: str | None = setting(
+        None, "base URL of the existing system, which answers every client (e.g. "
+        "http://10.0.0.5:8000)", _check_http_url, main=("up", "proxy"), metavar="URL")
+    v2: str | None = setting(
+        None, "base URL of the rewrite, which gets the replayed requests", _check_http_url,
+        main=("up", "subscriber", "replay"), metavar="URL")
+    v1_secondary: str | None = setting(
+        None, "a second V1 instance, to tell V1's own noise from real differences", _check_http_url,
+        main=("up",))
+    listen: str = setting("127.0.0.1:8080", "HOST:PORT the proxy listens on (default "
+                          "127.0.0.1:8080)", parse_hostport, main=("up", "proxy"))
+    api: str = setting("127.0.0.1:8081", "HOST:PORT of the reports API (default 127.0.0.1:8081)",
+                       parse_hostport, main=("up", "comparer"))
+    redis: str | None = setting(  # None: start the embedded Redis
+        None, "Redis URL (redis://, rediss://, unix://); default: start an embedded Redis",
+        _redis_url, main=("up", "proxy", "subscriber", "comparer", "demo"))
+    store: str = setting(
+        "sqlite:///.shadow/shadow.db", "sqlite:///path/to/shadow.db (default "
+        "sqlite:///.shadow/shadow.db) or mongodb://...", _store_url,
+        main=("up", "comparer", "replay"))
+    data_dir: str = setting(".shadow", "where `shadow up` keeps the embedded Redis files "
+                            "(default .shadow)", main=("up",))
+    rules: str | None = setting(
+        None, "a TOML rules file: what to ignore, tolerate, reorder or normalize per route",
+        main=("up", "replay"))
+    # proxy
+    request_id_header: str = setting(
+        "X-Request-Id", "header that carries the request id (default X-Request-Id)",
+        _request_id_header)
+    capture_cap_bytes: int = setting(
+        65536, "bytes of each body kept for comparison (default 65536); clients always get the "
+        "whole body", _positive)
+    max_queue: int = setting(
+        10_000, "events the proxy buffers for Redis before it drops (and counts) them", _positive)
+    max_queue_bytes: int = setting(
+        128 * 1024 * 1024, "bytes of encoded events the proxy buffers for Redis (default "
+        "128 MiB): with big captured bodies this bound comes before --max-queue", _positive)
+    publish_batch: int = setting(256, "events per pipelined XADD batch", _positive)
+    workers: int = setting(
+        1, "proxy processes sharing the listening port (use the cores you have)", _positive,
+        main=("up", "proxy"))
+    metrics_listen: str | None = setting(  # proxy and subscriber; the comparer serves them on --api
+        None, "HOST:PORT where the proxy or the subscriber serves Prometheus /metrics (under "
+        "`shadow up`, the reports API's /metrics has every process's)", parse_hostport)
+    publish: bool = setting(
+        True, "publish events to Redis (default true); false serves clients only")
+    forwarded_headers: bool = setting(
+        True, "append X-Forwarded-For/-Proto/-Host on requests to V1 (default true)")
+    trust_forwarded: bool = setting(
+        False, "keep the client's X-Forwarded-*/Forwarded headers (only when a trusted proxy "
+        "such as nginx sets them); default false: shadow writes its own")
+    preserve_host: bool = setting(
+        False, "send the client's Host header to V1 instead of V1's own host")
+    header_timeout_s: float = setting(
+        15.0, "seconds a client may take to send a request's head before the connection is "
+        "closed (slowloris guard, default 15)", _positive)
+    keepalive_timeout_s: float = setting(
+        75.0, "seconds an idle keep-alive client connection stays open (default 75)", _positive)
+    ws_max_message_bytes: int = setting(
+        4 * 1024 * 1024, "largest WebSocket message relayed (default 4 MiB); past it the "
+        "connection is closed with 1009", _positive)
+    v1_connect_timeout_s: float = setting(
+        5.0, "seconds to connect to V1 before answering 502", _positive)
+    v1_read_timeout_s: float = setting(
+        60.0, "seconds V1 may stay silent before the proxy answers 504", _positive)
+    # streams
+    stream_prefix: str = setting("shadow", "prefix of every Redis key (default shadow)")
+    stream_maxlen: int = setting(
+        1_000_000, "approximate cap of each stream (MAXLEN ~), bounds Redis memory", _positive)
+    redis_timeout_s: float = setting(
+        2.0, "seconds a Redis call may take before it counts as down", _positive)
+    claim_idle_s: float = setting(
+        60.0, "seconds an unacknowledged entry may sit before another consumer takes it",
+        _positive)
+    consumer: str | None = setting(  # default: host-pid, unique per process
+        None, "this consumer's name in its group (default role-host-pid)")
+    max_deliveries: int = setting(
+        5, "deliveries after which an entry that keeps failing is dead-lettered", _positive)
+    # subscriber (the replay policy's settings: subscriber/policy.py reads them, checked here
+    # so a bad one stops every command before anything starts)
+    allow_side_effects: bool = setting(
+        False, "also replay POST/PUT/PATCH/DELETE to V2 (only if V2 is harmless!)",
+        main=("up", "subscriber"))
+    v2_connect_timeout_s: float = setting(5.0, "seconds to connect to V2", _positive)
+    v2_read_timeout_s: float = setting(
+        30.0, "seconds V2 may stay silent before the replay counts as an error", _positive)
+    replay_concurrency: int = setting(
+        64, "replays in flight at once, per subscriber", _positive)
+    ordered_by: str | None = setting(
+        None, "header or cookie name: requests sharing its value are replayed in order",
+        _ordered_by)
+    replay_include: str = setting(
+        "*", "comma-separated path globs to replay (default *)", _check_path_globs)
+    replay_exclude: str | None = setting(
+        None, "comma-separated path globs never to replay, e.g. /admin/*", _check_path_globs)
+    sample_percent: float = setting(
+        100.0, "replay this percentage of requests, chosen by request id (default 100)",
+        _percent_replayed)
+    max_replay_rate: float | None = setting(
+        None, "at most this many replays per second per subscriber (default: no limit)",
+        _positive)
+    v2_set_headers: str | None = setting(
+        None, "headers to set on requests to V2: 'Authorization: Bearer x; X-Env: shadow'",
+        _set_headers)
+    v2_remove_headers: str | None = setting(
+        None, "comma-separated headers never sent to V2, e.g. Cookie", _header_names)
+    v2_strip_prefix: str | None = setting(
+        None, "path prefix to remove before calling V2", _check_path_prefix)
+    v2_add_prefix: str | None = setting(
+        None, "path prefix to add before calling V2", _check_path_prefix)
+    breaker_failures: int = setting(
+        10, "consecutive V2 failures or timeouts that open the circuit breaker", _positive)
+    breaker_cooldown_s: float = setting(
+        30.0, "seconds the breaker stays open before one probe goes to V2", _positive)
+    # comparer
+    join_timeout_s: float = setting(
+        60.0, "seconds to wait for V2's answer before an exchange is v1_only", _positive)
+    trust_canonical_resource: bool = setting(
+        False, "let a request's Canonical-Resource header name its route (only if clients are "
+        "trusted; default false)")
+    max_routes: int = setting(
+        1000, "distinct routes tracked (default 1000); the rest count as one '(other)' route",
+        _positive)
+    stale_after_s: float = setting(
+        300.0, "a comparison whose V2 call came this long after V1's answer is flagged stale",
+        _positive)
+    auto_ignore_noise: bool = setting(
+        False, "hide differences at paths where V1's answers to identical requests change over "
+        "time (suspected noise); off by default: they are only shown")
+    retention_max_age_s: float | None = setting(
+        None, "delete exchanges older than this (default: keep)", _positive)
+    retention_max_docs: int | None = setting(
+        None, "keep at most this many exchanges, deleting the oldest (default: all)", _positive)
+    api_token: str | None = setting(
+        None, "bearer token for the reports API (required off loopback)", _api_token)
+    metrics_open: bool = setting(
+        False, "serve /metrics without the bearer token (for Prometheus scrapers)")
+    redact_headers: str = setting(
+        redact.DEFAULT_HEADERS, "comma-separated header names whose values the live firehose "
+        "masks (default: Authorization, Cookie, Set-Cookie, X-Api-Key, ...)", _header_names)
+    redact_fields: str = setting(
+        redact.DEFAULT_FIELDS, "comma-separated JSON field / query parameter names whose values "
+        "the live firehose masks (default: password, token, secret, api_key, ...)")
+    # supervisor (`shadow up`, `shadow proxy --workers N`)
+    heartbeat_timeout_s: float = setting(
+        30.0, "seconds a child of `shadow up` may go without a heartbeat from its event loop "
+        "(frozen, deadlocked) before it is killed and restarted (default 30)", _positive)
+    # misc
+    log_level: str = setting("info", "debug, info, warning or error", _log_level)
+
+    def require(self, *names: str) -> None:
+        """Fail start-up with a message naming each missing setting and how to set it."""
+        missing = [n for n in names if getattr(self, n) in (None, "")]
+        if missing:
+            hints = ", ".join(f"--{n.replace('_', '-')} (or {ENV_PREFIX}{n.upper()})" for n in missing)
+            raise ConfigError(f"missing required setting: {hints}")
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """A setting as the command line shows it."""
+
+    name: str
+    flag: str  # --name-with-dashes
+    help: str
+    boolean: bool  # `--flag` alone means true
+    metavar: str
+    main: tuple[str, ...]  # the commands whose --help lists it under "main options"
+
+
+def options() -> list[Option]:
+    """Every setting's command-line option, in declaration order."""
+    out = []
+    for f in fields(Settings):
+        boolean = "bool" in str(f.type)
+        metavar = "BOOL" if boolean else f.metadata["metavar"] or f.name.upper().split("_")[-1]
+        out.append(Option(f.name, _flag(f.name), f.metadata["help"], boolean, metavar,
+                          f.metadata["main"]))
+    return out
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> Settings:
+    """Merge flags > env > TOML file > defaults, coerce types, validate."""
+    env = os.environ if env is None else env
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    path = config_file or flags.pop("config", None) or env.get(f"{ENV_PREFIX}CONFIG")
+    values: dict[str, Any] = {}
+    values.update(_from_toml(path))
+    for name in _FIELDS:
+        raw = env.get(f"{ENV_PREFIX}{name.upper()}")
+        if raw is not None:
+            values[name] = _coerce(name, raw, f"environment variable {ENV_PREFIX}{name.upper()}")
+    for name, raw in flags.items():
+        if name not in _FIELDS:
+            continue
+        values[name] = _coerce(name, raw, f"--{name.replace('_', '-')}")
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+def _from_toml(path: str | None) -> dict[str, Any]:
+    explicit = path is not None
+    file = Path(path or DEFAULT_CONFIG_FILE)
+    if not file.exists():
+        if explicit:
+            raise ConfigError(f"config file {file} does not exist")
+        return {}
+    try:
+        data = tomllib.loads(file.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot parse config file {file}: {e}") from e
+    section = data.get("shadow", data)
+    out: dict[str, Any] = {}
+    for key, raw in section.items():
+        name = key.replace("-", "_")
+        if name not in _FIELDS:
+            if isinstance(raw, dict):
+                continue  # other sections (rules, ...) belong to other readers
+            raise ConfigError(f"{file}: unknown setting {key!r}; known: {', '.join(sorted(_FIELDS))}")
+        out[name] = _coerce(name, raw, f"{file}: {key}")
+    return out
+
+
+def _coerce(name: str, raw: Any, where: str) -> Any:
+    kind = str(_FIELDS[name].type)
+    try:
+        if "bool" in kind:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(f"expected true or false, got {raw!r}")
+        if "int" in kind:
+            if isinstance(raw, bool):
+                raise ValueError("expected an integer")
+            return int(raw)
+        if "float" in kind:
+            return float(raw)
+        return None if raw is None else str(raw)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from e
 
 
 def check_writable(s: Settings, *, embedded_redis: bool) -> None:
@@ -315,55 +483,20 @@ def check_writable(s: Settings, *, embedded_redis: bool) -> None:
 
 
 def validate(s: Settings) -> None:
+    """Every float finite, then each setting's own check, then the rules between settings."""
     for f in fields(Settings):
         value = getattr(s, f.name)
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
-    _check_http_url(s.v1, "--v1")
-    _check_http_url(s.v2, "--v2")
-    _check_http_url(s.v1_secondary, "--v1-secondary")
-    parse_hostport(s.listen, "--listen")
-    parse_hostport(s.api, "--api")
-    if s.metrics_listen is not None:
-        parse_hostport(s.metrics_listen, "--metrics-listen")
-    if s.redis is not None and urlsplit(s.redis).scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(f"--redis: expected redis://, rediss:// or unix:// URL, got {s.redis!r}")
-    if urlsplit(s.store).scheme not in ("sqlite", "mongodb", "mongodb+srv"):
-        raise ConfigError(
-            f"--store: expected sqlite:///path/to/shadow.db or mongodb://..., got {s.store!r}"
-        )
-    for name in ("capture_cap_bytes", "max_queue", "max_queue_bytes", "publish_batch",
-                 "stream_maxlen", "ws_max_message_bytes", "max_routes",
-                 "replay_concurrency", "workers", "breaker_failures", "max_deliveries"):
-        if getattr(s, name) <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(s, name)}")
-    for name in ("v1_connect_timeout_s", "v1_read_timeout_s", "v2_connect_timeout_s",
-                 "v2_read_timeout_s", "redis_timeout_s", "claim_idle_s", "join_timeout_s",
-                 "stale_after_s", "header_timeout_s", "keepalive_timeout_s",
-                 "heartbeat_timeout_s"):
-        if getattr(s, name) <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(s, name)}")
-    for name in ("retention_max_age_s", "retention_max_docs", "max_replay_rate",
-                 "breaker_cooldown_s"):
-        value = getattr(s, name)
-        if value is not None and value <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+            raise ConfigError(f"{_flag(f.name)} must be a finite number, got {value}")
+    for f in fields(Settings):
+        value, check = getattr(s, f.name), f.metadata["check"]
+        if check is not None and value is not None:
+            check(value, _flag(f.name))
     if s.claim_idle_s <= s.v2_connect_timeout_s + s.v2_read_timeout_s:
         raise ConfigError(
             f"--claim-idle-s ({s.claim_idle_s:g}) must exceed --v2-connect-timeout-s + "
             f"--v2-read-timeout-s ({s.v2_connect_timeout_s + s.v2_read_timeout_s:g}), or replays "
             "still waiting on V2 would be handed to another subscriber and sent twice")
-    if not is_token(s.request_id_header):
-        raise ConfigError(f"--request-id-header: {s.request_id_header!r} is not a valid header "
-                          "name (letters, digits and !#$%&'*+-.^_`|~, e.g. X-Request-Id)")
-    if s.log_level.lower() not in ("debug", "info", "warning", "error"):
-        raise ConfigError(f"--log-level: expected debug, info, warning or error, got {s.log_level!r}")
-    _check_policy(s)
-    _check_header_names(_csv(s.redact_headers), "--redact-headers")
-    if s.api_token and not all("!" <= c <= "~" for c in s.api_token):
-        raise ConfigError("SHADOW_API_TOKEN (--api-token) must be printable ASCII without spaces, "
-                          "as it travels in an HTTP header; make one with: python -c "
-                          "'import secrets; print(secrets.token_urlsafe(32))'")
 
 
 def replace(s: Settings, **changes: Any) -> Settings:
@@ -377,81 +510,6 @@ def sqlite_path(store_url: str) -> str:
     return store_url[len("sqlite:///"):]
 
 
-HELP: dict[str, str] = {
-    "v1": "base URL of the existing system, which answers every client (e.g. http://10.0.0.5:8000)",
-    "v2": "base URL of the rewrite, which gets the replayed requests",
-    "v1_secondary": "a second V1 instance, to tell V1's own noise from real differences",
-    "listen": "HOST:PORT the proxy listens on (default 127.0.0.1:8080)",
-    "api": "HOST:PORT of the reports API (default 127.0.0.1:8081)",
-    "redis": "Redis URL (redis://, rediss://, unix://); default: start an embedded Redis",
-    "store": "sqlite:///path/to/shadow.db (default sqlite:///.shadow/shadow.db) or mongodb://...",
-    "data_dir": "where `shadow up` keeps the embedded Redis files (default .shadow)",
-    "rules": "a TOML rules file: what to ignore, tolerate, reorder or normalize per route",
-    "request_id_header": "header that carries the request id (default X-Request-Id)",
-    "capture_cap_bytes": "bytes of each body kept for comparison (default 65536); clients always "
-                         "get the whole body",
-    "max_queue": "events the proxy buffers for Redis before it drops (and counts) them",
-    "max_queue_bytes": "bytes of encoded events the proxy buffers for Redis (default 128 MiB): "
-                       "with big captured bodies this bound comes before --max-queue",
-    "publish_batch": "events per pipelined XADD batch",
-    "workers": "proxy processes sharing the listening port (use the cores you have)",
-    "metrics_listen": "HOST:PORT where the proxy or the subscriber serves Prometheus /metrics "
-                      "(under `shadow up`, the reports API's /metrics has every process's)",
-    "publish": "publish events to Redis (default true); false serves clients only",
-    "forwarded_headers": "append X-Forwarded-For/-Proto/-Host on requests to V1 (default true)",
-    "trust_forwarded": "keep the client's X-Forwarded-*/Forwarded headers (only when a trusted "
-                       "proxy such as nginx sets them); default false: shadow writes its own",
-    "header_timeout_s": "seconds a client may take to send a request's head before the "
-                        "connection is closed (slowloris guard, default 15)",
-    "keepalive_timeout_s": "seconds an idle keep-alive client connection stays open (default 75)",
-    "ws_max_message_bytes": "largest WebSocket message relayed (default 4 MiB); past it the "
-                            "connection is closed with 1009",
-    "preserve_host": "send the client's Host header to V1 instead of V1's own host",
-    "v1_connect_timeout_s": "seconds to connect to V1 before answering 502",
-    "v1_read_timeout_s": "seconds V1 may stay silent before the proxy answers 504",
-    "stream_prefix": "prefix of every Redis key (default shadow)",
-    "stream_maxlen": "approximate cap of each stream (MAXLEN ~), bounds Redis memory",
-    "redis_timeout_s": "seconds a Redis call may take before it counts as down",
-    "claim_idle_s": "seconds an unacknowledged entry may sit before another consumer takes it",
-    "max_deliveries": "deliveries after which an entry that keeps failing is dead-lettered",
-    "consumer": "this consumer's name in its group (default role-host-pid)",
-    "allow_side_effects": "also replay POST/PUT/PATCH/DELETE to V2 (only if V2 is harmless!)",
-    "v2_connect_timeout_s": "seconds to connect to V2",
-    "v2_read_timeout_s": "seconds V2 may stay silent before the replay counts as an error",
-    "replay_concurrency": "replays in flight at once, per subscriber",
-    "ordered_by": "header or cookie name: requests sharing its value are replayed in order",
-    "replay_include": "comma-separated path globs to replay (default *)",
-    "replay_exclude": "comma-separated path globs never to replay, e.g. /admin/*",
-    "sample_percent": "replay this percentage of requests, chosen by request id (default 100)",
-    "max_replay_rate": "at most this many replays per second per subscriber (default: no limit)",
-    "v2_set_headers": "headers to set on requests to V2: 'Authorization: Bearer x; X-Env: shadow'",
-    "v2_remove_headers": "comma-separated headers never sent to V2, e.g. Cookie",
-    "v2_strip_prefix": "path prefix to remove before calling V2",
-    "v2_add_prefix": "path prefix to add before calling V2",
-    "breaker_failures": "consecutive V2 failures or timeouts that open the circuit breaker",
-    "breaker_cooldown_s": "seconds the breaker stays open before one probe goes to V2",
-    "auto_ignore_noise": "hide differences at paths where V1's answers to identical requests "
-                         "change over time (suspected noise); off by default: they are only shown",
-    "stale_after_s": "a comparison whose V2 call came this long after V1's answer is flagged stale",
-    "retention_max_age_s": "delete exchanges older than this (default: keep)",
-    "retention_max_docs": "keep at most this many exchanges, deleting the oldest (default: all)",
-    "join_timeout_s": "seconds to wait for V2's answer before an exchange is v1_only",
-    "trust_canonical_resource": "let a request's Canonical-Resource header name its route "
-                                "(only if clients are trusted; default false)",
-    "max_routes": "distinct routes tracked (default 1000); the rest count as one '(other)' route",
-    "api_token": "bearer token for the reports API (required off loopback)",
-    "heartbeat_timeout_s": "seconds a child of `shadow up` may go without a heartbeat from its "
-                           "event loop (frozen, deadlocked) before it is killed and restarted "
-                           "(default 30)",
-    "metrics_open": "serve /metrics without the bearer token (for Prometheus scrapers)",
-    "redact_headers": "comma-separated header names whose values the live firehose masks "
-                      "(default: Authorization, Cookie, Set-Cookie, X-Api-Key, ...)",
-    "redact_fields": "comma-separated JSON field / query parameter names whose values the "
-                     "live firehose masks (default: password, token, secret, api_key, ...)",
-    "log_level": "debug, info, warning or error",
-}
-
-
 def to_args(settings: Settings, *, skip: tuple[str, ...] = ()) -> list[str]:
     """The flags that reproduce `settings` in a child process (non-default values only)."""
     args: list[str] = []
@@ -459,7 +517,7 @@ def to_args(settings: Settings, *, skip: tuple[str, ...] = ()) -> list[str]:
         value = getattr(settings, f.name)
         if f.name in skip or value == f.default:
             continue
-        flag = f"--{f.name.replace('_', '-')}"
+        flag = _flag(f.name)
         if isinstance(value, bool):
             args += [flag, "true" if value else "false"]
         else:

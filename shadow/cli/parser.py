@@ -8,17 +8,7 @@ from __future__ import annotations
 import argparse
 
 from shadow import __version__
-from shadow.settings import HELP, field_names
-
-PRIMARY = {
-    "up": ("v1", "v2", "listen", "api", "redis", "store", "rules", "allow_side_effects",
-           "v1_secondary", "data_dir", "workers"),
-    "proxy": ("v1", "listen", "redis", "workers"),
-    "subscriber": ("v2", "redis", "allow_side_effects"),
-    "comparer": ("redis", "store", "api"),
-    "demo": ("redis",),
-    "replay": ("v2", "store", "rules"),
-}
+from shadow.settings import options
 
 DESCRIPTIONS = {
     "up": "Run everything on one machine: Redis (embedded unless --redis), the proxy in front "
@@ -43,22 +33,14 @@ DESCRIPTIONS = {
 }
 
 
-BOOLEAN_FLAGS = ("allow_side_effects", "publish", "forwarded_headers", "preserve_host",
-                 "auto_ignore_noise", "metrics_open", "trust_forwarded", "trust_canonical_resource")
-
-
-def _add_settings(parser: argparse.ArgumentParser, primary: tuple[str, ...]) -> None:
+def _add_settings(parser: argparse.ArgumentParser, command: str) -> None:
     main_group = parser.add_argument_group("main options")
     tuning = parser.add_argument_group("tuning (also SHADOW_<NAME> or shadow.toml)")
-    for name in field_names():
-        flag = f"--{name.replace('_', '-')}"
-        group = main_group if name in primary else tuning
-        if name in BOOLEAN_FLAGS:
-            group.add_argument(flag, nargs="?", const="true", default=None, metavar="BOOL",
-                               help=HELP.get(name))
-        else:
-            group.add_argument(flag, default=None, metavar=name.upper().split("_")[-1]
-                               if name not in ("v1", "v2") else "URL", help=HELP.get(name))
+    for option in options():
+        group = main_group if command in option.main else tuning
+        group.add_argument(option.flag, default=None, metavar=option.metavar, help=option.help,
+                           nargs="?" if option.boolean else None,  # `--flag` alone: true
+                           const="true" if option.boolean else None)
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="TOML settings file (default ./shadow.toml when present)")
 
@@ -74,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("up", "proxy", "subscriber", "comparer", "demo", "replay"):
         p = sub.add_parser(name, help=DESCRIPTIONS[name].split(":")[0].split(".")[0],
                            description=DESCRIPTIONS[name])
-        _add_settings(p, PRIMARY[name])
+        _add_settings(p, name)
     sub.choices["proxy"].add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     sub.choices["comparer"].add_argument("--api-fd", type=int, help=argparse.SUPPRESS)
     for name in ("proxy", "subscriber", "comparer"):  # set by the supervisor (`shadow up`)
