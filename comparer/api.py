@@ -17,17 +17,18 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from comparer.firehose import FirehoseHub
-from comparer.store import CLASS_STATUSES, Store
+from comparer.store import Store
 from shadow import codec, metrics
 from shadow.bus import stream_health
 from shadow.codec import exchange_for_display
 from shadow.filters import FilterError, Filters, parse_filters
 from shadow.firehose import wanted
-from shadow.keys import COMPARERS, Keys
+from shadow.keys import COMPARERS, DROPPED_EVENTS, TRIMMED_UNPROCESSED, Keys
+from shadow.model import CLASS_STATUSES, LIVE
 from shadow.rules import RuleSet, load_rules_file
 from shadow.serve import start_site
 from shadow.settings import Settings, check_access, is_loopback
-from shadow.stats import verdict
+from shadow.stats import MIN_MATCH_PCT, MIN_SAMPLES, verdict
 from shadow.suggest import suggest, to_toml
 
 log = logging.getLogger("shadow.api")
@@ -38,7 +39,7 @@ KEYS_KEY = web.AppKey("keys", Keys)
 RulesSource = Callable[[], RuleSet]  # the rules in force, read when asked (they can be reloaded)
 RULES_KEY: web.AppKey[RulesSource] = web.AppKey("rules")
 HUB_KEY = web.AppKey("firehose", FirehoseHub)
-OUTCOMES = frozenset({"match", "mismatch", "v2_error", "skipped", "compare_error"})  # live ones
+OUTCOMES = frozenset(LIVE)
 KEEPALIVE_S = 15.0
 
 
@@ -139,9 +140,10 @@ async def summary(request: web.Request) -> web.Response:
         r = request.app[REDIS_KEY]
         raw: dict[bytes, bytes] = await r.hgetall(keys.stats)  # type: ignore[assignment]
         stats = {k.decode(): int(v) for k, v in raw.items()}
-        data["dropped_events"] = stats.get("dropped_events", 0)
-        data["trimmed_unprocessed"] = {k.split(":", 1)[1]: v for k, v in stats.items()
-                                       if k.startswith("trimmed_unprocessed:")}
+        data["dropped_events"] = stats.get(DROPPED_EVENTS, 0)
+        data["trimmed_unprocessed"] = {k.removeprefix(TRIMMED_UNPROCESSED): v
+                                       for k, v in stats.items()
+                                       if k.startswith(TRIMMED_UNPROCESSED)}
         data["streams"] = {"v1": await stream_health(r, keys.v1),
                            "v2": await stream_health(r, keys.v2)}
     except (RedisError, OSError):
@@ -224,8 +226,8 @@ async def suggestions_endpoint(request: web.Request) -> web.Response:
 async def verdict_endpoint(request: web.Request) -> web.Response:
     q = request.query
     try:
-        min_match = float(q.get("min_match", "99.9")) / 100
-        min_samples = int(q.get("min_samples", "100"))
+        min_match = float(q.get("min_match", str(MIN_MATCH_PCT))) / 100
+        min_samples = int(q.get("min_samples", str(MIN_SAMPLES)))
     except ValueError:
         return json_response({"error": "min_match must be a percentage (99.9) and min_samples "
                                        "a whole number"}, 400)

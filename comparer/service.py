@@ -6,7 +6,7 @@ import asyncio
 import datetime
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -17,13 +17,13 @@ from shadow import metrics
 from shadow.aio import cancel_and_wait
 from shadow.bus import Entry, GroupReader, default_consumer_name
 from shadow.codec import decode_event
-from shadow.compare import compare, compare_error, replay_delay_ms
+from shadow.compare import Judgement, judge, refused
 from shadow.errors import EventError, ShadowError
 from shadow.keys import COMPARERS, Keys
-from shadow.model import Comparison, Event, Exchange, Request, RequestEvent
-from shadow.noise import V1Memory
+from shadow.model import Comparison, Event, Exchange, RequestEvent, RouteKey
+from shadow.noise import V1Memory, repeat_counts
 from shadow.redact import Redaction
-from shadow.rules import OTHER_ROUTE, RuleSet, capped_route, load_rules_file, route_of
+from shadow.rules import OTHER_ROUTE, capped_route, load_rules_file, route_of
 from shadow.settings import Settings
 
 log = logging.getLogger("shadow.comparer")
@@ -53,7 +53,7 @@ class Comparer:
             redis, self.keys.firehose,
             Redaction.from_settings(settings.redact_headers, settings.redact_fields))
         self.memory = V1Memory()
-        self._known_noise: dict[tuple[str, str], list[str]] = {}
+        self._known_noise: dict[RouteKey, list[str]] = {}
         self._next_noise_refresh = 0.0
         self.noise_refresh_s = 5.0
         self._task: asyncio.Task[None] | None = None
@@ -134,26 +134,18 @@ class Comparer:
                 await self.reader.dead_letter(self.keys.dead, entry, str(e),
                                               self.settings.stream_maxlen)
         events = [event for _, event in decoded]
-        rules = self.rules
-        ready, stored = await self._apply(decoded, await self._route_namer(events))
+        ready, stored = await self._apply(decoded, await self._route_names(events))
         done += stored
-        today = datetime.date.today()
         for event in events:
             metrics.EVENTS_INGESTED.labels(event.type).inc()
-        repeats: dict[tuple[str, str], int] = {}
-        changed: dict[tuple[str, str, str], int] = {}
-        known = await self._learned_noise()
-        compared: list[tuple[Exchange, Comparison]] = []
-        for x in ready:
-            started = time.perf_counter()
-            result = self._judge(x, rules, today, known, repeats, changed)
-            metrics.COMPARE_DURATION.observe(time.perf_counter() - started)
-            compared.append((x, result))
-        recorded = await self._complete(compared)
+        compared = await self._judge_all(ready)
+        recorded = await self._complete([(x, j.comparison) for x, j in compared])
+        repeats, changed = repeat_counts(((x.method or "?", x.route or "?"), j.v1_changed)
+                                         for x, j in compared)
         if repeats:
             await self.store.add_suspected(repeats, changed)
         self.completed += len(recorded)
-        new = [(x, r) for x, r in compared if x.id in recorded]  # not re-deliveries
+        new = [(x, recorded[x.id]) for x, _ in compared if x.id in recorded]  # not re-deliveries
         for _, r in new:
             metrics.COMPARISONS.labels(r.outcome).inc()
         await self.reader.ack(done)
@@ -162,22 +154,21 @@ class Comparer:
         except Exception:  # a live view: never worth failing a recorded batch
             log.exception("firehose: %d items not published", len(new))
 
-    async def _route_namer(self, events: list[Event]) -> Callable[[Request], str]:
-        """How the store names each request's route: --trust-canonical-resource decides whether
-        the client's header counts, and past --max-routes known routes (the store keeps them,
-        for every replica and restart) new ones count as OTHER_ROUTE."""
+    async def _route_names(self, events: list[Event]) -> dict[str, str]:
+        """Each request's route, by exchange id: --trust-canonical-resource decides whether the
+        client's header counts, and past --max-routes known routes (the store keeps them, for
+        every replica and restart) new ones count as OTHER_ROUTE."""
         rules, trust = self.rules, self.settings.trust_canonical_resource
-
-        def name(r: Request) -> str:
-            return route_of(rules, r.method, r.url, r.headers, trust_header=trust)
-
-        named = [name(e.request) for e in events if isinstance(e, RequestEvent)]
-        unknown = set(named) - self._routes - {OTHER_ROUTE}
+        named = {e.id: route_of(rules, e.request.method, e.request.url, e.request.headers,
+                                trust_header=trust)
+                 for e in events if isinstance(e, RequestEvent)}
+        unknown = set(named.values()) - self._routes - {OTHER_ROUTE}
         if unknown:
             self._routes |= await self.store.admit_routes(sorted(unknown),
                                                           self.settings.max_routes)
         admitted = frozenset(self._routes | {OTHER_ROUTE})
-        overflowed = sum(1 for route in named if route not in admitted)
+        overflowed = sum(1 for e in events if isinstance(e, RequestEvent)
+                         and named[e.id] not in admitted)
         if overflowed:
             metrics.ROUTES_OVERFLOWED.inc(overflowed)
             if not self._overflow_logged:
@@ -186,15 +177,15 @@ class Comparer:
                             "count as the route %r. Raise --max-routes, or name routes with "
                             "templates (routes = [...]) in --rules", len(self._routes),
                             self.settings.max_routes, OTHER_ROUTE)
-        return lambda r: capped_route(name(r), admitted)
+        return {ident: capped_route(route, admitted) for ident, route in named.items()}
 
-    async def _apply(self, decoded: list[tuple[Entry, Event]], route: Callable[[Request], str],
+    async def _apply(self, decoded: list[tuple[Entry, Event]], routes: Mapping[str, str],
                      ) -> tuple[list[Exchange], list[Entry]]:
         """Store the events' parts: (exchanges now ready to compare, entries stored). When the
         batch fails, each event is stored alone; one the store refuses stays unacknowledged
         (redelivered, then dead-lettered) instead of holding back the others."""
         try:
-            return await self.store.apply([e for _, e in decoded], route), \
+            return await self.store.apply([e for _, e in decoded], routes), \
                 [entry for entry, _ in decoded]
         except Exception as e:
             if len(decoded) <= 1:
@@ -206,7 +197,7 @@ class Comparer:
         refused: list[tuple[Entry, Event, Exception]] = []
         for entry, event in decoded:
             try:
-                ready.update((x.id, x) for x in await self.store.apply([event], route))
+                ready.update((x.id, x) for x in await self.store.apply([event], routes))
                 stored.append(entry)
             except Exception as e:
                 refused.append((entry, event, e))
@@ -220,72 +211,58 @@ class Comparer:
                       self.settings.max_deliveries)
         return [x for x in ready.values() if x.v1 is not None and x.v2 is not None], stored
 
-    def _judge(self, x: Exchange, rules: RuleSet, today: datetime.date,
-               known: dict[tuple[str, str], list[str]], repeats: dict[tuple[str, str], int],
-               changed: dict[tuple[str, str, str], int]) -> Comparison:
-        """One exchange's comparison; any step that raises makes it a compare_error."""
-        assert x.v1 is not None and x.v2 is not None
-        route_key = (x.method or "?", x.route or "?")
-        step = "noise_memory"
-        try:
-            if x.request is not None and not x.v1.incomplete:
-                paths = self.memory.observe(x.request, x.v1)
-                if paths is not None:
-                    repeats[route_key] = repeats.get(route_key, 0) + 1
-                    for path in paths:
-                        changed[(*route_key, path)] = changed.get((*route_key, path), 0) + 1
-            step = "diff"
-            result = compare(x.request, x.v1, x.v2, x.route,
-                             rules.active(x.method, x.route, today), x.v1_secondary,
-                             known.get(route_key, ()))
-        except Exception as e:  # one odd exchange must not stop the others
-            log.exception("exchange %s (request id %s): %s failed; recorded as compare_error",
-                          x.id, x.request_id, step)
-            result = compare_error(step, e)
-        result.replay_delay_ms = replay_delay_ms(x.v1_ts, x.v2_ts, x.v2)
-        if result.replay_delay_ms is not None and \
-                result.replay_delay_ms > self.settings.stale_after_s * 1000:
-            result.flags.append("stale")
-        return result
+    async def _judge_all(self, ready: list[Exchange]) -> list[tuple[Exchange, Judgement]]:
+        rules, today = self.rules, datetime.date.today()
+        known = await self._learned_noise()
+        judged: list[tuple[Exchange, Judgement]] = []
+        for x in ready:
+            started = time.perf_counter()
+            j = judge(x, rules, today, stale_after_s=self.settings.stale_after_s,
+                      known_noise=known, remember=self.memory.observe)
+            metrics.COMPARE_DURATION.observe(time.perf_counter() - started)
+            if j.error is not None:
+                log.error("exchange %s (request id %s): %s failed; recorded as compare_error",
+                          x.id, x.request_id, j.step, exc_info=j.error)
+            judged.append((x, j))
+        return judged
 
-    async def _complete(self, compared: list[tuple[Exchange, Comparison]]) -> set[str]:
-        """Record the outcomes; ids recorded now. When the batch fails, each is recorded alone,
-        and one the store refuses (a value it cannot hold) is recorded as compare_error. Only
-        a store that refuses even that fails the batch (it is retried)."""
+    async def _complete(self, compared: list[tuple[Exchange, Comparison]],
+                        ) -> dict[str, Comparison]:
+        """Record the outcomes; what was recorded now, by exchange id. When the
+        batch fails, each is recorded alone, and one the store refuses (a value it cannot hold)
+        is recorded as compare_error. Only a store that refuses even that fails the batch (it
+        is retried)."""
         try:
-            return set(await self.store.complete([(x.id, r) for x, r in compared]))
+            ids = set(await self.store.complete([(x.id, r) for x, r in compared]))
+            return {x.id: r for x, r in compared if x.id in ids}
         except Exception as e:
             if not compared:
                 raise
             log.warning("recording %d comparisons together failed (%s: %s): recording them one "
                         "by one", len(compared), type(e).__name__, e)
-        recorded: set[str] = set()
-        for i, (x, r) in enumerate(compared):
+        recorded: dict[str, Comparison] = {}
+        for x, r in compared:
             try:
-                recorded.update(await self.store.complete([(x.id, r)]))
+                if await self.store.complete([(x.id, r)]):
+                    recorded[x.id] = r
                 continue
             except Exception as e:
                 log.exception("exchange %s (request id %s): the store refused its comparison; "
                               "recorded as compare_error", x.id, x.request_id)
-                failed = compare_error("store", e, [f for f in r.flags if f == "stale"])
-            failed.replay_delay_ms = r.replay_delay_ms
-            compared[i] = (x, failed)
-            recorded.update(await self.store.complete([(x.id, failed)]))
+                failed = refused(r, "store", e)
+            if await self.store.complete([(x.id, failed)]):
+                recorded[x.id] = failed
         return recorded
 
-    async def _learned_noise(self) -> dict[tuple[str, str], list[str]]:
-        """With --auto-ignore-noise: per route, the paths where V1 changed in at least half of
-        10+ repeats of identical requests (refreshed every few seconds)."""
+    async def _learned_noise(self) -> dict[RouteKey, list[str]]:
+        """With --auto-ignore-noise: per route, the paths the store suspects of being V1's own
+        noise (refreshed every few seconds)."""
         if not self.settings.auto_ignore_noise:
             return {}
         now = time.monotonic()
         if now >= self._next_noise_refresh:
             self._next_noise_refresh = now + self.noise_refresh_s
-            summary = await self.store.summary()
-            self._known_noise = {
-                (r["method"], r["route"]): [n["path"] for n in r["suspected_noise"]
-                                            if n["observed"] >= 10 and (n["rate"] or 0) >= 0.5]
-                for r in summary["routes"]}
+            self._known_noise = await self.store.suspected()
         return self._known_noise
 
     async def _sweep(self) -> None:

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from shadow import metrics
-from shadow.keys import EVENT_FIELD
+from shadow.keys import EVENT_FIELD, TRIMMED_UNPROCESSED
 
 log = logging.getLogger("shadow.bus")
 
@@ -120,7 +120,7 @@ class GroupReader:
             log.warning("%d pending entries were trimmed by the stream cap before %s processed "
                         "them: raise --stream-maxlen", lost, self.group)
             if self.stats_key:
-                await self.redis.hincrby(self.stats_key, f"trimmed_unprocessed:{self.group}", lost)
+                await self.redis.hincrby(self.stats_key, TRIMMED_UNPROCESSED + self.group, lost)
         return entries
 
     async def _cap(self, entries: list[Entry]) -> list[Entry]:

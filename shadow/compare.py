@@ -1,11 +1,14 @@
-"""The verdict on one exchange (pure): outcome, differences, signature, flags."""
+"""The verdict on one exchange (pure): outcome, differences, signature, flags; and how an
+exchange is judged (`judge`: the rules, learned noise, the stale rule, failures as data)."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -28,9 +31,11 @@ from shadow.model import (
     Answer,
     Comparison,
     Difference,
+    Exchange,
     Request,
+    RouteKey,
 )
-from shadow.rules import Rule
+from shadow.rules import Rule, RuleSet
 
 _INDEX = re.compile(r"\[\d+\]")
 _NO_BODY_STATUS = (204, 304)
@@ -129,6 +134,52 @@ def compare_error(step: str, error: BaseException, flags: Sequence[str] = ()) ->
     if len(reason) > 300:
         reason = reason[:300] + "…"
     return Comparison(COMPARE_ERROR, [], None, [*flags, f"compare_error:{step}: {reason}"])
+
+
+def refused(result: Comparison, step: str, error: BaseException) -> Comparison:
+    """What is recorded instead of `result` when `step` (the store) refuses it: a
+    compare_error that keeps its stale flag and replay delay."""
+    failed = compare_error(step, error, [f for f in result.flags if f == "stale"])
+    failed.replay_delay_ms = result.replay_delay_ms
+    return failed
+
+
+@dataclass(slots=True)
+class Judgement:
+    """One exchange judged: the comparison to record; where V1's answer changed since its
+    previous answer to the same request (None: no previous answer); and, when a step failed
+    (the comparison is then a compare_error), which one and why, for the log."""
+
+    comparison: Comparison
+    v1_changed: list[str] | None = None
+    step: str | None = None
+    error: Exception | None = None
+
+
+def judge(x: Exchange, rules: RuleSet, today: datetime.date, *, stale_after_s: float,
+          known_noise: Mapping[RouteKey, Sequence[str]] | None = None,
+          remember: Callable[[Request, Answer], list[str] | None] | None = None) -> Judgement:
+    """How one exchange with both answers is judged: `remember` (V1's memory of identical
+    requests) sees V1's whole answers, the rules active for its route today and the noise
+    learned on it apply, and V2 answering more than `stale_after_s` after V1 flags it stale.
+    A step that raises makes it a compare_error, so one odd exchange never stops the others."""
+    assert x.v1 is not None and x.v2 is not None
+    changed: list[str] | None = None
+    step = "noise_memory"
+    try:
+        if remember is not None and x.request is not None and not x.v1.incomplete:
+            changed = remember(x.request, x.v1)
+        step = "diff"
+        learned = (known_noise or {}).get((x.method or "?", x.route or "?"), ())
+        result = compare(x.request, x.v1, x.v2, x.route, rules.active(x.method, x.route, today),
+                         x.v1_secondary, learned)
+        failed: Exception | None = None
+    except Exception as e:
+        result, failed = compare_error(step, e), e
+    result.replay_delay_ms = replay_delay_ms(x.v1_ts, x.v2_ts, x.v2)
+    if result.replay_delay_ms is not None and result.replay_delay_ms > stale_after_s * 1000:
+        result.flags.append("stale")
+    return Judgement(result, changed, step if failed else None, failed)
 
 
 def generalize(path: str) -> str:

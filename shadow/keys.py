@@ -11,6 +11,9 @@ from dataclasses import dataclass
 REPLAYERS = "replayers"
 COMPARERS = "comparers"
 EVENT_FIELD = b"e"
+# Fields of the shared stats hash (Keys.stats)
+DROPPED_EVENTS = "dropped_events"  # events the proxy could not hand to Redis
+TRIMMED_UNPROCESSED = "trimmed_unprocessed:"  # + group: entries trimmed before it read them
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,22 @@ V1_ONLY = "v1_only"
 V1_MISSING = "v1_missing"  # V1's answer never came within the join timeout: nothing to compare
 COMPARE_ERROR = "compare_error"  # judging or storing this exchange failed (reason in flags)
 OUTCOMES = (PENDING, MATCH, MISMATCH, V2_ERROR, SKIPPED, V1_ONLY, V1_MISSING, COMPARE_ERROR)
+# Still open to a late part: the join timeout gave them an outcome, and the missing answer,
+# arriving later, reopens them.
+UNDECIDED = (PENDING, V1_ONLY, V1_MISSING)
+# Both answers diffed to the end: their latencies and status pairs are counted.
+DIFFED = (MATCH, MISMATCH)
+# Decided by a comparison: what the firehose publishes as it happens.
+LIVE = (MATCH, MISMATCH, V2_ERROR, SKIPPED, COMPARE_ERROR)
 
-DiffKind = Literal["changed", "added", "removed", "type", "status", "header", "body"]
+# Triage of a mismatch class. Accepted (a deliberate change) counts as a match in the verdict;
+# a fixed class seen again is reopened as new.
+CLASS_NEW = "new"
+CLASS_ACCEPTED = "accepted"
+CLASS_FIXED = "fixed"
+CLASS_STATUSES = (CLASS_NEW, "known", CLASS_ACCEPTED, "bug", CLASS_FIXED)
+
+RouteKey = tuple[str, str]  # (method, route)
 
 
 @dataclass(slots=True)

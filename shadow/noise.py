@@ -5,10 +5,42 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Iterable
+from typing import TypeGuard
 
 from shadow.compare import generalize
 from shadow.diff import decoded_body, json_differences, parse_json
-from shadow.model import Answer, Request
+from shadow.model import Answer, Request, RouteKey
+
+# A path counts as noise when V1 disagreed with itself there in at least MIN_NOISE_RATE of
+# MIN_OBSERVED or more observations on its route (V1' answers, or repeats of identical requests).
+MIN_NOISE_RATE = 0.5
+MIN_OBSERVED = 10
+
+
+def noise_rate(count: int, observed: int) -> float | None:
+    """How often V1 changed at a path, as reported (4 decimals); None before any observation."""
+    return round(count / observed, 4) if observed else None
+
+
+def is_noise(rate: float | None, observed: int) -> TypeGuard[float]:
+    """Enough observations, and V1 changed in enough of them (`rate` is then a number)."""
+    return rate is not None and rate >= MIN_NOISE_RATE and observed >= MIN_OBSERVED
+
+
+def repeat_counts(seen: Iterable[tuple[RouteKey, list[str] | None]],
+                  ) -> tuple[dict[RouteKey, int], dict[tuple[str, str, str], int]]:
+    """From (route, paths where V1 changed since its last answer to the same request, None when
+    there was none): the repeats per route, and the changes per (method, route, path)."""
+    repeats: dict[RouteKey, int] = {}
+    changed: dict[tuple[str, str, str], int] = {}
+    for key, paths in seen:
+        if paths is None:
+            continue
+        repeats[key] = repeats.get(key, 0) + 1
+        for path in paths:
+            changed[(*key, path)] = changed.get((*key, path), 0) + 1
+    return repeats, changed
 
 
 def request_key(request: Request) -> str:

@@ -46,6 +46,11 @@ def percentiles(buckets: Iterable[tuple[int, int]],
 # ---- the verdict ----
 
 Z95 = 1.959963984540054
+# The verdict's defaults: the match rate every route needs (a fraction; MIN_MATCH_PCT for
+# people) and the compared exchanges it needs first.
+MIN_MATCH = 0.999
+MIN_MATCH_PCT = round(MIN_MATCH * 100, 6)
+MIN_SAMPLES = 100
 
 
 def wilson_lower(successes: int, n: int, z: float = Z95) -> float:
@@ -91,7 +96,8 @@ class RouteEvidence:
     failing: dict[str, int] = field(default_factory=dict)  # signature -> count, not accepted
 
 
-def verdict(routes: list[RouteEvidence], *, min_match: float = 0.999, min_samples: int = 100,
+def verdict(routes: list[RouteEvidence], *, min_match: float = MIN_MATCH,
+            min_samples: int = MIN_SAMPLES,
             exclude: Iterable[str] = ()) -> dict[str, object]:
     """Ready only when every route seen has >= min_samples compared exchanges and the 95%
     Wilson lower bound of its match rate (accepted classes count as matches) >= min_match."""

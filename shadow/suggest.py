@@ -4,17 +4,18 @@ timestamps. Suggestions are shown and printable as TOML; they are never applied.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from shadow.model import Difference
+from shadow.noise import is_noise
+from shadow.reports_model import MismatchClass, RouteSummary
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
                    r"[0-9a-fA-F]{12}$")
 _ISO = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)?$")
 UUID_REGEX = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 ISO_REGEX = r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)?"
-MIN_NOISE_RATE = 0.5
-MIN_OBSERVED = 10
 
 
 def looks_like(value: Any) -> str | None:
@@ -29,30 +30,25 @@ def looks_like(value: Any) -> str | None:
     return None
 
 
-def suggest(routes: list[dict[str, Any]],
-            class_examples: list[tuple[dict[str, Any], list[Difference]]]) -> list[dict[str, Any]]:
+def suggest(routes: Sequence[RouteSummary],
+            class_examples: Sequence[tuple[MismatchClass, list[Difference]]],
+            ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     seen: set[tuple[str, str, str]] = set()
     for r in routes:
-        for n in r.get("noise", []):
-            if n.get("rate") is not None and n["rate"] >= MIN_NOISE_RATE and \
-                    n["observed"] >= MIN_OBSERVED:
-                key = (r["method"], r["route"], n["path"])
+        for entries, evidence in (
+                (r.get("noise", []), "V1 disagreed with itself at {} in {} of {} exchanges"),
+                (r.get("suspected_noise", []),
+                 "V1's answers to identical requests changed at {} in {} of {} repeats")):
+            for n in entries:
+                key, rate = (r["method"], r["route"], n["path"]), n.get("rate")
+                if key in seen or not is_noise(rate, n["observed"]):
+                    continue
                 seen.add(key)
                 out.append({"method": r["method"], "route": r["route"], "path": n["path"],
                             "rule": "ignore", "evidence":
-                            f"V1 disagreed with itself at {n['path']} in {n['count']} of "
-                            f"{n['observed']} exchanges ({n['rate'] * 100:.0f}%)"})
-        for n in r.get("suspected_noise", []):
-            key = (r["method"], r["route"], n["path"])
-            if key in seen or n.get("rate") is None or n["rate"] < MIN_NOISE_RATE or \
-                    n["observed"] < MIN_OBSERVED:
-                continue
-            seen.add(key)
-            out.append({"method": r["method"], "route": r["route"], "path": n["path"],
-                        "rule": "ignore", "evidence":
-                        f"V1's answers to identical requests changed at {n['path']} in "
-                        f"{n['count']} of {n['observed']} repeats ({n['rate'] * 100:.0f}%)"})
+                            evidence.format(n["path"], n["count"], n["observed"])
+                            + f" ({rate * 100:.0f}%)"})
     for cls, diff in class_examples:
         for d in diff:
             if d.kind != "changed":

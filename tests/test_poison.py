@@ -6,7 +6,7 @@ exchange a compare_error, with the reason, while the rest of its batch is decide
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -163,10 +163,10 @@ class RefusingStore(SQLiteStore):
     as MongoDB refuses a value it cannot hold."""
 
     async def apply(self, events: list[Event],
-                    route_of: Callable[[Request], str] | None = None) -> list[Exchange]:
+                    routes: Mapping[str, str] | None = None) -> list[Exchange]:
         if any(isinstance(e, ResponseEvent) and e.id == "unstorable" for e in events):
             raise StoreError("V1 answer the store cannot hold")
-        return await super().apply(events, route_of)
+        return await super().apply(events, routes)
 
     async def complete(self, results: list[tuple[str, Comparison]]) -> list[str]:
         if any(ident == "store-refuses" and c.outcome != "compare_error" for ident, c in results):

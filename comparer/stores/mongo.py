@@ -11,43 +11,21 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from comparer.store import (
-    CLASS_STATUSES,
-    UNDECIDED,
-    class_doc,
-    evidence_from,
-    exchange_summary,
-    summary_from_aggregates,
-)
-from shadow import codec
-from shadow.compare import class_shape
+from comparer import records
+from shadow import codec, model
 from shadow.errors import StoreError
 from shadow.filters import Filters
-from shadow.model import (
-    MISMATCH,
-    PENDING,
-    SKIPPED,
-    V1_MISSING,
-    V1_ONLY,
-    CandidateEvent,
-    Comparison,
-    Difference,
-    Event,
-    Exchange,
-    Request,
-    RequestEvent,
-    ResponseEvent,
-)
-from shadow.routes import route_template
+from shadow.model import Comparison, Difference, Event, Exchange, RouteKey
+from shadow.reports_model import ExchangeSummary, MismatchClass, Summary
 from shadow.rules import OTHER_ROUTE
-from shadow.stats import RouteEvidence, latency_bucket
+from shadow.stats import RouteEvidence
 
-COMPARED = ["match", "mismatch"]
-_UNDECIDED = list(UNDECIDED)
+COMPARED = list(model.DIFFED)
+_UNDECIDED = list(model.UNDECIDED)
 _DUPLICATE_KEY = 11000
 _ROUTES_COUNT = "routes"  # the `meta` document counting the admitted routes
 
@@ -78,6 +56,16 @@ def _diff_doc(diff: list[Difference]) -> list[dict[str, Any]]:
     """A diff as stored: values from the traffic with their object keys made storable."""
     return [{**d, "v1": _keys(d["v1"], storable_key), "v2": _keys(d["v2"], storable_key)}
             for d in codec.storable(codec.diff_to_list(diff))]
+
+
+def _part_fields(p: records.Part) -> tuple[str, dict[str, Any]]:
+    """The part's name in the document (written once: the first copy wins) and its fields."""
+    if isinstance(p, records.RequestPart):
+        return "request", {"request": p.request, "request_id": p.request_id, "method": p.method,
+                           "url": p.url, "route": p.route}
+    return p.side, {p.side: p.answer, f"{p.side}_status": p.status,
+                    f"{p.side}_latency_ms": p.latency_ms, f"{p.side}_bucket": p.bucket,
+                    f"{p.side}_ts": p.ts}
 
 
 def _diff_from_doc(raw: list[dict[str, Any]] | None) -> list[Difference]:
@@ -166,31 +154,16 @@ class MongoStore:
             await self.db.exchanges.update_one(
                 {"_id": ident, part: None},
                 {"$set": codec.storable(fields),
-                 "$setOnInsert": {"outcome": PENDING, "created_at": datetime.now(UTC)},
+                 "$setOnInsert": {"outcome": model.PENDING, "created_at": datetime.now(UTC)},
                  "$min": {"ts": ts}},
                 upsert=True)
         except DuplicateKeyError:
             pass  # that part is already stored: the first copy wins
 
     async def apply(self, events: list[Event],
-                    route_of: Callable[[Request], str] | None = None) -> list[Exchange]:
-        for e in events:
-            if isinstance(e, RequestEvent):
-                r = e.request
-                await self._upsert_part(e.id, "request", {
-                    "request": codec.request_to_dict(r), "request_id": e.request_id,
-                    "method": r.method, "url": r.url,
-                    "route": route_of(r) if route_of else route_template(r.url)}, e.ts)
-            elif isinstance(e, ResponseEvent | CandidateEvent):
-                side = "v1" if isinstance(e, ResponseEvent) else "v2"
-                a = e.answer
-                part = codec.answer_to_dict(a)
-                if isinstance(e, CandidateEvent) and e.secondary is not None:
-                    part["secondary"] = codec.answer_to_dict(e.secondary)
-                await self._upsert_part(e.id, side, {
-                    side: part, f"{side}_status": a.status,
-                    f"{side}_latency_ms": a.latency_ms,
-                    f"{side}_bucket": latency_bucket(a.latency_ms), f"{side}_ts": e.ts}, e.ts)
+                    routes: Mapping[str, str] | None = None) -> list[Exchange]:
+        for p in records.parts(events, routes):
+            await self._upsert_part(p.id, *_part_fields(p), p.ts)
         ids = list({e.id for e in events})
         if not ids:
             return []
@@ -199,7 +172,8 @@ class MongoStore:
         return [_exchange(doc) async for doc in cursor]
 
     async def complete(self, results: list[tuple[str, Comparison]]) -> list[str]:
-        recorded: list[str] = []
+        recorded: list[tuple[str, Comparison]] = []
+        routes: dict[str, tuple[str | None, str | None]] = {}
         now = time.time()
         for ident, c in results:
             before = await self.db.exchanges.find_one_and_update(
@@ -210,51 +184,53 @@ class MongoStore:
                           "replay_delay_ms": c.replay_delay_ms, "stale": int("stale" in c.flags),
                           "noise": _diff_doc(c.noise)}},
                 projection={"method": 1, "route": 1})
-            if before is None:
-                continue  # decided before: a re-delivery, never counted twice
-            recorded.append(ident)
-            if c.noise_paths is not None:
-                route_key = {"method": before.get("method") or "?",
-                             "route": before.get("route") or "?"}
-                await self.db.noise_observed.update_one(route_key, {"$inc": {"n": 1}}, upsert=True)
-                for path in c.noise_paths:
-                    await self.db.noise.update_one({**route_key, "path": path},
-                                                   {"$inc": {"n": 1}}, upsert=True)
-            for rule, n in c.suppressed.items():
-                await self.db.rule_stats.update_one({"_id": rule}, {"$inc": {"suppressed": n}},
-                                                    upsert=True)
-            if c.outcome == MISMATCH and c.signature:
-                await self._count_class(c, before.get("method"), before.get("route"), ident, now)
-        return recorded
+            if before is not None:  # else decided before: a re-delivery, never counted twice
+                recorded.append((ident, c))
+                routes[ident] = (before.get("method"), before.get("route"))
+        t = records.tally(recorded, routes)
+        for (method, route), n in t.noise_observed.items():
+            await self.db.noise_observed.update_one({"method": method, "route": route},
+                                                    {"$inc": {"n": n}}, upsert=True)
+        for (method, route, path), n in t.noise.items():
+            await self.db.noise.update_one({"method": method, "route": route, "path": path},
+                                           {"$inc": {"n": n}}, upsert=True)
+        for rule, n in t.rule_hits.items():
+            await self.db.rule_stats.update_one({"_id": rule}, {"$inc": {"suppressed": n}},
+                                                upsert=True)
+        for hit in t.classes:
+            await self._count_class(hit, now)
+        return [ident for ident, _ in recorded]
 
-    async def _count_class(self, c: Comparison, method: str | None, route: str | None,
-                           ident: str, now: float) -> None:
+    async def _count_class(self, hit: records.ClassHit, now: float) -> None:
         classes = self.db.classes
-        await classes.update_one({"_id": c.signature, "status": "fixed"},
-                                 {"$set": {"status": "new", "reopened_at": now}})
-        shape = [{"path": p, "kind": k} for p, k in class_shape(c.diff)]
+        await classes.update_one({"_id": hit.signature, "status": model.CLASS_FIXED},
+                                 {"$set": {"status": model.CLASS_NEW, "reopened_at": now}})
         await classes.update_one(
-            {"_id": c.signature},
+            {"_id": hit.signature},
             {"$inc": {"count": 1}, "$max": {"last_seen": now}, "$min": {"first_seen": now},
-             "$push": {"examples": {"$each": [ident], "$slice": 5}},
-             "$setOnInsert": {"method": method, "route": route, "paths": shape, "status": "new",
-                              "ticket": None, "note": None, "reopened_at": None}},
+             "$push": {"examples": {"$each": [hit.example], "$slice": records.MAX_EXAMPLES}},
+             "$setOnInsert": {"method": hit.method, "route": hit.route, "paths": hit.paths,
+                              "status": model.CLASS_NEW, "ticket": None, "note": None,
+                              "reopened_at": None}},
             upsert=True)
 
     async def expire(self, older_than_ts: float) -> int:
-        x = self.db.exchanges
-        a = await x.update_many({"outcome": PENDING, "v1": {"$ne": None}, "v2": None,
-                                 "ts": {"$lt": older_than_ts}}, {"$set": {"outcome": V1_ONLY}})
-        b = await x.update_many({"outcome": PENDING, "v1": None, "v2.skipped": {"$ne": None},
-                                 "ts": {"$lt": older_than_ts}}, {"$set": {"outcome": SKIPPED}})
-        c = await x.update_many({"outcome": PENDING, "v1": None, "ts": {"$lt": older_than_ts}},
-                                {"$set": {"outcome": V1_MISSING}})
-        return int(a.modified_count + b.modified_count + c.modified_count)
+        expired = 0
+        for rule in records.EXPIRY:
+            query: dict[str, Any] = {"outcome": model.PENDING, "ts": {"$lt": older_than_ts},
+                                     "v1": {"$ne": None} if rule.v1 else None}
+            if rule.v2 is not None:
+                query["v2"] = {"$ne": None} if rule.v2 else None
+            if rule.v2_skipped:
+                query["v2.skipped"] = {"$ne": None}
+            result = await self.db.exchanges.update_many(query, {"$set": {"outcome": rule.outcome}})
+            expired += int(result.modified_count)
+        return expired
 
     async def admit_routes(self, routes: list[str], max_routes: int) -> set[str]:
         from pymongo.errors import DuplicateKeyError
 
-        wanted = sorted(set(routes) - {OTHER_ROUTE})
+        wanted = records.routes_to_admit(routes)
         if not wanted:
             return set()
         known = {d["_id"] async for d in self.db.routes.find({"_id": {"$in": wanted}}, {"_id": 1})}
@@ -289,10 +265,9 @@ class MongoStore:
         return deleted
 
     async def set_class_status(self, signature: str, status: str, ticket: str | None = None,
-                               note: str | None = None) -> dict[str, Any] | None:
-        if status not in CLASS_STATUSES:
-            raise StoreError(f"class status must be one of {', '.join(CLASS_STATUSES)}")
-        changes: dict[str, Any] = {"status": status, "updated_at": time.time()}
+                               note: str | None = None) -> MismatchClass | None:
+        changes: dict[str, Any] = {"status": records.checked_status(status),
+                                   "updated_at": time.time()}
         if ticket is not None:
             changes["ticket"] = ticket
         if note is not None:
@@ -312,6 +287,15 @@ class MongoStore:
         for (method, route, path), n in paths.items():
             await self.db.suspected.update_one({"method": method, "route": route, "path": path},
                                                {"$inc": {"n": n}}, upsert=True)
+
+    async def suspected(self) -> dict[RouteKey, list[str]]:
+        return records.learned_noise(await self._counted("suspected", "path"),
+                                     await self._counted("repeats"))
+
+    async def _counted(self, collection: str, *fields: str) -> list[Any]:
+        """(method, route, *fields, n) of each document of a counting collection."""
+        return [(d["method"], d["route"], *(d[f] for f in fields), d["n"])
+                async for d in self.db[collection].find({})]
 
     async def rule_hits(self) -> dict[str, int]:
         return {d["_id"]: int(d.get("suppressed", 0))
@@ -337,13 +321,8 @@ class MongoStore:
         pipeline.append({"$group": {"_id": key, "n": {"$sum": 1}}})
         return [row async for row in self.db.exchanges.aggregate(pipeline)]
 
-    async def list_exchanges(self, f: Filters) -> tuple[list[dict[str, Any]], str | None]:
-        query: dict[str, Any] = {}
-        for field, value in (("outcome", f.outcome), ("route", f.route), ("method", f.method),
-                             ("v1_status", f.v1_status), ("v2_status", f.v2_status),
-                             ("signature", f.signature)):
-            if value is not None:
-                query[field] = value
+    async def list_exchanges(self, f: Filters) -> tuple[list[ExchangeSummary], str | None]:
+        query: dict[str, Any] = dict(records.filter_fields(f))
         if f.path is not None:
             query["diff_paths"] = {"$regex": re.escape(f.path)}
         if f.since is not None or f.until is not None:
@@ -353,19 +332,19 @@ class MongoStore:
         projection = {"request": 0, "v1": 0, "v2": 0}
         docs = await self.db.exchanges.find(query, projection).sort("_id", -1).limit(f.limit + 1) \
             .to_list(f.limit + 1)
-        items = [exchange_summary({**d, "id": d["_id"]}) for d in docs[:f.limit]]
+        items = [records.exchange_summary({**d, "id": d["_id"]}) for d in docs[:f.limit]]
         return items, (items[-1]["id"] if len(docs) > f.limit else None)
 
-    async def classes(self, *, signature: str | None = None) -> list[dict[str, Any]]:
+    async def classes(self, *, signature: str | None = None) -> list[MismatchClass]:
         query = {"_id": signature} if signature is not None else {}
         docs = await self.db.classes.find(query).to_list(None)
-        out = [class_doc(d["_id"], d.get("method"), d.get("route"), d.get("paths", []),
+        out = [records.class_doc(d["_id"], d.get("method"), d.get("route"), d.get("paths", []),
                          d.get("count", 0), d.get("first_seen"), d.get("last_seen"),
-                         d.get("examples", []), d.get("status", "new"), d.get("ticket"),
+                         d.get("examples", []), d.get("status", model.CLASS_NEW), d.get("ticket"),
                          d.get("note"), d.get("reopened_at")) for d in docs]
         return sorted(out, key=lambda c: (-c["count"], c["signature"]))
 
-    async def summary(self) -> dict[str, Any]:
+    async def summary(self) -> Summary:
         def mr(row: Any) -> tuple[str, str]:
             return row["_id"].get("m") or "?", row["_id"].get("r") or "?"
 
@@ -381,21 +360,18 @@ class MongoStore:
         statuses = [(*mr(row), row["_id"].get("a") or 0, row["_id"].get("b") or 0, row["n"])
                     for row in await self._group({"m": "$method", "r": "$route",
                                                   "a": "$v1_status", "b": "$v2_status"}, compared)]
-        stale = int(await self.db.exchanges.count_documents({"stale": 1}))
-        noise = [(d["method"], d["route"], d["path"], d["n"]) async for d in self.db.noise.find({})]
-        observed = [(d["method"], d["route"], d["n"])
-                    async for d in self.db.noise_observed.find({})]
-        suspected = [(d["method"], d["route"], d["path"], d["n"])
-                     async for d in self.db.suspected.find({})]
-        repeats = [(d["method"], d["route"], d["n"]) async for d in self.db.repeats.find({})]
-        return summary_from_aggregates(counts, latency, statuses, await self.classes(), stale,
-                                       noise, observed, suspected, repeats)
+        return records.summary(records.Aggregates(
+            counts, latency, statuses, await self.classes(),
+            stale=int(await self.db.exchanges.count_documents({"stale": 1})),
+            noise=await self._counted("noise", "path"), observed=await self._counted("noise_observed"),
+            suspected=await self._counted("suspected", "path"),
+            repeats=await self._counted("repeats")))
 
     async def route_evidence(self) -> list[RouteEvidence]:
         rows = [(r["_id"].get("m"), r["_id"].get("r"), r["_id"].get("s"), r["n"])
                 for r in await self._group({"m": "$method", "r": "$route", "s": "$signature"},
-                                           {"outcome": MISMATCH})]
-        return evidence_from(await self.summary(), await self.classes(), rows)
+                                           {"outcome": model.MISMATCH})]
+        return records.evidence(await self.summary(), await self.classes(), rows)
 
 
 def _exchange(d: dict[str, Any]) -> Exchange:
@@ -408,7 +384,7 @@ def _exchange(d: dict[str, Any]) -> Exchange:
         v1_secondary=codec.answer_from_dict(d["v2"]["secondary"])
         if d.get("v2") and d["v2"].get("secondary") else None,
         noise=_diff_from_doc(d.get("noise")),
-        outcome=d.get("outcome", PENDING), diff=_diff_from_doc(d.get("diff")),
+        outcome=d.get("outcome", model.PENDING), diff=_diff_from_doc(d.get("diff")),
         signature=d.get("signature"), flags=d.get("flags") or [],
         compared_at=d.get("compared_at"), v1_ts=d.get("v1_ts"), v2_ts=d.get("v2_ts"),
         replay_delay_ms=d.get("replay_delay_ms"))

@@ -9,45 +9,40 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from comparer.store import (
-    CLASS_STATUSES,
-    UNDECIDED,
-    class_doc,
-    evidence_from,
-    exchange_summary,
-    summary_from_aggregates,
-)
+from comparer import records
 from shadow import codec
-from shadow.compare import class_shape
 from shadow.errors import StoreError
 from shadow.filters import Filters
 from shadow.model import (
+    CLASS_FIXED,
+    CLASS_NEW,
+    DIFFED,
     MISMATCH,
     PENDING,
-    SKIPPED,
-    V1_MISSING,
-    V1_ONLY,
-    CandidateEvent,
+    UNDECIDED,
     Comparison,
     Event,
     Exchange,
-    Request,
-    RequestEvent,
-    ResponseEvent,
+    RouteKey,
 )
-from shadow.routes import route_template
+from shadow.reports_model import ExchangeSummary, MismatchClass, Summary
 from shadow.rules import OTHER_ROUTE
 from shadow.settings import sqlite_path
-from shadow.stats import RouteEvidence, latency_bucket
+from shadow.stats import RouteEvidence
 
-COMPARED = "('match', 'mismatch')"
-_UNDECIDED = "(" + ", ".join(f"'{o}'" for o in UNDECIDED) + ")"
+
+def _sql_set(values: tuple[str, ...]) -> str:
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+COMPARED = _sql_set(DIFFED)
+_UNDECIDED = _sql_set(UNDECIDED)
 
 
 def _contribution(sign: str, row: str) -> str:
@@ -144,7 +139,7 @@ CREATE TABLE IF NOT EXISTS rule_stats (
 CREATE TABLE IF NOT EXISTS classes (
     signature TEXT PRIMARY KEY, method TEXT, route TEXT, paths TEXT NOT NULL,
     count INTEGER NOT NULL, first_seen REAL, last_seen REAL, examples TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'new', ticket TEXT, note TEXT, reopened_at REAL,
+    status TEXT NOT NULL DEFAULT '{CLASS_NEW}', ticket TEXT, note TEXT, reopened_at REAL,
     updated_at REAL);
 
 CREATE TRIGGER IF NOT EXISTS exchanges_insert AFTER INSERT ON exchanges BEGIN
@@ -191,18 +186,18 @@ _COLUMNS = ("id, request_id, ts, method, url, route, request, v1, v2, outcome, d
             "flags, compared_at, v1_ts, v2_ts, replay_delay_ms, noise")
 _SUMMARY_COLUMNS = ("id, request_id, ts, method, url, route, outcome, v1_status, v2_status, "
                     "signature, flags, diff, compared_at, replay_delay_ms")
-_UPSERT_CLASS = """
+_UPSERT_CLASS = f"""
 INSERT INTO classes (signature, method, route, paths, count, first_seen, last_seen, examples,
                      status, updated_at)
-VALUES (?, ?, ?, ?, 1, ?, ?, json_array(?), 'new', ?)
+VALUES (?, ?, ?, ?, 1, ?, ?, json_array(?), '{CLASS_NEW}', ?)
 ON CONFLICT(signature) DO UPDATE SET
     count = count + 1,
     last_seen = max(last_seen, excluded.last_seen),
-    examples = CASE WHEN json_array_length(examples) < 5
+    examples = CASE WHEN json_array_length(examples) < {records.MAX_EXAMPLES}
                     THEN json_insert(examples, '$[#]', json_extract(excluded.examples, '$[0]'))
                     ELSE examples END,
-    reopened_at = CASE WHEN status = 'fixed' THEN excluded.last_seen ELSE reopened_at END,
-    status = CASE WHEN status = 'fixed' THEN 'new' ELSE status END
+    reopened_at = CASE WHEN status = '{CLASS_FIXED}' THEN excluded.last_seen ELSE reopened_at END,
+    status = CASE WHEN status = '{CLASS_FIXED}' THEN '{CLASS_NEW}' ELSE status END
 """
 
 
@@ -261,25 +256,18 @@ class SQLiteStore:
     # ---- writes ----
 
     async def apply(self, events: list[Event],
-                    route_of: Callable[[Request], str] | None = None) -> list[Exchange]:
+                    routes: Mapping[str, str] | None = None) -> list[Exchange]:
         requests: list[tuple[Any, ...]] = []
-        v1s: list[tuple[Any, ...]] = []
-        v2s: list[tuple[Any, ...]] = []
-        for e in events:
-            if isinstance(e, RequestEvent):
-                r = e.request
-                route = route_of(r) if route_of else route_template(r.url)
-                requests.append((e.id, e.request_id, e.ts, r.method, r.url, route,
-                                 _text(codec.request_to_dict(r))))
-            elif isinstance(e, ResponseEvent | CandidateEvent):
-                a = e.answer
-                part = codec.answer_to_dict(a)
-                if isinstance(e, CandidateEvent) and e.secondary is not None:
-                    part["secondary"] = codec.answer_to_dict(e.secondary)
-                row = (e.id, e.ts, _text(part), a.status, a.latency_ms,
-                       latency_bucket(a.latency_ms), e.ts)
-                (v1s if isinstance(e, ResponseEvent) else v2s).append(row)
-        await self._write([(_UPSERT_REQUEST, requests), (_UPSERT_V1, v1s), (_UPSERT_V2, v2s)])
+        answers: dict[str, list[tuple[Any, ...]]] = {"v1": [], "v2": []}
+        for p in records.parts(events, routes):
+            if isinstance(p, records.RequestPart):
+                requests.append((p.id, p.request_id, p.ts, p.method, p.url, p.route,
+                                 _text(p.request)))
+            else:
+                answers[p.side].append((p.id, p.ts, _text(p.answer), p.status, p.latency_ms,
+                                        p.bucket, p.ts))
+        await self._write([(_UPSERT_REQUEST, requests), (_UPSERT_V1, answers["v1"]),
+                           (_UPSERT_V2, answers["v2"])])
         ids = list({e.id for e in events})
         if not ids:
             return []
@@ -306,49 +294,31 @@ class SQLiteStore:
             async with db.execute(f"SELECT id, method, route FROM exchanges WHERE id IN ({marks}) "
                                   f"AND outcome IN {_UNDECIDED}", ids) as cur:
                 undecided = {row[0]: (row[1], row[2]) async for row in cur}
-            rows, classes = [], []
-            hits: dict[str, int] = {}
-            noise: dict[tuple[str, str, str], int] = {}
-            observed: dict[tuple[str, str], int] = {}
-            for ident, c in results:
-                if ident not in undecided:
-                    continue  # decided before: a re-delivery, never counted twice
-                for rule, n in c.suppressed.items():
-                    hits[rule] = hits.get(rule, 0) + n
-                route_key = (undecided[ident][0] or "?", undecided[ident][1] or "?")
-                if c.noise_paths is not None:
-                    observed[route_key] = observed.get(route_key, 0) + 1
-                    for path in c.noise_paths:
-                        noise[(*route_key, path)] = noise.get((*route_key, path), 0) + 1
-                rows.append((c.outcome, _text(codec.diff_to_list(c.diff)),
-                             "\n".join(d.path for d in c.diff) or None, c.signature,
-                             _text(c.flags), now, c.replay_delay_ms, int("stale" in c.flags),
-                             _text(codec.diff_to_list(c.noise)) if c.noise else None, ident))
-                if c.outcome == MISMATCH and c.signature:
-                    method, route = undecided[ident]
-                    shape = [{"path": p, "kind": k} for p, k in class_shape(c.diff)]
-                    classes.append((c.signature, method, route, _text(shape), now, now, ident, now))
+            rows = [_decision(ident, c, now) for ident, c in results if ident in undecided]
+            t = records.tally(results, undecided)
             await db.executemany(
                 "UPDATE exchanges SET outcome = ?, diff = ?, diff_paths = ?, signature = ?, "
                 "flags = ?, compared_at = ?, replay_delay_ms = ?, stale = ?, noise = ? "
                 "WHERE id = ?", rows)
-            if observed:
+            if t.noise_observed:
                 await db.executemany(
                     "INSERT INTO noise_observed (method, route, n) VALUES (?, ?, ?) "
                     "ON CONFLICT (method, route) DO UPDATE SET n = n + excluded.n",
-                    [(*k, n) for k, n in observed.items()])
-            if noise:
+                    [(*k, n) for k, n in t.noise_observed.items()])
+            if t.noise:
                 await db.executemany(
                     "INSERT INTO noise (method, route, path, n) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (method, route, path) DO UPDATE SET n = n + excluded.n",
-                    [(*k, n) for k, n in noise.items()])
-            if classes:
-                await db.executemany(_UPSERT_CLASS, classes)
-            if hits:
+                    [(*k, n) for k, n in t.noise.items()])
+            if t.classes:
+                await db.executemany(_UPSERT_CLASS, [
+                    (k.signature, k.method, k.route, _text(k.paths), now, now, k.example, now)
+                    for k in t.classes])
+            if t.rule_hits:
                 await db.executemany(
                     "INSERT INTO rule_stats (rule, suppressed) VALUES (?, ?) ON CONFLICT (rule) "
                     "DO UPDATE SET suppressed = suppressed + excluded.suppressed",
-                    list(hits.items()))
+                    list(t.rule_hits.items()))
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")
@@ -356,26 +326,23 @@ class SQLiteStore:
         return [row[-1] for row in rows]
 
     async def expire(self, older_than_ts: float) -> int:
-        """Undecided exchanges past the join timeout, whichever part is missing: no V2
-        answer -> v1_only; a skipped candidate whose V1 answer never came -> skipped; no V1
-        answer (a request alone, or V2's answer alone) -> v1_missing."""
         db = self.db
+        expired = 0
         async with self._writing:
-            a = await db.execute(
-                f"UPDATE exchanges SET outcome = '{V1_ONLY}' WHERE outcome = '{PENDING}' "
-                "AND v1 IS NOT NULL AND v2 IS NULL AND ts < ?", (older_than_ts,))
-            b = await db.execute(
-                f"UPDATE exchanges SET outcome = '{SKIPPED}' WHERE outcome = '{PENDING}' "
-                "AND v1 IS NULL AND json_extract(v2, '$.skipped') IS NOT NULL AND ts < ?",
-                (older_than_ts,))
-            c = await db.execute(
-                f"UPDATE exchanges SET outcome = '{V1_MISSING}' WHERE outcome = '{PENDING}' "
-                "AND v1 IS NULL AND ts < ?", (older_than_ts,))
-            # rowcount leaves out trigger work
-            return max(a.rowcount, 0) + max(b.rowcount, 0) + max(c.rowcount, 0)
+            for rule in records.EXPIRY:
+                where = [f"outcome = '{PENDING}'", f"v1 IS {'NOT ' if rule.v1 else ''}NULL",
+                         "ts < ?"]
+                if rule.v2 is not None:
+                    where.append(f"v2 IS {'NOT ' if rule.v2 else ''}NULL")
+                if rule.v2_skipped:
+                    where.append("json_extract(v2, '$.skipped') IS NOT NULL")
+                cur = await db.execute(f"UPDATE exchanges SET outcome = '{rule.outcome}' "
+                                       f"WHERE {' AND '.join(where)}", (older_than_ts,))
+                expired += max(cur.rowcount, 0)  # rowcount leaves out trigger work
+        return expired
 
     async def admit_routes(self, routes: list[str], max_routes: int) -> set[str]:
-        wanted = sorted(set(routes) - {OTHER_ROUTE})
+        wanted = records.routes_to_admit(routes)
         if not wanted:
             return set()
         db = self.db
@@ -437,9 +404,8 @@ class SQLiteStore:
         return deleted
 
     async def set_class_status(self, signature: str, status: str, ticket: str | None = None,
-                               note: str | None = None) -> dict[str, Any] | None:
-        if status not in CLASS_STATUSES:
-            raise StoreError(f"class status must be one of {', '.join(CLASS_STATUSES)}")
+                               note: str | None = None) -> MismatchClass | None:
+        records.checked_status(status)
         db = self.db
         async with self._writing:
             cur = await db.execute("UPDATE classes SET status = ?, ticket = coalesce(?, ticket), "
@@ -460,6 +426,14 @@ class SQLiteStore:
             ("INSERT INTO suspected (method, route, path, n) VALUES (?, ?, ?, ?) ON CONFLICT "
              "(method, route, path) DO UPDATE SET n = n + excluded.n",
              [(*k, n) for k, n in paths.items()])])
+
+    async def suspected(self) -> dict[RouteKey, list[str]]:
+        return records.learned_noise(await self._rows("SELECT method, route, path, n FROM suspected"),
+                                     await self._rows("SELECT method, route, n FROM repeats"))
+
+    async def _rows(self, sql: str) -> list[Any]:
+        async with self.db.execute(sql) as cur:
+            return [tuple(row) async for row in cur]
 
     async def rule_hits(self) -> dict[str, int]:
         async with self.db.execute("SELECT rule, suppressed FROM rule_stats") as cur:
@@ -485,15 +459,10 @@ class SQLiteStore:
                                    "HAVING sum(n) > 0") as cur:
             return {o: int(n) async for o, n in cur}
 
-    async def list_exchanges(self, f: Filters) -> tuple[list[dict[str, Any]], str | None]:
-        where: list[str] = []
-        args: list[Any] = []
-        for column, value in (("outcome", f.outcome), ("route", f.route), ("method", f.method),
-                              ("v1_status", f.v1_status), ("v2_status", f.v2_status),
-                              ("signature", f.signature)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
+    async def list_exchanges(self, f: Filters) -> tuple[list[ExchangeSummary], str | None]:
+        fields = records.filter_fields(f)
+        where = [f"{column} = ?" for column, _ in fields]
+        args = [value for _, value in fields]
         if f.path is not None:
             where.append("instr(diff_paths, ?) > 0")
             args.append(f.path)
@@ -510,11 +479,11 @@ class SQLiteStore:
                f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY id DESC LIMIT ?")
         async with self.db.execute(sql, [*args, f.limit + 1]) as cur:
             rows = list(await cur.fetchall())
-        items = [exchange_summary(dict(zip(_SUMMARY_COLUMNS.split(", "), row, strict=True)))
+        items = [records.exchange_summary(dict(zip(_SUMMARY_COLUMNS.split(", "), row, strict=True)))
                  for row in rows[:f.limit]]
         return items, (items[-1]["id"] if len(rows) > f.limit else None)
 
-    async def classes(self, *, signature: str | None = None) -> list[dict[str, Any]]:
+    async def classes(self, *, signature: str | None = None) -> list[MismatchClass]:
         sql = ("SELECT signature, method, route, paths, count, first_seen, last_seen, examples, "
                "status, ticket, note, reopened_at FROM classes")
         args: list[Any] = []
@@ -522,40 +491,38 @@ class SQLiteStore:
             sql += " WHERE signature = ?"
             args.append(signature)
         async with self.db.execute(sql + " ORDER BY count DESC, signature", args) as cur:
-            return [class_doc(sig, method, route, codec.loads(paths), count, first, last,
+            return [records.class_doc(sig, method, route, codec.loads(paths), count, first, last,
                               codec.loads(examples), status, ticket, note, reopened)
                     async for (sig, method, route, paths, count, first, last, examples, status,
                                ticket, note, reopened) in cur]
 
-    async def summary(self) -> dict[str, Any]:
-        db = self.db
-        async with db.execute("SELECT method, route, outcome, n FROM route_stats WHERE n > 0") as cur:
-            counts = [tuple(row) async for row in cur]
-        async with db.execute("SELECT method, route, side, bucket, n FROM route_latency "
-                              "WHERE n > 0") as cur:
-            latency = [tuple(row) async for row in cur]
-        async with db.execute("SELECT method, route, v1_status, v2_status, n FROM route_status "
-                              "WHERE n > 0") as cur:
-            statuses = [tuple(row) async for row in cur]
-        async with db.execute("SELECT count(*) FROM exchanges WHERE stale = 1") as cur:
+    async def summary(self) -> Summary:
+        async with self.db.execute("SELECT count(*) FROM exchanges WHERE stale = 1") as cur:
             stale = (await cur.fetchone() or (0,))[0]
-        async with db.execute("SELECT method, route, path, n FROM noise") as cur:
-            noise = [tuple(row) async for row in cur]
-        async with db.execute("SELECT method, route, n FROM noise_observed") as cur:
-            observed = [tuple(row) async for row in cur]
-        async with db.execute("SELECT method, route, path, n FROM suspected") as cur:
-            suspected = [tuple(row) async for row in cur]
-        async with db.execute("SELECT method, route, n FROM repeats") as cur:
-            repeats = [tuple(row) async for row in cur]
-        return summary_from_aggregates(counts, latency, statuses, await self.classes(), stale,
-                                       noise, observed, suspected, repeats)
+        return records.summary(records.Aggregates(
+            counts=await self._rows("SELECT method, route, outcome, n FROM route_stats WHERE n > 0"),
+            latency=await self._rows("SELECT method, route, side, bucket, n FROM route_latency "
+                                     "WHERE n > 0"),
+            statuses=await self._rows("SELECT method, route, v1_status, v2_status, n "
+                                      "FROM route_status WHERE n > 0"),
+            classes=await self.classes(), stale=stale,
+            noise=await self._rows("SELECT method, route, path, n FROM noise"),
+            observed=await self._rows("SELECT method, route, n FROM noise_observed"),
+            suspected=await self._rows("SELECT method, route, path, n FROM suspected"),
+            repeats=await self._rows("SELECT method, route, n FROM repeats")))
 
     async def route_evidence(self) -> list[RouteEvidence]:
-        async with self.db.execute(
-                "SELECT method, route, signature, count(*) FROM exchanges "
-                f"WHERE outcome = '{MISMATCH}' GROUP BY 1, 2, 3") as cur:
-            rows = [tuple(row) async for row in cur]
-        return evidence_from(await self.summary(), await self.classes(), rows)
+        rows = await self._rows("SELECT method, route, signature, count(*) FROM exchanges "
+                                f"WHERE outcome = '{MISMATCH}' GROUP BY 1, 2, 3")
+        return records.evidence(await self.summary(), await self.classes(), rows)
+
+
+def _decision(ident: str, c: Comparison, now: float) -> tuple[Any, ...]:
+    """The UPDATE's values: one comparison recorded on its exchange."""
+    return (c.outcome, _text(codec.diff_to_list(c.diff)),
+            "\n".join(d.path for d in c.diff) or None, c.signature, _text(c.flags), now,
+            c.replay_delay_ms, int("stale" in c.flags),
+            _text(codec.diff_to_list(c.noise)) if c.noise else None, ident)
 
 
 def _exchange(row: Any) -> Exchange:

@@ -1,0 +1,325 @@
+"""What both stores share (pure): the records a driver writes (an event's part, a recorded
+comparison and what it adds to the counters), the rules it applies (expiry, class status,
+filters, route admission), and the read models it returns, shaped from its aggregates."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shadow import codec
+from shadow.compare import class_shape
+from shadow.errors import StoreError
+from shadow.filters import Filters
+from shadow.model import (
+    CLASS_ACCEPTED,
+    CLASS_NEW,
+    CLASS_STATUSES,
+    COMPARE_ERROR,
+    MATCH,
+    MISMATCH,
+    PENDING,
+    SKIPPED,
+    V1_MISSING,
+    V1_ONLY,
+    V2_ERROR,
+    CandidateEvent,
+    Comparison,
+    Event,
+    RequestEvent,
+    RouteKey,
+)
+from shadow.noise import is_noise, noise_rate
+from shadow.reports_model import (
+    Counts,
+    ExchangeSummary,
+    MismatchClass,
+    NoiseEntry,
+    PathKind,
+    RouteSummary,
+    StatusPair,
+    Summary,
+)
+from shadow.routes import route_template
+from shadow.rules import OTHER_ROUTE
+from shadow.stats import RouteEvidence, latency_bucket, percentiles
+
+COUNT_KEYS = {MATCH: "matched", MISMATCH: "mismatched", SKIPPED: "skipped", V2_ERROR: "v2_errors",
+              PENDING: "pending", V1_ONLY: "v1_only", V1_MISSING: "v1_missing",
+              COMPARE_ERROR: "compare_errors"}
+MAX_EXAMPLES = 5  # exchange ids kept per mismatch class
+_MAX_NOISE_SHOWN = 10  # noise paths per route in the summary
+_SHOWN_DIFFS = 10  # differences per exchange in a listing
+
+
+# ---- writes ----
+
+@dataclass(frozen=True, slots=True)
+class RequestPart:
+    id: str
+    request_id: str
+    ts: float
+    method: str
+    url: str
+    route: str
+    request: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerPart:
+    """V1's answer (side "v1") or V2's ("v2", with V1' as `secondary` in `answer`)."""
+
+    id: str
+    side: str
+    ts: float
+    answer: dict[str, Any]
+    status: int | None
+    latency_ms: float | None
+    bucket: int | None
+
+
+Part = RequestPart | AnswerPart
+
+
+def parts(events: Iterable[Event], routes: Mapping[str, str] | None = None) -> list[Part]:
+    """Each event's part, in order. A request's route is the one the comparer named for its
+    exchange id in `routes` (its rules, --max-routes), else the automatic template."""
+    out: list[Part] = []
+    for e in events:
+        if isinstance(e, RequestEvent):
+            r = e.request
+            route = (routes or {}).get(e.id) or route_template(r.url)
+            out.append(RequestPart(e.id, e.request_id, e.ts, r.method, r.url, route,
+                                   codec.request_to_dict(r)))
+            continue
+        a = e.answer
+        doc = codec.answer_to_dict(a)
+        if isinstance(e, CandidateEvent) and e.secondary is not None:
+            doc["secondary"] = codec.answer_to_dict(e.secondary)
+        out.append(AnswerPart(e.id, "v2" if isinstance(e, CandidateEvent) else "v1", e.ts, doc,
+                              a.status, a.latency_ms, latency_bucket(a.latency_ms)))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ClassHit:
+    """One more mismatch of a class; its shape and method/route name a class seen first."""
+
+    signature: str
+    method: str | None
+    route: str | None
+    paths: list[PathKind]
+    example: str
+
+
+@dataclass(slots=True)
+class Tally:
+    """What recorded comparisons add to the counters beside the exchanges."""
+
+    rule_hits: dict[str, int] = field(default_factory=dict)  # rule id -> differences hidden
+    noise_observed: dict[RouteKey, int] = field(default_factory=dict)  # exchanges with V1'
+    noise: dict[tuple[str, str, str], int] = field(default_factory=dict)  # V1 != V1' per path
+    classes: list[ClassHit] = field(default_factory=list)
+
+
+def tally(recorded: Iterable[tuple[str, Comparison]],
+          routes: Mapping[str, tuple[str | None, str | None]]) -> Tally:
+    """The counters' share of the comparisons just recorded; `routes` holds the (method,
+    route) of each exchange recorded now: the others were decided before (a re-delivery,
+    never counted twice)."""
+    t = Tally()
+    for ident, c in recorded:
+        if ident not in routes:
+            continue
+        method, route = routes[ident]
+        for rule, n in c.suppressed.items():
+            t.rule_hits[rule] = t.rule_hits.get(rule, 0) + n
+        key = (method or "?", route or "?")
+        if c.noise_paths is not None:
+            t.noise_observed[key] = t.noise_observed.get(key, 0) + 1
+            for path in c.noise_paths:
+                t.noise[(*key, path)] = t.noise.get((*key, path), 0) + 1
+        if c.outcome == MISMATCH and c.signature:
+            shape: list[PathKind] = [{"path": p, "kind": k} for p, k in class_shape(c.diff)]
+            t.classes.append(ClassHit(c.signature, method, route, shape, ident))
+    return t
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """Pending exchanges past the join timeout whose parts are so get `outcome`. Applied in
+    order: V1's answer without V2's; a skipped candidate without V1's answer; no V1 answer."""
+
+    outcome: str
+    v1: bool  # V1's answer is there
+    v2: bool | None = None  # V2's answer is there (None: either way)
+    v2_skipped: bool = False  # V2's answer is a skip
+
+
+EXPIRY = (Expiry(V1_ONLY, v1=True, v2=False), Expiry(SKIPPED, v1=False, v2_skipped=True),
+          Expiry(V1_MISSING, v1=False))
+
+
+def checked_status(status: str) -> str:
+    if status not in CLASS_STATUSES:
+        raise StoreError(f"class status must be one of {', '.join(CLASS_STATUSES)}")
+    return status
+
+
+def filter_fields(f: Filters) -> list[tuple[str, Any]]:
+    """The exchange fields a listing must equal (the others: path, window, cursor)."""
+    return [(name, value) for name, value in (
+        ("outcome", f.outcome), ("route", f.route), ("method", f.method),
+        ("v1_status", f.v1_status), ("v2_status", f.v2_status), ("signature", f.signature))
+        if value is not None]
+
+
+def routes_to_admit(routes: Iterable[str]) -> list[str]:
+    """The routes to look up or admit under --max-routes: OTHER_ROUTE never takes a place."""
+    return sorted(set(routes) - {OTHER_ROUTE})
+
+
+# ---- reads ----
+
+def class_doc(signature: str, method: str | None, route: str | None, paths: list[PathKind],
+              count: int, first_seen: float | None, last_seen: float | None,
+              examples: list[str], status: str, ticket: str | None, note: str | None,
+              reopened_at: float | None) -> MismatchClass:
+    return {"signature": signature, "method": method or "?", "route": route or "?",
+            "count": count, "paths": paths, "status": status, "examples": examples,
+            "first_seen": first_seen, "last_seen": last_seen, "ticket": ticket, "note": note,
+            "reopened": reopened_at is not None and status == CLASS_NEW, "reopened_at": reopened_at}
+
+
+def exchange_summary(row: Mapping[str, Any]) -> ExchangeSummary:
+    """A listing row from a stored row (diff and flags as JSON text or as lists)."""
+    diff = codec.loads(row["diff"]) if isinstance(row.get("diff"), (str, bytes)) else row.get("diff")
+    flags = codec.loads(row["flags"]) if isinstance(row.get("flags"), (str, bytes)) else row.get("flags")
+    return {"id": row["id"], "request_id": row.get("request_id"), "ts": row.get("ts"),
+            "method": row.get("method"), "url": row.get("url"), "route": row.get("route"),
+            "outcome": row.get("outcome"), "v1_status": row.get("v1_status"),
+            "v2_status": row.get("v2_status"), "signature": row.get("signature"),
+            "flags": flags or [], "compared_at": row.get("compared_at"),
+            "replay_delay_ms": row.get("replay_delay_ms"),
+            "diff": [{"path": d["path"], "kind": d["kind"]} for d in (diff or [])[:_SHOWN_DIFFS]]}
+
+
+@dataclass(slots=True)
+class Aggregates:
+    """What a store gathers for the summary, as rows of plain values."""
+
+    counts: list[tuple[str, str, str, int]]  # method, route, outcome, n
+    latency: list[tuple[str, str, str, int, int]]  # method, route, side, bucket, n
+    statuses: list[tuple[str, str, int, int, int]]  # method, route, v1 status, v2 status, n
+    classes: list[MismatchClass]
+    stale: int
+    noise: list[tuple[str, str, str, int]] = field(default_factory=list)  # method, route, path, n
+    observed: list[tuple[str, str, int]] = field(default_factory=list)  # method, route, n
+    suspected: list[tuple[str, str, str, int]] = field(default_factory=list)
+    repeats: list[tuple[str, str, int]] = field(default_factory=list)
+
+
+def _noise_entries(rows: Iterable[tuple[str, str, str, int]], observed: Iterable[tuple[str, str, int]],
+                   ) -> dict[RouteKey, list[NoiseEntry]]:
+    """Per route, its noise paths, most frequent first."""
+    seen = {(m, r): n for m, r, n in observed}
+    out: dict[RouteKey, list[NoiseEntry]] = defaultdict(list)
+    for method, route, path, n in sorted(rows, key=lambda row: (-row[3], row[2])):
+        total = seen.get((method, route), 0)
+        out[(method, route)].append({"path": path, "count": n, "observed": total,
+                                     "rate": noise_rate(n, total)})
+    return out
+
+
+def learned_noise(suspected: Iterable[tuple[str, str, str, int]],
+                  repeats: Iterable[tuple[str, str, int]]) -> dict[RouteKey, list[str]]:
+    """Per route, the suspected noise paths that count as noise (of the ones shown)."""
+    return {key: [n["path"] for n in entries[:_MAX_NOISE_SHOWN]
+                  if is_noise(n["rate"], n["observed"])]
+            for key, entries in _noise_entries(suspected, repeats).items()}
+
+
+def summary(a: Aggregates) -> Summary:
+    """The /api/summary object from a store's aggregates."""
+    counts: dict[RouteKey, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNT_KEYS.values(), 0))
+    for method, route, outcome, n in a.counts:
+        if n > 0:
+            counts[(method, route)][COUNT_KEYS[outcome]] += n
+    hist: dict[tuple[str, str, str], list[tuple[int, int]]] = defaultdict(list)
+    for method, route, side, bucket, n in a.latency:
+        hist[(method, route, side)].append((bucket, n))
+    pairs: dict[RouteKey, list[StatusPair]] = defaultdict(list)
+    for method, route, v1, v2, n in a.statuses:
+        if n > 0:
+            pairs[(method, route)].append({"v1": v1 or None, "v2": v2 or None, "count": n})
+    keys = set(counts) | {(m, r) for m, r, _ in hist} | set(pairs)
+    classes: dict[RouteKey, int] = defaultdict(int)
+    paths: dict[RouteKey, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
+    for c in a.classes:
+        key = (c["method"], c["route"])
+        if key in keys:
+            classes[key] += 1
+            for p in c["paths"]:
+                paths[key][(p["path"], p["kind"])] += c["count"]
+    noise = _noise_entries(a.noise, a.observed)
+    suspected = _noise_entries(a.suspected, a.repeats)
+    routes = [_route(key, counts[key], hist, pairs[key], classes[key], paths[key],
+                     noise.get(key, []), suspected.get(key, [])) for key in keys]
+    totals = {name: sum(n[name] for n in counts.values()) for name in COUNT_KEYS.values()}
+    return {
+        **_counts(totals),
+        "stale": a.stale,
+        "routes_overflowed": sum(r["total"] for r in routes if r["route"] == OTHER_ROUTE),
+        "routes": sorted(routes, key=lambda r: (-r["total"], r["route"], r["method"])),
+    }
+
+
+def _counts(n: Mapping[str, int]) -> Counts:
+    """Totals from the counts per outcome (named as in COUNT_KEYS)."""
+    compared = n["matched"] + n["mismatched"] + n["compare_errors"]  # errors fail
+    return {"total": sum(n.values()), "compared": compared, "matched": n["matched"],
+            "mismatched": n["mismatched"], "skipped": n["skipped"], "v2_errors": n["v2_errors"],
+            "pending": n["pending"], "v1_only": n["v1_only"], "v1_missing": n["v1_missing"],
+            "compare_errors": n["compare_errors"],
+            "match_rate": round(n["matched"] / compared, 6) if compared else None}
+
+
+def _route(key: RouteKey, n: dict[str, int], hist: Mapping[tuple[str, str, str], list[tuple[int, int]]],
+           pairs: list[StatusPair], classes: int, paths: Mapping[tuple[str, str], int],
+           noise: list[NoiseEntry], suspected: list[NoiseEntry]) -> RouteSummary:
+    method, route = key
+    top = sorted(paths.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+    return {
+        "method": method, "route": route, **_counts(n),
+        "v1_latency_ms": percentiles(hist.get((method, route, "v1"), [])),
+        "v2_latency_ms": percentiles(hist.get((method, route, "v2"), [])),
+        "classes": classes,
+        "status_pairs": sorted(pairs, key=lambda s: -s["count"]),
+        "top_diffs": [{"path": p, "kind": k, "count": c} for (p, k), c in top],
+        "noise": noise[:_MAX_NOISE_SHOWN], "suspected_noise": suspected[:_MAX_NOISE_SHOWN],
+    }
+
+
+def evidence(summary: Summary, classes: Sequence[MismatchClass],
+             mismatches: Iterable[tuple[str | None, str | None, str | None, int]],
+             ) -> list[RouteEvidence]:
+    """Per-route evidence for the verdict from the summary, the class statuses and the
+    mismatch counts per (method, route, signature): accepted classes count as matches, and
+    compare errors as failures."""
+    status = {c["signature"]: c["status"] for c in classes}
+    failing: dict[RouteKey, dict[str, int]] = {
+        (r["method"], r["route"]): {COMPARE_ERROR: r["compare_errors"]}
+        for r in summary["routes"] if r.get("compare_errors")}
+    accepted: dict[RouteKey, int] = {}
+    for method, route, sig, n in mismatches:
+        key = (method or "?", route or "?")
+        if status.get(sig or "") == CLASS_ACCEPTED:
+            accepted[key] = accepted.get(key, 0) + n
+        else:
+            failing.setdefault(key, {})[sig or "?"] = n
+    return [RouteEvidence(r["method"], r["route"], r["compared"], r["matched"],
+                          accepted.get((r["method"], r["route"]), 0),
+                          failing.get((r["method"], r["route"]), {}))
+            for r in summary["routes"]]

@@ -1,0 +1,109 @@
+"""The read models of the reports API (types only): what /api/summary, /api/routes,
+/api/classes and /api/mismatches return, as every store builds them. The field names are
+the contract in DESIGN.md: add fields freely, never rename them."""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
+Percentiles = dict[str, float | None]  # {"p50", "p95", "p99"}: ms, None without samples
+
+
+class PathKind(TypedDict):
+    path: str
+    kind: str
+
+
+class StatusPair(TypedDict):
+    v1: int | None
+    v2: int | None
+    count: int
+
+
+class TopDiff(TypedDict):
+    path: str
+    kind: str
+    count: int
+
+
+class NoiseEntry(TypedDict):
+    """A path where V1 disagreed with itself: `count` times in `observed` chances."""
+
+    path: str
+    count: int
+    observed: int
+    rate: float | None
+
+
+class Counts(TypedDict):
+    """Exchanges by outcome (of a route, or of them all)."""
+
+    total: int
+    compared: int  # matched + mismatched + compare_errors (errors fail)
+    matched: int
+    mismatched: int
+    skipped: int
+    v2_errors: int
+    pending: int
+    v1_only: int
+    v1_missing: int
+    compare_errors: int
+    match_rate: float | None
+
+
+class RouteSummary(Counts):
+    method: str
+    route: str
+    v1_latency_ms: Percentiles
+    v2_latency_ms: Percentiles
+    classes: int
+    status_pairs: list[StatusPair]
+    top_diffs: list[TopDiff]
+    noise: list[NoiseEntry]  # where V1 and V1' disagreed
+    suspected_noise: list[NoiseEntry]  # where V1's answers to identical requests changed
+
+
+class Summary(Counts):
+    stale: int
+    routes_overflowed: int  # exchanges counted as the one OTHER_ROUTE (--max-routes)
+    routes: list[RouteSummary]
+    # added by the reports API from Redis
+    dropped_events: NotRequired[int | None]
+    trimmed_unprocessed: NotRequired[dict[str, int]]
+    streams: NotRequired[dict[str, Any]]
+    warnings: NotRequired[list[str]]
+
+
+class MismatchClass(TypedDict):
+    signature: str
+    method: str
+    route: str
+    count: int
+    paths: list[PathKind]
+    status: str  # one of model.CLASS_STATUSES
+    examples: list[str]  # exchange ids
+    first_seen: float | None
+    last_seen: float | None
+    ticket: str | None
+    note: str | None
+    reopened: bool
+    reopened_at: float | None
+
+
+class ExchangeSummary(TypedDict):
+    """A listing row: what an engineer scans, without bodies."""
+
+    id: str
+    request_id: str | None
+    ts: float | None
+    method: str | None
+    url: str | None
+    route: str | None
+    outcome: str | None
+    v1_status: int | None
+    v2_status: int | None
+    signature: str | None
+    flags: list[str]
+    compared_at: float | None
+    replay_delay_ms: float | None
+    diff: list[PathKind]  # the first ten differences
