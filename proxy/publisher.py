@@ -68,6 +68,7 @@ class Publisher:
         self.dropped = 0
         self._unreported_drops = 0
         self._task: asyncio.Task[None] | None = None
+        self._sending = False
         self._healthy = True
         self._script = redis.register_script(XADD_BATCH)
 
@@ -119,9 +120,8 @@ class Publisher:
             log.warning("shutdown: %d events could not be published in %.1f s", left, flush_timeout_s)
 
     async def _drained(self) -> None:
-        while self._frames:
+        while self._frames or self._sending:  # queued, or a batch still on its way to Redis
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0)  # let an in-flight batch finish
 
     def _take(self) -> list[bytes]:
         """Up to `batch` events' frames, oldest first."""
@@ -135,8 +135,13 @@ class Publisher:
         return taken
 
     async def _run(self) -> None:
+        me = asyncio.current_task()
         backoff = _BACKOFF_MIN_S
         while True:
+            if me is not None and me.cancelling():
+                # redis-py can return normally from a command whose task was cancelled (the
+                # CancelledError swallowed); honour it here, or stop() would wait for ever
+                raise asyncio.CancelledError
             if not self._frames:
                 self._ready.clear()
                 await self._ready.wait()
@@ -147,6 +152,7 @@ class Publisher:
             frames = self._take()
             n = len(frames) // 2
             metrics.contained(metrics.PUBLISH_QUEUE.set, self.queued)
+            self._sending = True
             try:
                 await self._publish(frames)
             except (TimeoutError, RedisError, OSError) as e:
@@ -161,6 +167,8 @@ class Publisher:
                 self._drop(n, "error")
                 log.exception("publisher: unexpected error, %d events dropped", n)
                 continue
+            finally:
+                self._sending = False
             if not self._healthy:
                 log.info("Redis is back: publishing resumed")
                 self._healthy = True

@@ -25,7 +25,7 @@ from proxy.app import forwarded_element, upstream_request_headers
 from shadow import metrics
 from shadow.bus import connect
 from shadow.codec import decode_event
-from shadow.model import RequestEvent, ResponseEvent
+from shadow.model import Request, RequestEvent, ResponseEvent
 from tests.conftest import wait_for
 from tests.nginxctl import Nginx, free_port, nginx_binary, shadow_front_conf
 from tests.procs import reap, start_proxy_process
@@ -594,3 +594,23 @@ async def test_failing_metrics_never_fail_a_request_or_stop_publishing(
     assert refused.startswith(b"HTTP/1.1 400")
     closed.close()
     await v1.stop()
+
+
+# -- Shutdown: the publisher stops even when Redis swallows its cancellation --------------
+
+async def test_publisher_stop_returns_whenever_it_cancels_a_batch_in_flight(redis, keys):
+    """stop() past its flush deadline cancels the batch on its way to Redis. redis-py can
+    swallow that cancellation at some steps of a command and return normally; the loop
+    then waited for new events for ever, and `shadow proxy` never finished stopping.
+    Cancel at each step of a command in turn: every stop() returns."""
+    for steps in range(40):
+        publisher = Publisher(redis, keys, linger_s=0)
+        await publisher.start()
+        publisher.offer(RequestEvent(id=f"x{steps}", request_id="x", ts=0.0,
+                                     request=Request("GET", "/", [])))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        stopping = asyncio.create_task(publisher.stop(flush_timeout_s=0))
+        await asyncio.wait([stopping], timeout=60)  # (asyncio.wait cancels nothing)
+        assert stopping.done(), f"stop() hung, cancelled {steps} steps into a batch"
+        await stopping
