@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +24,13 @@ from yarl import URL
 from proxy import wire
 from proxy.publisher import Discard, Publisher
 from shadow import metrics
+from shadow.forwarding import (  # noqa: F401  (re-exported: the proxy's header rules)
+    FORWARDED,
+    HOP_BY_HOP,
+    forwarded_element,
+    hop_by_hop,
+    upstream_request_headers,
+)
 from shadow.ids import is_sane_request_id, new_id
 from shadow.model import Answer, Headers, Request, RequestEvent, ResponseEvent
 from shadow.serve import start_site
@@ -32,17 +38,7 @@ from shadow.settings import Settings
 
 log = logging.getLogger("shadow.proxy")
 
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-    "upgrade", "proxy-authenticate", "proxy-authorization",
-})
-# Who a request came from, as earlier proxies say: trusted only with --trust-forwarded
-FORWARDED = frozenset({
-    "forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
-    "x-forwarded-port", "x-forwarded-prefix", "x-real-ip",
-})
 _CHUNK = 64 * 1024
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def _count(result: str) -> None:
@@ -55,62 +51,6 @@ def decode_raw_headers(raw: tuple[tuple[bytes, bytes], ...]) -> Headers:
     """Header pairs as received: original name case, order, repeats; odd bytes kept."""
     return [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
             for k, v in raw]
-
-
-def hop_by_hop(headers: Headers) -> frozenset[str]:
-    """Hop-by-hop names: the fixed set plus every name the Connection header lists."""
-    extra = {token.strip().lower() for k, v in headers if k.lower() == "connection"
-             for token in v.split(",") if token.strip()}
-    return HOP_BY_HOP | extra if extra else HOP_BY_HOP
-
-
-def upstream_request_headers(headers: Headers, request_id_header: str, request_id: str,
-                             remote: str | None, scheme: str, host: str | None, *,
-                             forwarded: bool = True, trust_forwarded: bool = False,
-                             preserve_host: bool = False) -> Headers:
-    """Headers for V1 (pure): end-to-end headers in order, the request id, X-Forwarded-*.
-
-    Host is V1's own unless `preserve_host`; Expect is answered by the proxy itself.
-    The client's X-Forwarded-*, X-Real-IP and Forwarded headers are dropped unless
-    `trust_forwarded` (a proxy in front, such as nginx, wrote them): anyone can send them,
-    and a V1 that builds absolute URLs from X-Forwarded-Host would be poisoned. Trusted,
-    they are kept and extended with this hop. `forwarded`: add this hop's own."""
-    drop = hop_by_hop(headers) | {"expect", request_id_header.lower()}
-    if not preserve_host:
-        drop = drop | {"host"}
-    if not trust_forwarded:
-        drop = drop | FORWARDED
-    out = [(k, v) for k, v in headers if k.lower() not in drop]
-    out.append((request_id_header, request_id))
-    if not forwarded:
-        return out
-    kept = {k.lower() for k, _ in out}
-    if remote:
-        chain = [v for k, v in out if k.lower() == "x-forwarded-for"]
-        out = [(k, v) for k, v in out if k.lower() != "x-forwarded-for"]
-        out.append(("X-Forwarded-For", ", ".join([*chain, remote])))
-    if "x-forwarded-proto" not in kept:
-        out.append(("X-Forwarded-Proto", scheme))
-    if host and "x-forwarded-host" not in kept:
-        out.append(("X-Forwarded-Host", host))
-    if "forwarded" in kept:  # trusted: this hop joins the chain (RFC 7239)
-        chain = [v for k, v in out if k.lower() == "forwarded"]
-        out = [(k, v) for k, v in out if k.lower() != "forwarded"]
-        out.append(("Forwarded", ", ".join([*chain, forwarded_element(remote, host, scheme)])))
-    return out
-
-
-def forwarded_element(remote: str | None, host: str | None, scheme: str) -> str:
-    """One hop of a Forwarded header (pure): `for=...;host=...;proto=...`, quoted as needed."""
-    pairs = [("for", f"[{remote}]" if remote and ":" in remote else remote), ("host", host),
-             ("proto", scheme)]
-    return ";".join(f"{name}={_forwarded_value(value)}" for name, value in pairs if value)
-
-
-def _forwarded_value(value: str) -> str:
-    if _TOKEN.fullmatch(value):
-        return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def downstream_response_headers(headers: Headers, request_id_header: str,
@@ -210,7 +150,8 @@ class Proxy:
                 self.publisher.offer(RequestEvent(
                     id=exchange_id, request_id=request_id, ts=ts,
                     request=Request(request.method, raw_path, in_headers, captured.bytes(),
-                                    captured.size, captured.truncated)))
+                                    captured.size, captured.truncated,
+                                    client=request.remote, scheme=request.scheme)))
 
         if request.body_exists:
             length = request.content_length
