@@ -6,9 +6,10 @@ from collections import defaultdict
 from typing import Any
 
 from shadow.model import MATCH, MISMATCH, Comparison
+from shadow.reports_model import ExchangeSummary
 
 
-def verification_report(before: list[dict[str, Any]],
+def verification_report(before: list[ExchangeSummary],
                         after: dict[str, Comparison]) -> dict[str, Any]:
     """`before`: the stored exchange summaries that were replayed; `after`: today's comparison
     per exchange id. Classes are keyed by their stored signature."""
@@ -20,9 +21,10 @@ def verification_report(before: list[dict[str, Any]],
         if now is None:
             counts["not_replayed"] += 1
             continue
-        if x["outcome"] == MISMATCH and x.get("signature"):
-            c = classes.setdefault(x["signature"], {
-                "signature": x["signature"], "method": x["method"], "route": x["route"],
+        signature = x.get("signature")
+        if x["outcome"] == MISMATCH and signature:
+            c = classes.setdefault(signature, {
+                "signature": signature, "method": x["method"], "route": x["route"],
                 "replayed": 0, "fixed": 0, "still_failing": 0, "changed": 0, "errors": 0,
                 "examples": []})
             c["replayed"] += 1

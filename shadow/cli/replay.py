@@ -8,7 +8,6 @@ import asyncio
 import dataclasses
 import datetime
 import time
-from typing import Any
 
 from rich.console import Console
 
@@ -17,6 +16,7 @@ from shadow.cli.views import make_console, print_json, print_verification, progr
 from shadow.compare import compare
 from shadow.filters import parse_filters
 from shadow.model import Comparison
+from shadow.reports_model import ExchangeSummary
 from shadow.rules import load_rules_file
 from shadow.settings import Settings
 from shadow.verify import verification_report
@@ -45,7 +45,7 @@ async def run_replay(args: argparse.Namespace, settings: Settings) -> int:
     if client is not None:
         await client.start()
     try:
-        before: list[dict[str, Any]] = []
+        before: list[ExchangeSummary] = []
         cursor = None
         while len(before) < args.limit:
             page, cursor = await store.list_exchanges(
@@ -62,7 +62,7 @@ async def run_replay(args: argparse.Namespace, settings: Settings) -> int:
         with progress_bar(progress_console) as progress:
             task = progress.add_task(doing, total=len(before))
 
-            async def one(summary: dict[str, Any]) -> None:
+            async def one(summary: ExchangeSummary) -> None:
                 async with sem:
                     x = await store.get(summary["id"])
                     v2 = None
