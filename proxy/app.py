@@ -31,15 +31,13 @@ from shadow.forwarding import (  # noqa: F401  (re-exported: the proxy's header 
     hop_by_hop,
     upstream_request_headers,
 )
+from shadow.http import CHUNK, Capture, client_session
 from shadow.ids import is_sane_request_id, new_id
 from shadow.model import Answer, Headers, Request, RequestEvent, ResponseEvent
 from shadow.serve import start_site
 from shadow.settings import Settings
 
 log = logging.getLogger("shadow.proxy")
-
-_CHUNK = 64 * 1024
-
 
 def _count(result: str) -> None:
     """Count a request by result (ok, refused, v1_error, v1_timeout, v1_aborted,
@@ -86,13 +84,8 @@ class Proxy:
             return
         wire.install()
         s = self.settings
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=True),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.v1_connect_timeout_s,
-                                          sock_read=s.v1_read_timeout_s),
-            auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-        )
+        self._session = client_session(s.v1_connect_timeout_s, s.v1_read_timeout_s,
+                                       limit=0, ttl_dns_cache=60, enable_cleanup_closed=True)
         server = wire.GuardedServer(self.handle, head_timeout_s=s.header_timeout_s,
                                     keepalive_timeout=s.keepalive_timeout_s, access_log=None)
         # in-flight requests get a few seconds to finish on stop, then connections close
@@ -139,7 +132,7 @@ class Proxy:
                 request.headers.get("Expect", "").lower() == "100-continue":
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
-        captured = _Capture(self._cap)
+        captured = Capture(self._cap)
         data: bytes | AsyncIterator[bytes] | None = None
         request_published = False
 
@@ -237,14 +230,14 @@ class Proxy:
             await client.close()
         return client
 
-    async def _stream_request(self, request: web.BaseRequest, captured: _Capture,
+    async def _stream_request(self, request: web.BaseRequest, captured: Capture,
                               done: object) -> AsyncIterator[bytes]:
         """The client's body on to V1 as it comes. Until it is read to its end, the request
         event says truncated (a replay needs the whole body): V1 may answer before it read
         it all, or the client may leave halfway (`cut`)."""
         captured.whole = False
         try:
-            async for chunk in request.content.iter_chunked(_CHUNK):
+            async for chunk in request.content.iter_chunked(CHUNK):
                 captured.add(chunk)
                 yield chunk
             captured.whole = True
@@ -267,7 +260,7 @@ class Proxy:
                                          headers=CIMultiDict(downstream_response_headers(
                                              v1_headers, self._rid_header, request_id)))
         client = _Client(request, response)
-        captured = _Capture(self._cap)
+        captured = Capture(self._cap)
         length = upstream.content_length
         held = length is not None and length <= self._cap  # small: head and body in one write
         error: str | None = None
@@ -276,7 +269,7 @@ class Proxy:
         try:
             if not held:
                 await client.start()
-            async for chunk in upstream.content.iter_chunked(_CHUNK):
+            async for chunk in upstream.content.iter_chunked(CHUNK):
                 captured.add(chunk)
                 if not client.gone:
                     if not held:
@@ -399,34 +392,3 @@ class _Client:
                 await self.response.write_eof()
             except ConnectionError:
                 self.gone = True
-
-
-class _Capture:
-    """Keeps the first `cap` bytes of a body and counts the rest. `whole` is false while a
-    streamed body has not been read to its end; `cut` when its sender broke it off."""
-
-    __slots__ = ("cap", "cut", "kept", "parts", "size", "whole")
-
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
-        self.parts: list[bytes] = []
-        self.kept = 0
-        self.size = 0
-        self.whole = True
-        self.cut = False
-
-    def add(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        room = self.cap - self.kept
-        if room > 0:
-            piece = chunk if len(chunk) <= room else chunk[:room]
-            self.parts.append(piece)
-            self.kept += len(piece)
-
-    @property
-    def truncated(self) -> bool:
-        """Not all of the body is here: past the cap, or not (yet) read to its end."""
-        return self.size > self.kept or not self.whole
-
-    def bytes(self) -> bytes:
-        return b"".join(self.parts) if len(self.parts) != 1 else self.parts[0]

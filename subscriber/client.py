@@ -12,11 +12,11 @@ from yarl import URL
 
 from shadow import metrics, rawheaders
 from shadow.forwarding import upstream_request_headers
+from shadow.http import client_session, read_capped
 from shadow.model import Answer, Headers, Request
 from shadow.settings import Settings
 from subscriber.policy import SAFE_METHODS, Policy
 
-_CHUNK = 64 * 1024
 RETRY_DELAY_S = 0.2  # before the one retry of a safe request that V2 dropped unanswered
 _TRANSIENT_ERRNOS = frozenset({errno.ECONNRESET, errno.ECONNREFUSED, errno.EPIPE})
 
@@ -61,12 +61,8 @@ class ReplayClient:
         if self._session is None:
             rawheaders.install()  # header bytes that are not UTF-8 reach V2 as V1 got them
             s = self.settings
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.concurrency),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.v2_connect_timeout_s,
-                                              sock_read=s.v2_read_timeout_s),
-                auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"))
+            self._session = client_session(s.v2_connect_timeout_s, s.v2_read_timeout_s,
+                                           limit=self.concurrency)
             # aiohttp silently re-sends any idempotent request (PUT and DELETE included) once,
             # at once, when its connection fails; the one retry rule here is `call`'s: safe
             # methods only, after a short delay, counted (as aiohttp's own test client does)
@@ -105,7 +101,7 @@ class ReplayClient:
                     data=request.body if request.body_size else None,
                     allow_redirects=False, compress=None) as resp:
                 answered = True
-                body, size = await _read_capped(resp, self.settings.capture_cap_bytes)
+                body, size = await read_capped(resp, self.settings.capture_cap_bytes)
                 latency = (time.perf_counter() - started) * 1000
                 metrics.REPLAY_DURATION.observe(latency / 1000)
                 return Answer(status=resp.status, headers=list(resp.headers.items()), body=body,
@@ -121,15 +117,3 @@ class ReplayClient:
         return Answer(status=None, error=error, target=base,
                       latency_ms=(time.perf_counter() - started) * 1000), retry
 
-
-async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, int]:
-    """Keep the first `cap` bytes; read (and count) the rest so the connection is reusable."""
-    parts: list[bytes] = []
-    kept = size = 0
-    async for chunk in resp.content.iter_chunked(_CHUNK):
-        size += len(chunk)
-        if kept < cap:
-            piece = chunk[: cap - kept]
-            parts.append(piece)
-            kept += len(piece)
-    return b"".join(parts), size
