@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shadow import codec, firehose
-from shadow.aio import cancel_and_wait
+from shadow.aio import Backoff, cancel_and_wait
 from shadow.model import Comparison, Exchange
 from shadow.redact import Redaction
 
@@ -150,21 +150,20 @@ class FirehoseHub:
             listener.put(raw)
 
     async def _run(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(0.1, _BACKOFF_MAX_S)
         while self.listeners:
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
                 self.subscribed.set()
-                backoff = 0.1
+                backoff.reset()
                 while self.listeners:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is not None and msg.get("type") == "message":
                         self._fan_out(msg["data"])
             except (RedisError, OSError) as e:
-                log.warning("firehose: Redis unavailable (%s); retrying in %.1f s", e, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                log.warning("firehose: Redis unavailable (%s); retrying in %.1f s", e, backoff.delay)
+                await backoff.wait()
             finally:
                 self.subscribed.clear()
                 with contextlib.suppress(RedisError, OSError):

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from comparer.firehose import FirehosePublisher
 from comparer.store import Store
 from shadow import metrics
-from shadow.aio import cancel_and_wait
+from shadow.aio import Backoff, cancel_and_wait
 from shadow.bus import Entry, GroupReader, default_consumer_name
 from shadow.codec import decode_event
 from shadow.compare import Judgement, judge, refused
@@ -91,21 +91,19 @@ class Comparer:
         await cancel_and_wait(task)
 
     async def _run(self) -> None:
-        backoff = 0.05
+        backoff = Backoff()
         while True:
             try:
                 await self.run_once()
-                backoff = 0.05
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as e:
-                log.warning("Redis unavailable (%s); retrying in %.1f s", e, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                log.warning("Redis unavailable (%s); retrying in %.1f s", e, backoff.delay)
+                await backoff.wait()
             except Exception:
                 log.exception("comparer batch failed; it stays pending and will be retried")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                await backoff.wait()
 
     async def run_once(self) -> int:
         """Read one batch, store it, compare, acknowledge. Returns entries handled."""

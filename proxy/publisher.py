@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shadow import metrics
-from shadow.aio import cancel_and_wait
+from shadow.aio import Backoff, cancel_and_wait
 from shadow.codec import encode_event
 from shadow.keys import EVENT_FIELD, Keys
 from shadow.model import Event
@@ -136,7 +136,7 @@ class Publisher:
 
     async def _run(self) -> None:
         me = asyncio.current_task()
-        backoff = _BACKOFF_MIN_S
+        backoff = Backoff(_BACKOFF_MIN_S, _BACKOFF_MAX_S)
         while True:
             if me is not None and me.cancelling():
                 # redis-py can return normally from a command whose task was cancelled (the
@@ -160,8 +160,7 @@ class Publisher:
                 if self._healthy:
                     log.warning("Redis unavailable (%s): dropping events, clients unaffected", e)
                     self._healthy = False
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                await backoff.wait()
                 continue
             except Exception:  # a bug must not stop publishing for good
                 self._drop(n, "error")
@@ -172,7 +171,7 @@ class Publisher:
             if not self._healthy:
                 log.info("Redis is back: publishing resumed")
                 self._healthy = True
-            backoff = _BACKOFF_MIN_S
+            backoff.reset()
             self.published += n
             metrics.contained(metrics.EVENTS_PUBLISHED.inc, n)
 

@@ -14,3 +14,26 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+class Backoff:
+    """Exponential retry delay: `first_s`, doubled after each wait, at most `cap_s`;
+    `reset()` after a success. `delay` is the wait the next `wait()` will take."""
+
+    __slots__ = ("cap_s", "delay", "first_s")
+
+    def __init__(self, first_s: float = 0.05, cap_s: float = 2.0) -> None:
+        self.first_s = first_s
+        self.cap_s = cap_s
+        self.delay = first_s
+
+    def next(self) -> float:
+        """The delay to wait now; the following one doubles (up to the cap)."""
+        delay, self.delay = self.delay, min(self.delay * 2, self.cap_s)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = self.first_s
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self.next())

@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shadow import metrics
-from shadow.aio import cancel_and_wait
+from shadow.aio import Backoff, cancel_and_wait
 from shadow.bus import Entry, GroupReader, default_consumer_name
 from shadow.codec import decode_event, encode_event, peek_type
 from shadow.errors import EventError
@@ -186,18 +186,17 @@ class Subscriber:
         await self.client.stop()
 
     async def _run(self) -> None:
-        backoff = 0.05
+        backoff = Backoff()
         while True:
             try:
                 await self._slots.acquire()
                 self._slots.release()
                 await self._while_breaker_open()
                 entries = await self.reader.read()
-                backoff = 0.05
+                backoff.reset()
             except (RedisError, OSError) as e:
-                log.warning("Redis unavailable (%s); retrying in %.1f s", e, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                log.warning("Redis unavailable (%s); retrying in %.1f s", e, backoff.delay)
+                await backoff.wait()
                 continue
             skip: list[Entry] = []
             for entry in entries:
