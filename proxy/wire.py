@@ -1,5 +1,5 @@
 """aiohttp's server, made faithful and hard to abuse, in one place (guarded by
-tests/test_proxy_fidelity.py and tests/test_proxy_hardening.py).
+tests/test_proxy_fidelity.py and tests/system/test_proxy_hardening.py).
 
 1. Header bytes that are not UTF-8 are written back as the original bytes
    (shadow.rawheaders, shared with the subscriber).

@@ -3,7 +3,8 @@
 aiohttp's parser keeps such bytes as lone surrogates (surrogateescape), but its C
 header serializer silently drops surrogates. `install()` puts in a serializer that
 writes them back as the original bytes; all-ASCII headers (the usual case) still take
-aiohttp's fast C path. Guarded by tests/test_proxy_fidelity.py and tests/test_replay_policy.py.
+aiohttp's fast C path. Guarded by tests/test_proxy_fidelity.py and
+tests/system/test_replay_policy.py.
 """
 
 from __future__ import annotations

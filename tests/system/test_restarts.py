@@ -36,7 +36,7 @@ def app() -> web.Application:
 def start_comparer(settings_args: list[str], consumer: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "shadow", "comparer", *settings_args, "--consumer", consumer],
-        cwd=Path(__file__).parent.parent, stdin=subprocess.DEVNULL)
+        cwd=Path(__file__).parent.parent.parent, stdin=subprocess.DEVNULL)
 
 
 async def test_comparer_killed_and_restarted_mid_traffic(http_server, settings_factory, keys):
@@ -125,7 +125,7 @@ async def test_subscriber_killed_mid_traffic_and_restarted_loses_nothing(http_se
 
     def start_subscriber(name: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "shadow", "subscriber", *common,
-                                 "--consumer", name], cwd=Path(__file__).parent.parent,
+                                 "--consumer", name], cwd=Path(__file__).parent.parent.parent,
                                 stdin=subprocess.DEVNULL)
 
     redis = connect(str(settings.redis), 5.0)

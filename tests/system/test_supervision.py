@@ -22,7 +22,7 @@ from shadow.cli.embedded_redis import EmbeddedRedis, free_port
 from shadow.cli.supervisor import overdue, restart_delay
 from tests.conftest import wait_for
 from tests.procs import ROOT, reap, start_proxy_process, start_up
-from tests.test_cli import metric
+from tests.system.test_cli import metric
 
 
 class Lines:

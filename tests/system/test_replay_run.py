@@ -14,7 +14,7 @@ from aiohttp import web
 from tests.conftest import wait_for
 from tests.pipeline import Pipeline
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parent.parent.parent
 
 
 def v2_app(bugs: dict[str, bool]) -> web.Application:

@@ -22,7 +22,7 @@ from tests.conftest import wait_for
 from tests.nginxctl import free_port
 from tests.procs import reap, start_proxy_process, start_up
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parent.parent.parent
 
 
 def shadow(*args: str, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ from shadow.cli import demo_apps
 from tests.conftest import wait_for
 from tests.pipeline import Pipeline
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parent.parent.parent
 
 
 def shadow(*args: str) -> subprocess.CompletedProcess[str]:

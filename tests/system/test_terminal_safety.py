@@ -25,7 +25,7 @@ from tests.conftest import wait_for
 from tests.pipeline import Pipeline
 from tests.procs import reap
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parent.parent.parent
 ESC = "\x1b"
 OSC8 = "\x1b]8;;http://evil\x1b\\"
 MARKUP = "[link=http://evil]x[/link]"

@@ -24,7 +24,7 @@ from tests.conftest import wait_for
 from tests.pipeline import Pipeline
 from tests.rawhttp import RawRequest, RawServer, read_body, read_head
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parent.parent.parent
 
 
 def policy(**flags: object) -> Policy:

@@ -18,7 +18,7 @@ import pytest
 from shadow.errors import ConfigError
 from shadow.settings import load_settings
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parent.parent.parent
 
 # (extra arguments, what the message must say: the flag, and the expected form)
 BAD = [
