@@ -1,0 +1,57 @@
+"""Events on the stream, encoded and decoded (shadow/codec.py)."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shadow.codec import decode_event, encode_event, peek_type
+from shadow.errors import EventError
+from shadow.model import Answer, CandidateEvent, Request, RequestEvent, ResponseEvent
+
+
+def test_events_round_trip() -> None:
+    req = RequestEvent("id1", "rid", 1.5, Request("POST", "/a?b=%20", [("A", "1"), ("A", "2")],
+                                                    b"\x00\xff", 2))
+    resp = ResponseEvent("id1", 2.0, Answer(200, [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")],
+                                            b"hi", 2, latency_ms=3.5))
+    cand = CandidateEvent("id1", 2.5, Answer(None, error="V2 timed out", skipped=None, target="t"))
+    with_secondary = CandidateEvent("id1", 2.5, Answer(200, [], b"{}", 2),
+                                    secondary=Answer(200, [("A", "b")], b"[1]", 3, latency_ms=1.0))
+    for event in (req, resp, cand, with_secondary):
+        data = encode_event(event)
+        assert decode_event(data) == event
+        assert peek_type(data) == event.type
+
+
+@given(st.binary(max_size=300), st.lists(st.tuples(st.text(max_size=8), st.text(max_size=20)),
+                                         max_size=4), st.booleans())
+def test_any_body_and_headers_round_trip(body: bytes, headers: list[tuple[str, str]],
+                                         truncated: bool) -> None:
+    event = ResponseEvent("i", 1.0, Answer(200, headers, body, len(body) + truncated,
+                                           body_truncated=truncated))
+    data = encode_event(event)
+    assert decode_event(data) == event
+    assert orjson.loads(data)["body"] == base64.b64encode(body).decode()
+
+
+def test_non_utf8_header_bytes_survive_encoding_exactly() -> None:
+    bad = b"caf\xe9".decode("utf-8", "surrogateescape")
+    event = ResponseEvent("i", 1.0, Answer(200, [("X-Name", bad), ("X-Ok", "café")], b"", 0))
+    data = encode_event(event)
+    assert decode_event(data).answer.headers == [("X-Name", bad), ("X-Ok", "café")]
+    # readable for anyone else reading the stream: the value with U+FFFD, then the bytes
+    assert orjson.loads(data)["headers"][0] == ["X-Name", "caf\ufffd", "Y2Fm6Q=="]
+    assert orjson.loads(data)["headers"][1] == ["X-Ok", "café"]
+
+
+@pytest.mark.parametrize("data", [b"", b"{", b"[]", b'{"type":"request"}',
+                                  b'{"type":"nope","id":"x"}',
+                                  b'{"type":"response","id":"x","body":"!!"}'])
+def test_malformed_events_are_event_errors(data: bytes) -> None:
+    with pytest.raises(EventError):
+        decode_event(data)
