@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from shadow import metrics
 from shadow.aio import Backoff, cancel_and_wait
 from shadow.codec import encode_event
-from shadow.keys import EVENT_FIELD, Keys
+from shadow.keys import DROPPED_EVENTS, EVENT_FIELD, Keys
 from shadow.model import Event
 
 log = logging.getLogger("shadow.proxy.publisher")
@@ -38,7 +38,7 @@ while pos <= #blob do
     n = n + 1
 end
 if tonumber(ARGV[2]) > 0 then
-    redis.call('HINCRBY', KEYS[2], 'dropped_events', ARGV[2])
+    redis.call('HINCRBY', KEYS[2], '{DROPPED_EVENTS}', ARGV[2])
 end
 return n
 """

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 
 from shadow import __version__
+from shadow.model import CLASS_STATUSES, LIVE
 from shadow.settings import options
+from shadow.stats import MIN_MATCH_PCT, MIN_SAMPLES
 
 DESCRIPTIONS = {
     "up": "Run everything on one machine: Redis (embedded unless --redis), the proxy in front "
@@ -113,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "longer counts against the verdict), bug (with --ticket), fixed (reopens by "
                   "itself if it mismatches again).")
     mark.add_argument("signature")
-    mark.add_argument("status", choices=("new", "known", "accepted", "bug", "fixed"))
+    mark.add_argument("status", choices=CLASS_STATUSES)
     mark.add_argument("--ticket", help="a link to the bug ticket")
     mark.add_argument("--note", help="free text")
     rl = reader("rules", "the comparison rules in force, and what each one hid",
@@ -128,10 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "exchanges and the lower bound of the 95%% Wilson interval of its match rate "
                 "is at least --min-match. Classes marked accepted count as matches. Prints the "
                 "routes that hold the cutover back and why.")
-    vd.add_argument("--min-match", type=float, default=99.9, metavar="PCT",
-                    help="required match rate, percent (default 99.9)")
-    vd.add_argument("--min-samples", type=int, default=100, metavar="N",
-                    help="compared exchanges required per route (default 100)")
+    vd.add_argument("--min-match", type=float, default=MIN_MATCH_PCT, metavar="PCT",
+                    help=f"required match rate, percent (default {MIN_MATCH_PCT:g})")
+    vd.add_argument("--min-samples", type=int, default=MIN_SAMPLES, metavar="N",
+                    help=f"compared exchanges required per route (default {MIN_SAMPLES})")
     vd.add_argument("--exclude", action="append", default=[], metavar="ROUTE",
                     help="leave a route out ('/health' or 'GET /health'); repeatable")
     tl = reader("tail", "the live firehose: one line per compared exchange",
@@ -141,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "first difference. Ctrl-C to stop.",
                 json_help="print each item as one line of JSON (for scripts)")
     tl.add_argument("--outcome", help="only these outcomes, comma-separated "
-                                      "(match, mismatch, v2_error, skipped, compare_error)")
+                                      f"({', '.join(LIVE)})")
     tl.add_argument("--route", help="only routes matching this glob, e.g. '/users/*'")
     tl.add_argument("--method", help="only this HTTP method")
     tl.add_argument("--count", type=int, default=None, metavar="N",

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from shadow.model import CLASS_ACCEPTED, CLASS_BUG, CLASS_FIXED, CLASS_KNOWN, CLASS_NEW
 from shadow.safetext import visible
 
 
@@ -149,7 +150,8 @@ def classes_table(classes: list[dict[str, Any]]) -> Table:
     table = Table(title="mismatch classes (one line per bug)", title_justify="left")
     for name in ("signature", "route", "count", "status", "differences", "examples"):
         table.add_column(name, overflow="fold")
-    colors = {"new": "red", "bug": "red", "known": "yellow", "accepted": "green", "fixed": "green"}
+    colors = {CLASS_NEW: "red", CLASS_BUG: "red", CLASS_KNOWN: "yellow", CLASS_ACCEPTED: "green",
+              CLASS_FIXED: "green"}
     for c in classes:
         status = c["status"] + (" (reopened)" if c.get("reopened") else "")
         if c.get("ticket"):
