@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from shadow.errors import ConfigError
+
 _NAME = r"\.[A-Za-z_][A-Za-z0-9_]*"
 _QUOTED = r'\["(?:[^"\\]|\\.)*"\]'
 _INDEX = r"\[\d+\]"
@@ -13,8 +15,8 @@ _TOKEN = re.compile(r'\.\.(\*|[A-Za-z_][A-Za-z0-9_]*)|\.(\*|[A-Za-z_][A-Za-z0-9_
                     r'|\["((?:[^"\\]|\\.)*)"\]')
 
 
-class PathError(ValueError):
-    pass
+class PathError(ConfigError, ValueError):
+    """A path pattern that does not parse (a ValueError too, as it always was)."""
 
 
 @lru_cache(maxsize=4096)

@@ -23,3 +23,15 @@ def test_capture_keeps_the_cap_and_counts_the_rest() -> None:
     assert (whole.bytes(), whole.truncated) == (b"abc", False)
     whole.whole = False  # a streamed body not yet read to its end
     assert whole.truncated
+
+
+def test_path_errors_are_shadow_config_errors_and_still_value_errors() -> None:
+    from shadow.errors import ConfigError
+    from shadow.jsonpath import PathError, compile_pattern
+
+    try:
+        compile_pattern("items[*]")
+    except PathError as e:
+        assert isinstance(e, ConfigError) and isinstance(e, ValueError)
+    else:
+        raise AssertionError("a pattern without $ must not compile")
