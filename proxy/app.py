@@ -13,7 +13,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -231,7 +231,7 @@ class Proxy:
         return client
 
     async def _stream_request(self, request: web.BaseRequest, captured: Capture,
-                              done: object) -> AsyncIterator[bytes]:
+                              done: Callable[[], None]) -> AsyncIterator[bytes]:
         """The client's body on to V1 as it comes. Until it is read to its end, the request
         event says truncated (a replay needs the whole body): V1 may answer before it read
         it all, or the client may leave halfway (`cut`)."""
@@ -245,7 +245,7 @@ class Proxy:
             captured.cut = True
             raise
         finally:
-            done()  # type: ignore[operator]
+            done()
 
     async def _relay(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse,
                      exchange_id: str, request_id: str, started: float) -> web.StreamResponse:
@@ -318,9 +318,9 @@ class Proxy:
         return response
 
     def _fail(self, status: int, reason: str, exchange_id: str, request_id: str, started: float,
-              publish_request: object, incomplete: str | None = None) -> web.Response:
+              publish_request: Callable[[], None], incomplete: str | None = None) -> web.Response:
         """No answer from V1: the client gets the proxy's own, and so does the exchange."""
-        publish_request()  # type: ignore[operator]
+        publish_request()
         body = f"shadow proxy: {reason}\n"
         self.publisher.offer(ResponseEvent(
             id=exchange_id, ts=time.time(),

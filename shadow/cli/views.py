@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 import orjson
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -43,11 +43,12 @@ def describe_diffs(top: list[dict[str, Any]], limit: int = 3) -> Text:
 
 def summary_table(summary: dict[str, Any]) -> Table:
     table = Table(title="shadow: V1 vs V2 per route", title_justify="left")
-    for name, justify in (("route", "left"), ("requests", "right"), ("compared", "right"),
-                          ("match", "right"), ("mismatched", "right"), ("skipped/errors", "right"),
-                          ("p50 ms v1/v2", "right"), ("top differing fields", "left"),
-                          ("noise (V1 vs itself)", "left")):
-        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("route", "left"), ("requests", "right"), ("compared", "right"), ("match", "right"),
+        ("mismatched", "right"), ("skipped/errors", "right"), ("p50 ms v1/v2", "right"),
+        ("top differing fields", "left"), ("noise (V1 vs itself)", "left"))
+    for name, justify in columns:
+        table.add_column(name, justify=justify, overflow="fold")
     for r in summary.get("routes", []):
         rate = r.get("match_rate")
         color = "green" if rate == 1 else ("red" if rate is not None and rate < 0.99 else "yellow")
