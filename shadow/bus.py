@@ -16,6 +16,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
+from redis.typing import EncodableT, FieldT
 
 from shadow import metrics
 from shadow.keys import EVENT_FIELD, TRIMMED_UNPROCESSED
@@ -182,10 +183,11 @@ class GroupReader:
 
     async def dead_letter(self, dead_stream: str, entry: Entry, reason: str, maxlen: int) -> None:
         """Move an entry that can never be processed aside, with the reason, and ack it."""
-        fields = {b"stream": entry.stream, b"entry": entry.id, b"reason": reason,
-                  b"group": self.group, EVENT_FIELD: entry.data or b""}
+        fields: dict[FieldT, EncodableT] = {
+            b"stream": entry.stream, b"entry": entry.id, b"reason": reason,
+            b"group": self.group, EVENT_FIELD: entry.data or b""}
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(dead_stream, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+            pipe.xadd(dead_stream, fields, maxlen=maxlen, approximate=True)
             pipe.xack(entry.stream, self.group, entry.id)
             await pipe.execute()
 
