@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shadow import codec, firehose
-from shadow.aio import Backoff, cancel_and_wait
+from shadow.aio import Backoff, cancel_and_wait, raise_if_cancelling
 from shadow.model import Comparison, Exchange
 from shadow.redact import Redaction
 
@@ -152,12 +152,14 @@ class FirehoseHub:
     async def _run(self) -> None:
         backoff = Backoff(0.1, _BACKOFF_MAX_S)
         while self.listeners:
+            raise_if_cancelling()
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
                 self.subscribed.set()
                 backoff.reset()
                 while self.listeners:
+                    raise_if_cancelling()
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is not None and msg.get("type") == "message":
                         self._fan_out(msg["data"])

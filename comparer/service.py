@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from comparer.firehose import FirehosePublisher
 from comparer.store import Store
 from shadow import metrics
-from shadow.aio import Backoff, cancel_and_wait
+from shadow.aio import Backoff, cancel_and_wait, raise_if_cancelling
 from shadow.bus import Entry, GroupReader, default_consumer_name
 from shadow.codec import decode_event
 from shadow.compare import Judgement, judge, refused
@@ -93,6 +93,7 @@ class Comparer:
     async def _run(self) -> None:
         backoff = Backoff()
         while True:
+            raise_if_cancelling()
             try:
                 await self.run_once()
                 backoff.reset()

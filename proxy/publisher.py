@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shadow import metrics
-from shadow.aio import Backoff, cancel_and_wait
+from shadow.aio import Backoff, cancel_and_wait, raise_if_cancelling
 from shadow.codec import encode_event
 from shadow.keys import DROPPED_EVENTS, EVENT_FIELD, Keys
 from shadow.model import Event
@@ -135,13 +135,9 @@ class Publisher:
         return taken
 
     async def _run(self) -> None:
-        me = asyncio.current_task()
         backoff = Backoff(_BACKOFF_MIN_S, _BACKOFF_MAX_S)
         while True:
-            if me is not None and me.cancelling():
-                # redis-py can return normally from a command whose task was cancelled (the
-                # CancelledError swallowed); honour it here, or stop() would wait for ever
-                raise asyncio.CancelledError
+            raise_if_cancelling()
             if not self._frames:
                 self._ready.clear()
                 await self._ready.wait()

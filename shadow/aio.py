@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 
@@ -12,8 +11,12 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     if task is None:
         return
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    try:
         await task
+    except asyncio.CancelledError:
+        me = asyncio.current_task()
+        if me is not None and me.cancelling():
+            raise  # the caller itself was cancelled: never swallow that
 
 
 class Backoff:
@@ -37,3 +40,12 @@ class Backoff:
 
     async def wait(self) -> None:
         await asyncio.sleep(self.next())
+
+
+def raise_if_cancelling() -> None:
+    """Call at the top of every background loop. redis-py can return normally from a
+    command whose task was cancelled (the CancelledError swallowed inside it): a loop
+    that does not check would go on for ever, and its `stop()` would never return."""
+    me = asyncio.current_task()
+    if me is not None and me.cancelling():
+        raise asyncio.CancelledError

@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shadow import metrics
-from shadow.aio import Backoff, cancel_and_wait
+from shadow.aio import Backoff, cancel_and_wait, raise_if_cancelling
 from shadow.bus import Entry, GroupReader, default_consumer_name
 from shadow.codec import decode_event, encode_event, peek_type
 from shadow.errors import EventError
@@ -188,6 +188,7 @@ class Subscriber:
     async def _run(self) -> None:
         backoff = Backoff()
         while True:
+            raise_if_cancelling()
             try:
                 await self._slots.acquire()
                 self._slots.release()
