@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from proxy import Proxy, Publisher
 from shadow.bus import connect
 from shadow.cli.embedded_redis import EmbeddedRedis
 from shadow.keys import Keys
@@ -113,3 +114,26 @@ async def reports_api(settings_factory: Callable[..., Settings], redis: aioredis
     for api, store in started:
         await api.stop()
         await store.close()
+
+
+@pytest.fixture
+async def proxy_for(settings_factory, redis_server, keys) -> AsyncIterator[Callable[..., Any]]:
+    """Start a real proxy in front of `v1`, publishing to the real Redis (or to `publisher`)."""
+    started: list[tuple[Proxy, Any, Any]] = []
+
+    async def start(v1: str, publisher: Any = None, **overrides: Any) -> Proxy:
+        settings = settings_factory(v1=v1, **overrides)
+        redis = connect(redis_server.url, 5.0)
+        if publisher is None:
+            publisher = Publisher(redis, keys)
+            await publisher.start()
+        proxy = Proxy(settings, publisher)
+        await proxy.start()
+        started.append((proxy, publisher, redis))
+        return proxy
+
+    yield start
+    for proxy, publisher, redis in started:
+        await proxy.stop()
+        await publisher.stop()
+        await redis.aclose()

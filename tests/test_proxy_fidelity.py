@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -12,7 +12,6 @@ import brotli
 import pytest
 from aiohttp import web
 
-from proxy import Proxy, Publisher
 from shadow.bus import connect
 from shadow.codec import decode_event
 from shadow.model import RequestEvent, ResponseEvent
@@ -20,28 +19,6 @@ from tests.conftest import wait_for
 from tests.rawhttp import RawRequest, RawServer, exchange
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Raw: caf\xe9\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nhello"
-
-
-@pytest.fixture
-async def proxy_for(settings_factory, redis_server, keys) -> AsyncIterator[Callable[..., Any]]:
-    """Start a real proxy in front of `v1` (publishing to the real Redis)."""
-    started: list[tuple[Proxy, Publisher, Any]] = []
-
-    async def start(v1: str, **overrides: Any) -> Proxy:
-        settings = settings_factory(v1=v1, **overrides)
-        redis = connect(redis_server.url, 5.0)
-        publisher = Publisher(redis, keys)
-        proxy = Proxy(settings, publisher)
-        await publisher.start()
-        await proxy.start()
-        started.append((proxy, publisher, redis))
-        return proxy
-
-    yield start
-    for proxy, publisher, redis in started:
-        await proxy.stop()
-        await publisher.stop()
-        await redis.aclose()
 
 
 async def events(redis_server, keys, count: int) -> list[Any]:

@@ -13,14 +13,14 @@ import base64
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy import Proxy, Publisher
+from proxy import Publisher
 from proxy.app import forwarded_element, upstream_request_headers
 from shadow import metrics
 from shadow.bus import connect
@@ -32,29 +32,6 @@ from tests.procs import reap, start_proxy_process
 from tests.rawhttp import RawServer, exchange, read_body, read_head
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
-
-
-@pytest.fixture
-async def proxy_for(settings_factory, redis_server, keys) -> AsyncIterator[Callable[..., Any]]:
-    """Start a real proxy in front of `v1`, publishing to the real Redis (or to `publisher`)."""
-    started: list[tuple[Proxy, Any, Any]] = []
-
-    async def start(v1: str, publisher: Any = None, **overrides: Any) -> Proxy:
-        settings = settings_factory(v1=v1, **overrides)
-        redis = connect(redis_server.url, 5.0)
-        if publisher is None:
-            publisher = Publisher(redis, keys)
-            await publisher.start()
-        proxy = Proxy(settings, publisher)
-        await proxy.start()
-        started.append((proxy, publisher, redis))
-        return proxy
-
-    yield start
-    for proxy, publisher, redis in started:
-        await proxy.stop()
-        await publisher.stop()
-        await redis.aclose()
 
 
 async def exchanges(redis_server, keys, count: int) -> dict[str, tuple[Any, Any]]:
