@@ -24,6 +24,10 @@ class RawRequest:
     def header(self, name: bytes) -> bytes | None:
         return next((v for k, v in self.headers if k.lower() == name.lower()), None)
 
+    @property
+    def path(self) -> bytes:
+        return self.request_line.split(b" ")[1]
+
 
 async def read_head(reader: asyncio.StreamReader) -> bytes:
     return (await reader.readuntil(b"\r\n\r\n"))[:-4]
@@ -53,6 +57,8 @@ class RawServer:
     respond: Callable[[RawRequest], bytes]
     requests: list[RawRequest] = field(default_factory=list)
     server: asyncio.Server | None = None
+    # True: close the connection right after this answer (a V1 dying mid-answer)
+    close_after: Callable[[RawRequest], bool] = lambda request: False
 
     async def start(self) -> str:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -70,6 +76,8 @@ class RawServer:
                 self.requests.append(request)
                 writer.write(self.respond(request))
                 await writer.drain()
+                if self.close_after(request):
+                    return
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:

@@ -97,40 +97,19 @@ async def parse_responses(data: bytes) -> list[tuple[bytes, bytes]]:
     return out
 
 
-class DyingV1:
+class DyingV1(RawServer):
     """A raw V1 that answers /ok whole and any other path with `partial` (its head and part
     of its body) and then closes the connection: V1 dying mid-body."""
 
     def __init__(self, partial: bytes) -> None:
-        self.partial = partial
-        self.paths: list[bytes] = []
-        self.server: asyncio.Server | None = None
+        super().__init__(
+            respond=lambda r: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" if r.path == b"/ok"
+            else partial,
+            close_after=lambda r: r.path != b"/ok")
 
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                path = (await read_head(reader)).split(b" ")[1]
-                self.paths.append(path)
-                if path == b"/ok":
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    await writer.drain()
-                    continue
-                writer.write(self.partial)
-                await writer.drain()
-                return
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
+    @property
+    def paths(self) -> list[bytes]:
+        return [r.path for r in self.requests]
 
 
 # -- 1. V1 dies mid-body: the client sees a cut answer, never a whole-looking one ----------
