@@ -33,7 +33,8 @@ from shadow.forwarding import (  # noqa: F401  (re-exported: the proxy's header 
 )
 from shadow.http import CHUNK, Capture, client_session
 from shadow.ids import is_sane_request_id, new_id
-from shadow.model import Answer, Headers, Request, RequestEvent, ResponseEvent
+from shadow.model import Answer, Event, Headers, Request, RequestEvent, ResponseEvent
+from shadow.protection import REDACTED, Protection
 from shadow.serve import start_site
 from shadow.settings import Settings
 
@@ -66,11 +67,13 @@ class Proxy:
     """`async with Proxy(settings, publisher) as p:` serves on `p.port`."""
 
     def __init__(self, settings: Settings, publisher: Publisher | Discard, *,
-                 sock: socket.socket | None = None) -> None:
+                 sock: socket.socket | None = None, protection: Protection | None = None) -> None:
         settings.require("v1")
         assert settings.v1 is not None
         self.settings = settings
         self.publisher = publisher
+        # None: events leave unredacted (only tests and the benchmark's reference do that)
+        self.protection = protection
         self._v1_base = settings.v1.rstrip("/")
         self._sock = sock
         self._rid_header = settings.request_id_header
@@ -135,16 +138,17 @@ class Proxy:
         captured = Capture(self._cap)
         data: bytes | AsyncIterator[bytes] | None = None
         request_published = False
+        mode = self.protection.body_mode(raw_path) if self.protection is not None else REDACTED
 
         def publish_request() -> None:
             nonlocal request_published
             if not request_published:
                 request_published = True
-                self.publisher.offer(RequestEvent(
+                self._offer(RequestEvent(
                     id=exchange_id, request_id=request_id, ts=ts,
                     request=Request(request.method, raw_path, in_headers, captured.bytes(),
                                     captured.size, captured.truncated,
-                                    client=request.remote, scheme=request.scheme)))
+                                    client=request.remote, scheme=request.scheme)), mode)
 
         if request.body_exists:
             length = request.content_length
@@ -183,7 +187,25 @@ class Proxy:
                               started, publish_request)
         metrics.contained(lambda: metrics.PROXY_V1_DURATION.observe(time.perf_counter() - started))
         publish_request()  # V1 may answer before it read the whole body
-        return await self._relay(request, upstream, exchange_id, request_id, started)
+        return await self._relay(request, upstream, exchange_id, request_id, started, mode)
+
+    def _offer(self, event: Event, mode: str) -> None:
+        """Protect the event (redact, seal what the replay needs) and queue it. Never raises:
+        an event that cannot be protected is dropped and counted, never sent in clear."""
+        protection = self.protection
+        if protection is not None:
+            try:
+                if isinstance(event, RequestEvent):
+                    event = protection.request_event(event, mode)
+                elif isinstance(event, ResponseEvent):
+                    event = ResponseEvent(id=event.id, ts=event.ts,
+                                          answer=protection.answer(event.answer, mode))
+            except Exception as e:  # the message may quote the data: only its type is logged
+                self.publisher.drop("redaction")
+                log.error("exchange %s: its %s event could not be redacted (%s); dropped",
+                          event.id, event.type, type(e).__name__)
+                return
+        self.publisher.offer(event)
 
     async def _websocket(self, request: web.BaseRequest, raw_path: str,
                          out_headers: Headers) -> web.StreamResponse:
@@ -248,7 +270,8 @@ class Proxy:
             done()
 
     async def _relay(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse,
-                     exchange_id: str, request_id: str, started: float) -> web.StreamResponse:
+                     exchange_id: str, request_id: str, started: float,
+                     mode: str) -> web.StreamResponse:
         """Stream V1's answer to the client while capturing it; publish the response event.
 
         A client that leaves does not stop the capture: V1's answer is read on until it
@@ -297,12 +320,12 @@ class Proxy:
                 upstream.close()  # unread or broken: never back into the pool
             if not relayed and response.prepared and not client.gone:
                 wire.abort(request)  # after the head, a cut answer must never look whole
-            self.publisher.offer(ResponseEvent(
+            self._offer(ResponseEvent(
                 id=exchange_id, ts=time.time(),
                 answer=Answer(status=upstream.status, headers=v1_headers, body=captured.bytes(),
                               body_size=captured.size, body_truncated=captured.truncated,
                               latency_ms=(time.perf_counter() - started) * 1000, error=error,
-                              incomplete=incomplete)))
+                              incomplete=incomplete)), mode)
         if error is not None and not response.prepared:
             status = 504 if error.startswith("V1 timed out") else 502
             return self._answer_error(status, error, request_id)
@@ -322,12 +345,12 @@ class Proxy:
         """No answer from V1: the client gets the proxy's own, and so does the exchange."""
         publish_request()
         body = f"shadow proxy: {reason}\n"
-        self.publisher.offer(ResponseEvent(
+        self._offer(ResponseEvent(
             id=exchange_id, ts=time.time(),
             answer=Answer(status=status, headers=[("Content-Type", "text/plain; charset=utf-8")],
                           body=body.encode(), body_size=len(body),
                           latency_ms=(time.perf_counter() - started) * 1000, error=reason,
-                          incomplete=incomplete)))
+                          incomplete=incomplete)), REDACTED)
         return self._answer_error(status, reason, request_id, incomplete)
 
     def _answer_error(self, status: int, reason: str, request_id: str,

@@ -95,6 +95,10 @@ class Publisher:
             self._ready.set()
         return True
 
+    def drop(self, reason: str) -> None:
+        """An event the proxy could not offer (e.g. it could not be redacted): counted."""
+        self._drop(1, reason)
+
     def _drop(self, n: int, reason: str) -> None:
         self.dropped += n
         self._unreported_drops += n
@@ -187,6 +191,9 @@ class Discard:
 
     def offer(self, event: Event) -> bool:
         return False
+
+    def drop(self, reason: str) -> None:
+        return None
 
     async def start(self) -> None:
         return None

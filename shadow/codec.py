@@ -180,6 +180,8 @@ def encode_event(event: Event) -> bytes:
     if isinstance(event, RequestEvent):
         head = {"type": "request", "id": event.id, "request_id": event.request_id,
                 "ts": event.ts, **_request_head(event.request)}
+        if event.sealed is not None:
+            head["sealed"] = event.sealed
         body = event.request.body
     else:
         head = {"type": event.type, "id": event.id, "ts": event.ts,
@@ -214,8 +216,10 @@ def decode_event(data: bytes | str) -> Event:
             raise ValueError("missing id")
         ts = float(d.get("ts") or 0.0)
         if kind == "request":
+            sealed = d.get("sealed")
             return RequestEvent(id=ident, request_id=str(d.get("request_id") or ident), ts=ts,
-                                request=request_from_dict(d))
+                                request=request_from_dict(d),
+                                sealed=sealed if isinstance(sealed, str) else None)
         if kind == "response":
             return ResponseEvent(id=ident, ts=ts, answer=answer_from_dict(d))
         if kind == "candidate":

@@ -87,6 +87,9 @@ class RequestEvent:
     ts: float
     request: Request
     type: Literal["request"] = "request"
+    # what redaction changed that the replay needs (shadow/protection.py), encrypted for the
+    # subscriber: never stored, never shown, opened only in the subscriber's memory
+    sealed: str | None = None
 
 
 @dataclass(slots=True)

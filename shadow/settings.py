@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from shadow import redact
+from shadow import protection, redact
 from shadow.errors import ConfigError
 
 ENV_PREFIX = "SHADOW_"
@@ -179,6 +179,10 @@ def _ordered_by(value: str, flag: str) -> None:
                           "(letters, digits and !#$%&'*+-.^_`|~, no spaces)")
 
 
+def _capture_bodies(value: str, flag: str) -> None:
+    protection.parse_capture_bodies(value)  # raises a ConfigError naming the bad item
+
+
 def _api_token(value: str, flag: str) -> None:
     if not all("!" <= c <= "~" for c in value):
         raise ConfigError("SHADOW_API_TOKEN (--api-token) must be printable ASCII without spaces, "
@@ -234,6 +238,18 @@ class Settings:
     capture_cap_bytes: int = setting(
         65536, "bytes of each body kept for comparison (default 65536); clients always get the "
         "whole body", _positive)
+    capture_bodies: str = setting(
+        "", "per path glob, what is kept of bodies: none (never stored; compared by status "
+        "and headers), redacted (the default) or raw (needs --allow-raw-bodies), e.g. "
+        "'/login*=none,/payments/*=none'; first match wins", _capture_bodies)
+    redaction: bool = setting(
+        True, "redact events at the source (default true). false sends every secret to Redis "
+        "and the store in clear: only for measuring what redaction costs")
+    allow_raw_bodies: bool = setting(
+        False, "allow --capture-bodies ...=raw: those bodies are stored unredacted")
+    replay_secrets: str = setting(
+        "all", "what redaction removed that the replay gives back to V2, sealed: all (the "
+        "request exactly as V1 got it), none, or header names (e.g. authorization,cookie)")
     max_queue: int = setting(
         10_000, "events the proxy buffers for Redis before it drops (and counts) them", _positive)
     max_queue_bytes: int = setting(
@@ -497,6 +513,12 @@ def validate(s: Settings) -> None:
             f"--claim-idle-s ({s.claim_idle_s:g}) must exceed --v2-connect-timeout-s + "
             f"--v2-read-timeout-s ({s.v2_connect_timeout_s + s.v2_read_timeout_s:g}), or replays "
             "still waiting on V2 would be handed to another subscriber and sent twice")
+    raw = [g for g, mode in protection.parse_capture_bodies(s.capture_bodies)
+           if mode == protection.RAW]
+    if raw and not s.allow_raw_bodies:
+        raise ConfigError(f"--capture-bodies asks to store the bodies of {', '.join(raw)} raw "
+                          "(unredacted: any password or card number in them is kept in clear); "
+                          "add --allow-raw-bodies if that is what you want")
 
 
 def replace(s: Settings, **changes: Any) -> Settings:

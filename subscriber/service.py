@@ -28,9 +28,10 @@ from shadow import metrics
 from shadow.aio import Backoff, cancel_and_wait, raise_if_cancelling
 from shadow.bus import Entry, GroupReader, default_consumer_name
 from shadow.codec import decode_event, encode_event, peek_type
-from shadow.errors import EventError
+from shadow.errors import EventError, ShadowError
 from shadow.keys import EVENT_FIELD, REPLAYERS, Keys
-from shadow.model import Answer, CandidateEvent, RequestEvent
+from shadow.model import Answer, CandidateEvent, Request, RequestEvent
+from shadow.protection import Protection, restore
 from shadow.settings import Settings
 from subscriber.client import ReplayClient
 from subscriber.policy import CircuitBreaker, Policy, TokenBucket, ordering_key
@@ -125,11 +126,15 @@ class Gate:
 
 
 class Subscriber:
-    def __init__(self, settings: Settings, redis: aioredis.Redis, *, keys: Keys | None = None) -> None:
+    def __init__(self, settings: Settings, redis: aioredis.Redis, *, keys: Keys | None = None,
+                 protection: Protection | None = None) -> None:
         settings.require("v2")
         assert settings.v2 is not None
         self.settings = settings
         self.redis = redis
+        # opens the requests' sealed credentials and redacts V2's answers with the proxy's
+        # policy and key (None: answers published as received; only tests do that)
+        self.protection = protection
         self.keys = keys or Keys(settings.stream_prefix)
         self.v2 = settings.v2.rstrip("/")
         self.v1_secondary = settings.v1_secondary.rstrip("/") if settings.v1_secondary else None
@@ -264,7 +269,8 @@ class Subscriber:
                 self._order_users[key] -= 1
                 if not self._order_users[key]:
                     del self._order_users[key], self._order_locks[key]
-        candidate = CandidateEvent(id=event.id, ts=time.time(), answer=answer, secondary=secondary)
+        candidate = self._protected(event, CandidateEvent(id=event.id, ts=time.time(),
+                                                          answer=answer, secondary=secondary))
         try:
             await asyncio.shield(self._publish(entry, candidate))
         except (RedisError, OSError) as e:
@@ -273,12 +279,38 @@ class Subscriber:
             return
         self.replayed += 1
 
+    def _protected(self, event: RequestEvent, candidate: CandidateEvent) -> CandidateEvent:
+        """V2's (and V1')'s answers redacted like V1's, before they leave this process."""
+        p = self.protection
+        if p is None:
+            return candidate
+        mode = p.body_mode(event.request.url)
+        return CandidateEvent(
+            id=candidate.id, ts=candidate.ts, answer=p.answer(candidate.answer, mode),
+            secondary=p.answer(candidate.secondary, mode) if candidate.secondary else None)
+
+    def _original(self, event: RequestEvent) -> Request | None:
+        """The request as V1 got it (its sealed parts opened, in memory only), or None when
+        they cannot be opened: a key that is not the proxy's, or a tampered entry."""
+        try:
+            return restore(event, self.protection.sealer if self.protection else None)
+        except (ShadowError, ValueError) as e:
+            metrics.REPLAYS.labels("skipped").inc()
+            log.error("request %s: its sealed credentials cannot be opened (%s): not replayed. "
+                      "The subscriber needs the proxy's key (--secret-key-file or "
+                      "SHADOW_SECRET_KEY; previous keys in --previous-secret-key-files)",
+                      event.request_id, type(e).__name__)
+            return None
+
     async def _ask(self, event: RequestEvent, entry: Entry) -> tuple[Answer, Answer | None]:
-        answer = await self.replay(event, entry)
+        original = self._original(event)
+        if original is None:
+            return Answer(status=None, skipped="sealed_unreadable", target=self.v2), None
+        answer = await self.replay(event, entry, original)
         secondary = None
         if self.v1_secondary and answer.skipped is None and \
                 self.policy.sends(event.request.method, "V1'"):
-            secondary = await self.client.call(self.v1_secondary, event.request,
+            secondary = await self.client.call(self.v1_secondary, original,
                                                event.request_id, "V1'")
         return answer, secondary
 
@@ -289,9 +321,11 @@ class Subscriber:
             pipe.xack(entry.stream, REPLAYERS, entry.id)
             await pipe.execute()
 
-    async def replay(self, event: RequestEvent, entry: Entry | None = None) -> Answer:
-        """Send the request to V2; any failure becomes data on the answer. While the breaker
-        is open it waits (see Gate); a failed probe waits again, never recorded."""
+    async def replay(self, event: RequestEvent, entry: Entry | None = None,
+                     original: Request | None = None) -> Answer:
+        """Send the request (`original`: as V1 got it; default the event's own) to V2; any
+        failure becomes data on the answer. While the breaker is open it waits (see Gate); a
+        failed probe waits again, never recorded."""
         reason = self.policy.decision(event.request, event.id)
         if reason is None and self.rate is not None and not self.rate.take(time.monotonic()):
             reason = "rate_limited"
@@ -301,7 +335,8 @@ class Subscriber:
         while True:
             probe = await self.gate.enter(functools.partial(self._touch, entry),
                                           self.settings.claim_idle_s / 3)
-            answer = await self.client.call(self.v2, event.request, event.request_id)
+            answer = await self.client.call(self.v2, original or event.request,
+                                            event.request_id)
             was = self.breaker.state
             self.breaker.record(answer.error is None, time.monotonic())
             if self.breaker.state != was:
