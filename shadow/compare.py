@@ -124,7 +124,8 @@ def compare(request: Request | None, v1: Answer, v2: Answer, route: str | None,
             flags.append("suspected_noise")
     outcome = MISMATCH if diff else MATCH
     return Comparison(outcome, diff, signature(method, route, diff) if diff else None, flags,
-                      suppressed=dict(suppressed), noise=noise, noise_paths=noise_paths)
+                      suppressed={rule: 1 for rule, n in suppressed.items() if n},
+                      noise=noise, noise_paths=noise_paths)
 
 
 def compare_error(step: str, error: BaseException, flags: Sequence[str] = ()) -> Comparison:
@@ -218,13 +219,15 @@ def apply_rules(a: Any, b: Any, rules: Sequence[Rule], suppressed: Counter[str])
     """JSON differences after the rules' transformations and suppressions, counting per rule
     how many differences each one hid."""
     shaping = [r for r in rules if r.transforms]
-    if shaping:
-        before = len(json_differences(a, b))
-        diff = json_differences(_transform(a, "$", shaping), _transform(b, "$", shaping))
-        if before > len(diff):
-            suppressed[shaping[0].id] += before - len(diff)
-    else:
-        diff = json_differences(a, b)
+    diff = json_differences(a, b)
+    # each transforming rule is credited with what it hides on top of the ones before it
+    # (in file order), so overlapping rules never take each other's hits
+    for i, rule in enumerate(shaping):
+        narrower = json_differences(_transform(a, "$", shaping[:i + 1]),
+                                    _transform(b, "$", shaping[:i + 1]))
+        if len(narrower) < len(diff):
+            suppressed[rule.id] += len(diff) - len(narrower)
+        diff = narrower
     mode_rule = next((r for r in reversed(rules) if r.mode), None)
     mode = mode_rule.mode if mode_rule and mode_rule.mode else "strict"
     nulls = next((r for r in rules if r.null_equals_missing), None)

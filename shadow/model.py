@@ -129,7 +129,9 @@ class Comparison:
     signature: str | None
     flags: list[str]
     replay_delay_ms: float | None = None
-    suppressed: dict[str, int] = field(default_factory=dict)  # rule id -> differences hidden
+    # rule id -> 1 when the rule hid a difference of this exchange (a rule's hits count
+    # exchanges)
+    suppressed: dict[str, int] = field(default_factory=dict)
     noise: list[Difference] = field(default_factory=list)  # V1/V2 differences V1 has with itself
     noise_paths: list[str] | None = None  # where V1 and V1' disagreed (None: no V1' answer)
 

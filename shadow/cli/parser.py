@@ -24,6 +24,9 @@ DESCRIPTIONS = {
                 "serves the reports API (/api/summary, /api/exchanges/ID, /metrics).",
     "demo": "A self-contained demo: starts a sample V1 and a V2 'rewrite' with deliberate "
             "differences, runs `shadow up` in front, sends traffic and prints the report.",
+    "demo-app": "Serve one of the demo's sample services alone: v1 (the old system) or v2 (the "
+                "'rewrite' with deliberate differences), e.g. for docker-compose.yml. SIGTERM or "
+                "Ctrl-C stops it.",
     "report": "Print the per-route summary from a running comparer's reports API.",
     "replay": "Re-verify stored traffic against today's V2: re-send stored requests (all, only "
               "mismatches, or by route, class or time), compare with the stored V1 answers, and "
@@ -79,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=int, default=16, help="parallel clients (default 16)")
     demo.add_argument("--exit", action="store_true",
                       help="stop after printing the report (default: keep serving the API)")
+    app = sub.add_parser("demo-app", help="serve one demo sample service (v1 or v2) alone",
+                         description=DESCRIPTIONS["demo-app"])
+    app.add_argument("version", choices=("v1", "v2"), help="which sample service")
+    app.add_argument("--listen", dest="app_listen", default="127.0.0.1:8000", metavar="HOST:PORT",
+                     help="where it listens (default 127.0.0.1:8000)")
+    app.add_argument("--config", default=None, metavar="FILE", help="TOML settings file")
     report = sub.add_parser("report", help="per-route summary from the reports API",
                             description=DESCRIPTIONS["report"])
     report.add_argument("--api", dest="api_url", default=None, metavar="URL",
@@ -120,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     mark.add_argument("--note", help="free text")
     rl = reader("rules", "the comparison rules in force, and what each one hid",
                 "List the rules of the comparer's --rules file with their reason, owner, expiry "
-                "and how many differences each one has suppressed, so suppressions stay "
+                "and in how many exchanges each one has hidden a difference, so suppressions stay "
                 "visible and reviewed.")
     rl.add_argument("action", nargs="?", choices=("list", "suggest"), default="list",
                     help="list (default): the rules in force; suggest: print proposed rules as "

@@ -35,13 +35,37 @@ def paths(result) -> list[str]:  # type: ignore[no-untyped-def]
     return [d.path for d in result.diff]
 
 
-def test_ignore_with_wildcards_and_recursive_descent_counts_what_it_hides():
+def test_ignore_with_wildcards_and_recursive_descent_counts_the_exchange_it_changed():
     text = '[[rules]]\nname = "noise"\nignore = ["$.items[*].updated_at", "$..trace_id"]\n'
     r = run(text, {"items": [{"id": 1, "updated_at": 1}, {"id": 2, "updated_at": 2}],
                    "meta": {"trace_id": "a"}, "n": 1},
             {"items": [{"id": 1, "updated_at": 5}, {"id": 2, "updated_at": 6}],
              "meta": {"trace_id": "b"}, "n": 2})
-    assert paths(r) == ["$.n"] and r.suppressed == {"noise": 3}
+    assert paths(r) == ["$.n"] and r.suppressed == {"noise": 1}  # hits count exchanges
+
+
+THREE_RULES = (
+    '[[rules]]\nname = "tags"\nunordered = ["$.tags"]\n'
+    '[[rules]]\nname = "ids"\nnormalize = [{ path = "$.id", regex = "[0-9a-f-]{36}", '
+    'replace = "<uuid>" }]\n'
+    '[[rules]]\nname = "clock"\nignore = ["$.ts"]\n')
+UUID1, UUID2 = "0f8fad5b-d9cb-469f-a165-70867728950e", "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+
+
+def test_overlapping_rules_are_each_credited_with_the_exchanges_they_changed():
+    every = run(THREE_RULES, {"id": UUID1, "tags": [1, 2], "ts": 1},
+                {"id": UUID2, "tags": [2, 1], "ts": 2})
+    assert every.outcome == "match" and every.suppressed == {"tags": 1, "ids": 1, "clock": 1}
+    # only the UUID differs: the unordered rule, first in the file, takes no credit for it
+    ids_only = run(THREE_RULES, {"id": UUID1, "tags": [1, 2], "ts": 1},
+                   {"id": UUID2, "tags": [1, 2], "ts": 1})
+    assert ids_only.suppressed == {"ids": 1}
+    tags_only = run(THREE_RULES, {"id": UUID1, "tags": [1, 2], "ts": 1},
+                    {"id": UUID1, "tags": [2, 1], "ts": 1})
+    assert tags_only.suppressed == {"tags": 1}
+    clean = run(THREE_RULES, {"id": UUID1, "tags": [1], "ts": 1},
+                {"id": UUID1, "tags": [1], "ts": 1})
+    assert clean.suppressed == {}
 
 
 def test_tolerance_unordered_match_by_normalize_null_and_modes():
