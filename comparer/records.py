@@ -18,6 +18,7 @@ from shadow.model import (
     CLASS_NEW,
     CLASS_STATUSES,
     COMPARE_ERROR,
+    DIFFED,
     MATCH,
     MISMATCH,
     PENDING,
@@ -45,6 +46,7 @@ from shadow.reports_model import (
 from shadow.routes import route_template
 from shadow.rules import OTHER_ROUTE
 from shadow.stats import RouteEvidence, latency_bucket, percentiles
+from shadow.windows import ALL_TIME, BUCKET_S, Window, bucket_of
 
 COUNT_KEYS = {MATCH: "matched", MISMATCH: "mismatched", SKIPPED: "skipped", V2_ERROR: "v2_errors",
               PENDING: "pending", V1_ONLY: "v1_only", V1_MISSING: "v1_missing",
@@ -181,6 +183,86 @@ def routes_to_admit(routes: Iterable[str]) -> list[str]:
     return sorted(set(routes) - {OTHER_ROUTE})
 
 
+# ---- rollups ----
+# What each exchange adds to the counters, by the minute bucket of its `ts`: one count per
+# (bucket, method, route, outcome, signature or ""), and for compared exchanges (DIFFED) a
+# latency-histogram count per side and a status-pair count. A change of an exchange moves
+# its counts (old contribution out, new in); deleting its document never does: counts
+# outlive documents. SQLite does this with triggers (comparer/stores/sqlite.py); MongoDB
+# with the deltas below.
+
+CountKey = tuple[int, str, str, str, str]  # bucket, method, route, outcome, signature or ""
+LatencyKey = tuple[int, str, str, str, int]  # bucket, method, route, side, latency bucket
+StatusKey = tuple[int, str, str, int, int]  # bucket, method, route, v1 status, v2 status (0: none)
+
+# the exchange fields a contribution depends on
+CONTRIBUTION_FIELDS = ("ts", "method", "route", "outcome", "signature", "stale", "v1_bucket",
+                       "v2_bucket", "v1_status", "v2_status")
+
+
+@dataclass(slots=True)
+class Rollup:
+    """Counter deltas: `add(doc, +1)` for an exchange's state after a write, `add(doc, -1)`
+    for its state before. Entries that cancel out are left out of `items`."""
+
+    counts: dict[CountKey, list[int]] = field(default_factory=dict)  # key -> [n, stale]
+    latency: dict[LatencyKey, int] = field(default_factory=dict)
+    statuses: dict[StatusKey, int] = field(default_factory=dict)
+
+    def add(self, doc: Mapping[str, Any] | None, sign: int) -> None:
+        if doc is None:
+            return
+        ts = doc.get("ts")
+        bucket = bucket_of(ts) if isinstance(ts, (int, float)) else 0
+        method, route = doc.get("method") or "?", doc.get("route") or "?"
+        outcome = doc.get("outcome") or PENDING
+        key = (bucket, method, route, outcome, doc.get("signature") or "")
+        n = self.counts.setdefault(key, [0, 0])
+        n[0] += sign
+        n[1] += sign * int(doc.get("stale") or 0)
+        if outcome not in DIFFED:
+            return
+        for side in ("v1", "v2"):
+            lat = doc.get(f"{side}_bucket")
+            if lat is not None:
+                lkey = (bucket, method, route, side, int(lat))
+                self.latency[lkey] = self.latency.get(lkey, 0) + sign
+        skey = (bucket, method, route, doc.get("v1_status") or 0, doc.get("v2_status") or 0)
+        self.statuses[skey] = self.statuses.get(skey, 0) + sign
+
+    def move(self, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> None:
+        """An exchange went from `before` (None: it is new) to `after`."""
+        self.add(before, -1)
+        self.add(after, +1)
+
+    def nonzero(self) -> tuple[list[tuple[CountKey, int, int]], list[tuple[LatencyKey, int]],
+                               list[tuple[StatusKey, int]]]:
+        return ([(k, n, stale) for k, (n, stale) in self.counts.items() if n or stale],
+                [(k, n) for k, n in self.latency.items() if n],
+                [(k, n) for k, n in self.statuses.items() if n])
+
+
+def window_classes(counted: Iterable[tuple[str, int, int, int]], classes: Iterable[MismatchClass],
+                   ) -> list[MismatchClass]:
+    """The classes seen in a window, from their counts there: (signature, n, first bucket,
+    last bucket) each, and their triage from the class book. `count` is the window's;
+    `first_seen`/`last_seen` are the class's own sightings when they fall in the first/last
+    bucket it was counted in, else that bucket's start/end (exact to the minute)."""
+    book = {c["signature"]: c for c in classes}
+    out: list[MismatchClass] = []
+    for sig, n, first, last in counted:
+        c = book.get(sig)
+        if c is None or n <= 0:
+            continue
+        own_first, own_last = c["first_seen"], c["last_seen"]
+        first_seen = own_first if own_first is not None and first <= own_first < first + BUCKET_S \
+            else float(first)
+        last_seen = own_last if own_last is not None and last <= own_last < last + BUCKET_S \
+            else float(last + BUCKET_S)
+        out.append({**c, "count": n, "first_seen": first_seen, "last_seen": last_seen})
+    return sorted(out, key=lambda c: (-c["count"], c["signature"]))
+
+
 # ---- reads ----
 
 def class_doc(signature: str, method: str | None, route: str | None, paths: list[PathKind],
@@ -241,8 +323,8 @@ def learned_noise(suspected: Iterable[tuple[str, str, str, int]],
             for key, entries in _noise_entries(suspected, repeats).items()}
 
 
-def summary(a: Aggregates) -> Summary:
-    """The /api/summary object from a store's aggregates."""
+def summary(a: Aggregates, window: Window = ALL_TIME) -> Summary:
+    """The /api/summary object from a store's aggregates (counted in `window`)."""
     counts: dict[RouteKey, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNT_KEYS.values(), 0))
     for method, route, outcome, n in a.counts:
         if n > 0:
@@ -273,6 +355,7 @@ def summary(a: Aggregates) -> Summary:
         "stale": a.stale,
         "routes_overflowed": sum(r["total"] for r in routes if r["route"] == OTHER_ROUTE),
         "routes": sorted(routes, key=lambda r: (-r["total"], r["route"], r["method"])),
+        "window": window.doc(),
     }
 
 

@@ -1,5 +1,11 @@
 """The store contract: one document per exchange id, every write idempotent. The backends
-(comparer/stores/) hold the driver code; what they share is comparer/records.py."""
+(comparer/stores/) hold the driver code; what they share is comparer/records.py.
+
+Counts are rollups: every exchange is counted by the minute of its `ts` (its arrival at the
+proxy) in the same write as its document, an exchange that changes (pending -> match,
+v1_only -> match...) moves its count in that minute, and deleting a document (retention)
+never changes a count. Every report reads the rollups, for all time or for a `Window`
+(shadow.windows: exact to the minute), never the exchanges."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from shadow.filters import Filters
 from shadow.model import Comparison, Event, Exchange, RouteKey
 from shadow.reports_model import ExchangeSummary, MismatchClass, Summary
 from shadow.stats import RouteEvidence
+from shadow.windows import ALL_TIME, Window
 
 
 class Store(Protocol):
@@ -51,26 +58,37 @@ class Store(Protocol):
         the store). The others count as OTHER_ROUTE."""
 
     async def retain(self, *, max_age_s: float | None, max_docs: int | None) -> int:
-        """Delete the oldest exchanges beyond the limits. Returns how many."""
+        """Delete the oldest exchange documents beyond the limits (their counts stay).
+        Returns how many."""
 
     async def get(self, key: str) -> Exchange | None:
         """By exchange id, or by request id (newest first)."""
 
-    async def count(self) -> int: ...
+    async def count(self, window: Window = ALL_TIME) -> int:
+        """Exchanges counted (in the window), whether their documents are kept or not."""
 
-    async def outcomes(self) -> dict[str, int]: ...
+    async def outcomes(self, window: Window = ALL_TIME) -> dict[str, int]:
+        """Exchanges counted per outcome (in the window); outcomes counted 0 left out."""
 
     async def list_exchanges(self, f: Filters) -> tuple[list[ExchangeSummary], str | None]:
         """Exchange summaries, newest first (by id), and the cursor of the next page."""
 
-    async def classes(self, *, signature: str | None = None) -> list[MismatchClass]: ...
+    async def classes(self, *, signature: str | None = None,
+                      window: Window = ALL_TIME) -> list[MismatchClass]:
+        """Mismatch classes, most counted first. In a window: the classes counted there, with
+        that count and their first/last sighting there (to the minute); their triage (status,
+        ticket, note, examples) is the class's own."""
 
     async def set_class_status(self, signature: str, status: str, ticket: str | None = None,
                                note: str | None = None) -> MismatchClass | None: ...
 
-    async def summary(self) -> Summary: ...
+    async def summary(self, window: Window = ALL_TIME) -> Summary:
+        """The /api/summary object for the window. Noise and suspected-noise figures are
+        all time."""
 
-    async def route_evidence(self) -> list[RouteEvidence]: ...
+    async def route_evidence(self, window: Window = ALL_TIME) -> list[RouteEvidence]:
+        """The verdict's evidence per route (in the window): compared, matched, and the
+        mismatches per class (accepted classes apart)."""
 
 
 def open_store(url: str, *, retention_max_age_s: float | None = None) -> Store:

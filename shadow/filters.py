@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from shadow.errors import ShadowError
 from shadow.model import OUTCOMES
+from shadow.windows import WindowError, parse_instant, window
 
 
 class FilterError(ShadowError):
@@ -33,28 +33,15 @@ class Filters:
 KNOWN = ("outcome", "route", "method", "v1_status", "v2_status", "path", "signature", "since",
          "until", "cursor", "limit")
 MAX_LIMIT = 1000
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_time(text: str, now: float, name: str = "since") -> float:
-    """Unix seconds, ISO 8601 (naive = UTC), or a duration ago: 90s, 15m, 2h, 7d, 1w."""
-    text = text.strip()
-    m = _DURATION.match(text)
-    if m:
-        return now - float(m.group(1)) * _UNIT_S[m.group(2)]
+    """Unix seconds, ISO 8601 (naive = UTC), or a duration ago: 90s, 15m, 2h, 7d, 1w
+    (shadow.windows.parse_instant)."""
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise FilterError(f"{name}: expected unix seconds, an ISO 8601 time "
-                          f"(2026-11-22T10:00:00Z) or a duration ago (15m, 2h, 7d), got {text!r}") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+        return parse_instant(text, now, name)
+    except WindowError as e:
+        raise FilterError(str(e)) from None
 
 
 def _status(name: str, text: str) -> int:
@@ -97,6 +84,8 @@ def parse_filters(query: Mapping[str, str], now: float, *,
     until = parse_time(query["until"], now, "until") if "until" in query else None
     if since is not None and until is not None and since > until:
         raise FilterError("since is after until")
+    bounds = window(since, until)  # exact to the minute, as the reports count (shadow.windows)
+    since, until = bounds.since, bounds.until
     return Filters(
         outcome=outcome, route=query.get("route") or None, method=method,
         v1_status=_status("v1_status", query["v1_status"]) if "v1_status" in query else None,

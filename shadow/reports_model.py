@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any, NotRequired, TypedDict
 
+from shadow.windows import WindowDoc
+
 Percentiles = dict[str, float | None]  # {"p50", "p95", "p99"}: ms, None without samples
 
 
@@ -67,9 +69,11 @@ class Summary(Counts):
     stale: int
     routes_overflowed: int  # exchanges counted as the one OTHER_ROUTE (--max-routes)
     routes: list[RouteSummary]
+    window: WindowDoc  # the time window counted (shadow.windows: exact to the minute)
     # added by the reports API from Redis
     dropped_events: NotRequired[int | None]
     trimmed_unprocessed: NotRequired[dict[str, int]]
+    trimmed_unread: NotRequired[dict[str, int]]  # by stream label: deleted by a safety limit unread
     streams: NotRequired[dict[str, Any]]
     warnings: NotRequired[list[str]]
 

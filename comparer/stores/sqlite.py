@@ -8,15 +8,17 @@ small tables instead of scanning a million exchanges.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from comparer import records
-from shadow import codec
+from shadow import codec, windows
 from shadow.errors import StoreError
 from shadow.filters import Filters
 from shadow.model import (
@@ -35,6 +37,9 @@ from shadow.reports_model import ExchangeSummary, MismatchClass, Summary
 from shadow.rules import OTHER_ROUTE
 from shadow.settings import sqlite_path
 from shadow.stats import RouteEvidence
+from shadow.windows import ALL_TIME, Window
+
+log = logging.getLogger("shadow.store")
 
 
 def _sql_set(values: tuple[str, ...]) -> str:
@@ -45,38 +50,138 @@ COMPARED = _sql_set(DIFFED)
 _UNDECIDED = _sql_set(UNDECIDED)
 
 
-def _contribution(sign: str, row: str) -> str:
-    """SQL adding (+1) or removing (-1) one exchange row's share of the aggregates."""
-    m, r = f"coalesce({row}.method, '?')", f"coalesce({row}.route, '?')"
-    if sign == "+":
-        stmts = [f"""INSERT INTO route_stats (method, route, outcome, n)
-                     SELECT {m}, {r}, {row}.outcome, 1 WHERE 1
-                     ON CONFLICT (method, route, outcome) DO UPDATE SET n = n + 1;"""]
-        for side in ("v1", "v2"):
-            stmts.append(f"""INSERT INTO route_latency (method, route, side, bucket, n)
-                 SELECT {m}, {r}, '{side}', {row}.{side}_bucket, 1
-                 WHERE {row}.outcome IN {COMPARED} AND {row}.{side}_bucket IS NOT NULL
-                 ON CONFLICT (method, route, side, bucket) DO UPDATE SET n = n + 1;""")
-        stmts.append(f"""INSERT INTO route_status (method, route, v1_status, v2_status, n)
-                 SELECT {m}, {r}, coalesce({row}.v1_status, 0), coalesce({row}.v2_status, 0), 1
-                 WHERE {row}.outcome IN {COMPARED}
-                 ON CONFLICT (method, route, v1_status, v2_status) DO UPDATE SET n = n + 1;""")
-        return "\n".join(stmts)
-    stmts = [f"""UPDATE route_stats SET n = n - 1
-                 WHERE method = {m} AND route = {r} AND outcome = {row}.outcome;"""]
-    for side in ("v1", "v2"):
-        stmts.append(f"""UPDATE route_latency SET n = n - 1
-             WHERE {row}.outcome IN {COMPARED} AND method = {m} AND route = {r}
-             AND side = '{side}' AND bucket = {row}.{side}_bucket;""")
-    stmts.append(f"""UPDATE route_status SET n = n - 1
-             WHERE {row}.outcome IN {COMPARED} AND method = {m} AND route = {r}
-             AND v1_status = coalesce({row}.v1_status, 0)
-             AND v2_status = coalesce({row}.v2_status, 0);""")
-    return "\n".join(stmts)
+BUCKET = windows.BUCKET_S
+SCHEMA_VERSION = 1  # PRAGMA user_version: 0 = before rollups (migrated at open), 1 = rollups
 
 
-SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS exchanges (
+def _bucket(row: str) -> str:
+    """SQL: the minute bucket of a row's ts (floored, as shadow.windows.bucket_of)."""
+    return f"(CAST(coalesce({row}.ts, 0) AS INTEGER) / {BUCKET} * {BUCKET})"
+
+
+@dataclass(frozen=True)
+class _Counter:
+    """One aggregate table an exchange row adds to: its key columns and the SQL of each key
+    for a row, the count columns with a row's share of each, and when the row counts."""
+
+    table: str
+    columns: tuple[str, ...]
+    keys: Callable[[str], tuple[str, ...]]
+    shares: tuple[tuple[str, Callable[[str], str]], ...]
+    when: Callable[[str], str]
+
+    def add(self, row: str) -> str:
+        """SQL adding one row's share (trigger body)."""
+        cols = ", ".join(self.columns + tuple(c for c, _ in self.shares))
+        values = ", ".join(self.keys(row) + tuple(v(row) for _, v in self.shares))
+        sets = ", ".join(f"{c} = {c} + excluded.{c}" for c, _ in self.shares)
+        return (f"INSERT INTO {self.table} ({cols}) SELECT {values} WHERE {self.when(row)} "
+                f"ON CONFLICT ({', '.join(self.columns)}) DO UPDATE SET {sets};")
+
+    def remove(self, row: str) -> str:
+        """SQL taking one row's share away (trigger body: the row changed)."""
+        sets = ", ".join(f"{c} = {c} - {v(row)}" for c, v in self.shares)
+        match = " AND ".join(f"{c} = {k}" for c, k in zip(self.columns, self.keys(row),
+                                                          strict=True))
+        return f"UPDATE {self.table} SET {sets} WHERE {self.when(row)} AND {match};"
+
+    def backfill(self, batch: str) -> str:
+        """SQL adding the shares of every row of `batch` (a query whose rows are `new`)."""
+        cols = ", ".join(self.columns + tuple(c for c, _ in self.shares))
+        keys = self.keys("new")
+        sums = ", ".join(f"sum({v('new')})" for _, v in self.shares)
+        sets = ", ".join(f"{c} = {c} + excluded.{c}" for c, _ in self.shares)
+        return (f"INSERT INTO {self.table} ({cols}) SELECT {', '.join(keys)}, {sums} "
+                f"FROM ({batch}) AS new WHERE {self.when('new')} GROUP BY {', '.join(keys)} "
+                f"ON CONFLICT ({', '.join(self.columns)}) DO UPDATE SET {sets}")
+
+
+def _mr(row: str) -> tuple[str, str]:
+    return f"coalesce({row}.method, '?')", f"coalesce({row}.route, '?')"
+
+
+def _always(row: str) -> str:
+    return "1"
+
+
+def _compared(row: str) -> str:
+    return f"{row}.outcome IN {COMPARED}"
+
+
+def _one(row: str) -> str:
+    return "1"
+
+
+def _stale(row: str) -> str:
+    return f"coalesce({row}.stale, 0)"
+
+
+def _counts(bucketed: bool) -> _Counter:
+    return _Counter(
+        "roll_counts" if bucketed else "route_counts",
+        (("bucket",) if bucketed else ()) + ("method", "route", "outcome", "signature"),
+        lambda row: ((_bucket(row),) if bucketed else ()) + _mr(row)
+        + (f"{row}.outcome", f"coalesce({row}.signature, '')"),
+        (("n", _one), ("stale", _stale)), _always)
+
+
+def _latency(bucketed: bool, side: str) -> _Counter:
+    return _Counter(
+        "roll_latency" if bucketed else "route_latency",
+        (("bucket",) if bucketed else ()) + ("method", "route", "side", "latency"),
+        lambda row: ((_bucket(row),) if bucketed else ()) + _mr(row)
+        + (f"'{side}'", f"{row}.{side}_bucket"),
+        (("n", _one),), lambda row: f"{_compared(row)} AND {row}.{side}_bucket IS NOT NULL")
+
+
+def _statuses(bucketed: bool) -> _Counter:
+    return _Counter(
+        "roll_status" if bucketed else "route_status",
+        (("bucket",) if bucketed else ()) + ("method", "route", "v1_status", "v2_status"),
+        lambda row: ((_bucket(row),) if bucketed else ()) + _mr(row)
+        + (f"coalesce({row}.v1_status, 0)", f"coalesce({row}.v2_status, 0)"),
+        (("n", _one),), _compared)
+
+
+# every count of an exchange row: all time, and by the minute bucket of its ts
+COUNTS = (_counts(False), _counts(True))
+COMPARED_COUNTS = (_latency(False, "v1"), _latency(False, "v2"), _statuses(False),
+                   _latency(True, "v1"), _latency(True, "v2"), _statuses(True))
+
+_COUNT_FIELDS = ("method", "route", "outcome", "signature", "stale")
+_COMPARED_FIELDS = (*_COUNT_FIELDS, "v1_bucket", "v2_bucket", "v1_status", "v2_status")
+
+
+def _changed(fields: tuple[str, ...]) -> str:
+    return " OR ".join([*(f"old.{f} IS NOT new.{f}" for f in fields),
+                        f"{_bucket('old')} IS NOT {_bucket('new')}"])
+
+
+def _triggers() -> list[str]:
+    """Counts follow every insert and change of an exchange row (in its transaction); a
+    deleted row keeps its counts (retention deletes documents, never what they counted)."""
+    watched = ", ".join(("ts", *_COMPARED_FIELDS))
+    body = "\n".join
+    return [
+        f"CREATE TRIGGER IF NOT EXISTS x_count_insert AFTER INSERT ON exchanges BEGIN\n"
+        f"{body(c.add('new') for c in COUNTS)}\nEND",
+        f"CREATE TRIGGER IF NOT EXISTS x_compared_insert AFTER INSERT ON exchanges "
+        f"WHEN {_compared('new')} BEGIN\n{body(c.add('new') for c in COMPARED_COUNTS)}\nEND",
+        f"CREATE TRIGGER IF NOT EXISTS x_count_update AFTER UPDATE OF {watched} ON exchanges "
+        f"WHEN {_changed(_COUNT_FIELDS)} BEGIN\n"
+        f"{body(c.remove('old') for c in COUNTS)}\n{body(c.add('new') for c in COUNTS)}\nEND",
+        f"CREATE TRIGGER IF NOT EXISTS x_compared_update AFTER UPDATE OF {watched} ON exchanges "
+        f"WHEN ({_compared('old')} OR {_compared('new')}) AND ({_changed(_COMPARED_FIELDS)}) "
+        f"BEGIN\n{body(c.remove('old') for c in COMPARED_COUNTS)}\n"
+        f"{body(c.add('new') for c in COMPARED_COUNTS)}\nEND",
+    ]
+
+
+# the triggers of the schema before rollups: they took counts away with deleted rows
+_OLD_TRIGGERS = ("exchanges_insert", "exchanges_update", "exchanges_delete")
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS exchanges (
     id TEXT PRIMARY KEY,
     request_id TEXT,
     ts REAL,
@@ -102,59 +207,60 @@ CREATE TABLE IF NOT EXISTS exchanges (
     compared_at REAL,
     replay_delay_ms REAL,
     stale INTEGER NOT NULL DEFAULT 0,
-    noise TEXT
-);
-CREATE INDEX IF NOT EXISTS exchanges_request_id ON exchanges(request_id);
-CREATE INDEX IF NOT EXISTS exchanges_ts ON exchanges(ts);
-CREATE INDEX IF NOT EXISTS exchanges_route ON exchanges(route, method);
-CREATE INDEX IF NOT EXISTS exchanges_outcome ON exchanges(outcome, id);
-CREATE INDEX IF NOT EXISTS exchanges_signature ON exchanges(signature);
-CREATE INDEX IF NOT EXISTS exchanges_stale ON exchanges(stale) WHERE stale = 1;
-
-CREATE TABLE IF NOT EXISTS route_stats (
-    method TEXT NOT NULL, route TEXT NOT NULL, outcome TEXT NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (method, route, outcome)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS route_latency (
-    method TEXT NOT NULL, route TEXT NOT NULL, side TEXT NOT NULL, bucket INTEGER NOT NULL,
-    n INTEGER NOT NULL, PRIMARY KEY (method, route, side, bucket)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS route_status (
+    noise TEXT)""",
+    "CREATE INDEX IF NOT EXISTS exchanges_request_id ON exchanges(request_id)",
+    "CREATE INDEX IF NOT EXISTS exchanges_ts ON exchanges(ts)",
+    "CREATE INDEX IF NOT EXISTS exchanges_route ON exchanges(route, method)",
+    "CREATE INDEX IF NOT EXISTS exchanges_outcome ON exchanges(outcome, id)",
+    "CREATE INDEX IF NOT EXISTS exchanges_signature ON exchanges(signature)",
+    "CREATE INDEX IF NOT EXISTS exchanges_stale ON exchanges(stale) WHERE stale = 1",
+    # all time
+    """CREATE TABLE IF NOT EXISTS route_counts (
+    method TEXT NOT NULL, route TEXT NOT NULL, outcome TEXT NOT NULL, signature TEXT NOT NULL,
+    n INTEGER NOT NULL, stale INTEGER NOT NULL,
+    PRIMARY KEY (method, route, outcome, signature)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS route_latency (
+    method TEXT NOT NULL, route TEXT NOT NULL, side TEXT NOT NULL, latency INTEGER NOT NULL,
+    n INTEGER NOT NULL, PRIMARY KEY (method, route, side, latency)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS route_status (
     method TEXT NOT NULL, route TEXT NOT NULL, v1_status INTEGER NOT NULL,
     v2_status INTEGER NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (method, route, v1_status, v2_status)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS noise (
+    PRIMARY KEY (method, route, v1_status, v2_status)) WITHOUT ROWID""",
+    # by minute (bucket: unix seconds of the minute's start)
+    """CREATE TABLE IF NOT EXISTS roll_counts (
+    bucket INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, outcome TEXT NOT NULL,
+    signature TEXT NOT NULL, n INTEGER NOT NULL, stale INTEGER NOT NULL,
+    PRIMARY KEY (bucket, method, route, outcome, signature)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS roll_latency (
+    bucket INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, side TEXT NOT NULL,
+    latency INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (bucket, method, route, side, latency)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS roll_status (
+    bucket INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL,
+    v1_status INTEGER NOT NULL, v2_status INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (bucket, method, route, v1_status, v2_status)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS noise (
     method TEXT NOT NULL, route TEXT NOT NULL, path TEXT NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (method, route, path)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS noise_observed (
+    PRIMARY KEY (method, route, path)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS noise_observed (
     method TEXT NOT NULL, route TEXT NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (method, route)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS suspected (
+    PRIMARY KEY (method, route)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS suspected (
     method TEXT NOT NULL, route TEXT NOT NULL, path TEXT NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (method, route, path)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS repeats (
+    PRIMARY KEY (method, route, path)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS repeats (
     method TEXT NOT NULL, route TEXT NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (method, route)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS routes (route TEXT PRIMARY KEY) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rule_stats (
-    rule TEXT PRIMARY KEY, suppressed INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS classes (
+    PRIMARY KEY (method, route)) WITHOUT ROWID""",
+    "CREATE TABLE IF NOT EXISTS routes (route TEXT PRIMARY KEY) WITHOUT ROWID",
+    """CREATE TABLE IF NOT EXISTS rule_stats (
+    rule TEXT PRIMARY KEY, suppressed INTEGER NOT NULL) WITHOUT ROWID""",
+    f"""CREATE TABLE IF NOT EXISTS classes (
     signature TEXT PRIMARY KEY, method TEXT, route TEXT, paths TEXT NOT NULL,
     count INTEGER NOT NULL, first_seen REAL, last_seen REAL, examples TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT '{CLASS_NEW}', ticket TEXT, note TEXT, reopened_at REAL,
-    updated_at REAL);
-
-CREATE TRIGGER IF NOT EXISTS exchanges_insert AFTER INSERT ON exchanges BEGIN
-{_contribution("+", "new")}
-END;
-CREATE TRIGGER IF NOT EXISTS exchanges_delete AFTER DELETE ON exchanges BEGIN
-{_contribution("-", "old")}
-END;
-CREATE TRIGGER IF NOT EXISTS exchanges_update AFTER UPDATE OF method, route, outcome ON exchanges
-WHEN old.method IS NOT new.method OR old.route IS NOT new.route OR old.outcome IS NOT new.outcome
-BEGIN
-{_contribution("-", "old")}
-{_contribution("+", "new")}
-END;
-"""
+    updated_at REAL)""",
+    *_triggers(),
+]
 
 # First writer wins for each part: a re-delivered or re-replayed part never rewrites an
 # exchange that may already be compared (the diff always describes the stored answers).
@@ -206,6 +312,8 @@ def _text(obj: Any) -> str:
 
 
 class SQLiteStore:
+    migrate_batch = 50_000  # exchanges counted per step when migrating an older store
+
     def __init__(self, url: str) -> None:
         self.path = sqlite_path(url)
         self._db: aiosqlite.Connection | None = None
@@ -221,13 +329,70 @@ class SQLiteStore:
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute("PRAGMA synchronous=NORMAL")
             await self._db.execute("PRAGMA busy_timeout=10000")
-            await self._db.executescript(SCHEMA)
+            await self._schema(self._db)
             # routes counted before the routes table existed keep their place under the cap
             await self._db.execute(
-                "INSERT OR IGNORE INTO routes (route) SELECT DISTINCT route FROM route_stats "
+                "INSERT OR IGNORE INTO routes (route) SELECT DISTINCT route FROM route_counts "
                 "WHERE route NOT IN ('?', ?)", (OTHER_ROUTE,))
         except Exception as e:
+            await self.close()
+            if isinstance(e, StoreError):
+                raise
             raise StoreError(f"cannot open SQLite store {self.path}: {e}") from e
+
+    async def _schema(self, db: aiosqlite.Connection) -> None:
+        """Create the tables, or bring a store written by an older shadow up to date (once,
+        by whichever process opens it first: the others wait for its lock)."""
+        version = await _user_version(db)
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"SQLite store {self.path} was written by a newer shadow (store "
+                             f"schema {version}; this one knows up to {SCHEMA_VERSION}): "
+                             "upgrade shadow, or point --store at another file")
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            if await _user_version(db) < SCHEMA_VERSION:
+                async with db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                      "name = 'exchanges'") as cur:
+                    existing = await cur.fetchone() is not None
+                if existing:  # before rollups: its aggregates are rebuilt from the exchanges
+                    for trigger in _OLD_TRIGGERS:
+                        await db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+                    for table in ("route_stats", "route_latency", "route_status"):
+                        await db.execute(f"DROP TABLE IF EXISTS {table}")
+                for statement in SCHEMA:
+                    await db.execute(statement)
+                if existing:
+                    await self._count_existing(db)
+                await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    async def _count_existing(self, db: aiosqlite.Connection) -> None:
+        """Count the exchanges of a store written before rollups into them, in batches by
+        id, in the migration's one transaction (a crash leaves the store as it was)."""
+        async with db.execute("SELECT count(*) FROM exchanges") as cur:
+            total = int((await cur.fetchone() or (0,))[0])
+        log.info("SQLite store %s: counting its %d exchanges into the rollups (once, after an "
+                 "upgrade)", self.path, total)
+        columns = ", ".join(("id", *records.CONTRIBUTION_FIELDS))
+        last, done = "", 0
+        while True:
+            await db.execute("DROP TABLE IF EXISTS temp.migrating")
+            await db.execute(f"CREATE TEMP TABLE migrating AS SELECT {columns} FROM exchanges "
+                             "WHERE id > ? ORDER BY id LIMIT ?", (last, self.migrate_batch))
+            async with db.execute("SELECT count(*), max(id) FROM temp.migrating") as cur:
+                n, top = await cur.fetchone() or (0, None)
+            if not n:
+                break
+            for counter in (*COUNTS, *COMPARED_COUNTS):
+                await db.execute(counter.backfill("SELECT * FROM temp.migrating"))
+            last, done = str(top), done + n
+            log.info("SQLite store %s: %d/%d exchanges counted", self.path, done, total)
+        await db.execute("DROP TABLE IF EXISTS temp.migrating")
 
     async def close(self) -> None:
         db, self._db = self._db, None
@@ -431,8 +596,8 @@ class SQLiteStore:
         return records.learned_noise(await self._rows("SELECT method, route, path, n FROM suspected"),
                                      await self._rows("SELECT method, route, n FROM repeats"))
 
-    async def _rows(self, sql: str) -> list[Any]:
-        async with self.db.execute(sql) as cur:
+    async def _rows(self, sql: str, args: list[Any] | None = None) -> list[Any]:
+        async with self.db.execute(sql, args or []) as cur:
             return [tuple(row) async for row in cur]
 
     async def rule_hits(self) -> dict[str, int]:
@@ -449,14 +614,17 @@ class SQLiteStore:
                 row = await cur.fetchone()
         return None if row is None else _exchange(row)
 
-    async def count(self) -> int:
-        async with self.db.execute("SELECT coalesce(sum(n), 0) FROM route_stats") as cur:
+    async def count(self, window: Window = ALL_TIME) -> int:
+        table, where, args = _counted(window)
+        async with self.db.execute(f"SELECT coalesce(sum(n), 0) FROM {table} {where}",
+                                   args) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
-    async def outcomes(self) -> dict[str, int]:
-        async with self.db.execute("SELECT outcome, sum(n) FROM route_stats GROUP BY outcome "
-                                   "HAVING sum(n) > 0") as cur:
+    async def outcomes(self, window: Window = ALL_TIME) -> dict[str, int]:
+        table, where, args = _counted(window)
+        async with self.db.execute(f"SELECT outcome, sum(n) FROM {table} {where} GROUP BY "
+                                   "outcome HAVING sum(n) > 0", args) as cur:
             return {o: int(n) async for o, n in cur}
 
     async def list_exchanges(self, f: Filters) -> tuple[list[ExchangeSummary], str | None]:
@@ -483,7 +651,8 @@ class SQLiteStore:
                  for row in rows[:f.limit]]
         return items, (items[-1]["id"] if len(rows) > f.limit else None)
 
-    async def classes(self, *, signature: str | None = None) -> list[MismatchClass]:
+    async def classes(self, *, signature: str | None = None,
+                      window: Window = ALL_TIME) -> list[MismatchClass]:
         sql = ("SELECT signature, method, route, paths, count, first_seen, last_seen, examples, "
                "status, ticket, note, reopened_at FROM classes")
         args: list[Any] = []
@@ -491,30 +660,71 @@ class SQLiteStore:
             sql += " WHERE signature = ?"
             args.append(signature)
         async with self.db.execute(sql + " ORDER BY count DESC, signature", args) as cur:
-            return [records.class_doc(sig, method, route, codec.loads(paths), count, first, last,
-                              codec.loads(examples), status, ticket, note, reopened)
+            book = [records.class_doc(sig, method, route, codec.loads(paths), count, first, last,
+                                      codec.loads(examples), status, ticket, note, reopened)
                     async for (sig, method, route, paths, count, first, last, examples, status,
                                ticket, note, reopened) in cur]
+        if window.all_time:
+            return book
+        where, args = _bucketed(window, [f"outcome = '{MISMATCH}'", "signature != ''"])
+        if signature is not None:
+            where += " AND signature = ?"
+            args.append(signature)
+        counted = await self._rows(f"SELECT signature, sum(n), min(bucket), max(bucket) "
+                                   f"FROM roll_counts {where} GROUP BY signature "
+                                   "HAVING sum(n) > 0", args)
+        return records.window_classes(counted, book)
 
-    async def summary(self) -> Summary:
-        async with self.db.execute("SELECT count(*) FROM exchanges WHERE stale = 1") as cur:
-            stale = (await cur.fetchone() or (0,))[0]
+    async def summary(self, window: Window = ALL_TIME) -> Summary:
+        counts, where, args = _counted(window)
+        by_minute = not window.all_time
+        latency = "roll_latency" if by_minute else "route_latency"
+        statuses = "roll_status" if by_minute else "route_status"
+        rows = await self._rows(f"SELECT method, route, outcome, sum(n), sum(stale) FROM {counts} "
+                                f"{where} GROUP BY 1, 2, 3", args)
         return records.summary(records.Aggregates(
-            counts=await self._rows("SELECT method, route, outcome, n FROM route_stats WHERE n > 0"),
-            latency=await self._rows("SELECT method, route, side, bucket, n FROM route_latency "
-                                     "WHERE n > 0"),
-            statuses=await self._rows("SELECT method, route, v1_status, v2_status, n "
-                                      "FROM route_status WHERE n > 0"),
-            classes=await self.classes(), stale=stale,
+            counts=[(m, r, o, n) for m, r, o, n, _ in rows if n > 0],
+            latency=await self._rows(f"SELECT method, route, side, latency, sum(n) FROM "
+                                     f"{latency} {where} GROUP BY 1, 2, 3, 4 HAVING sum(n) > 0",
+                                     args),
+            statuses=await self._rows(f"SELECT method, route, v1_status, v2_status, sum(n) FROM "
+                                      f"{statuses} {where} GROUP BY 1, 2, 3, 4 HAVING sum(n) > 0",
+                                      args),
+            classes=await self.classes(window=window), stale=sum(st for *_, st in rows),
             noise=await self._rows("SELECT method, route, path, n FROM noise"),
             observed=await self._rows("SELECT method, route, n FROM noise_observed"),
             suspected=await self._rows("SELECT method, route, path, n FROM suspected"),
-            repeats=await self._rows("SELECT method, route, n FROM repeats")))
+            repeats=await self._rows("SELECT method, route, n FROM repeats")), window)
 
-    async def route_evidence(self) -> list[RouteEvidence]:
-        rows = await self._rows("SELECT method, route, signature, count(*) FROM exchanges "
-                                f"WHERE outcome = '{MISMATCH}' GROUP BY 1, 2, 3")
-        return records.evidence(await self.summary(), await self.classes(), rows)
+    async def route_evidence(self, window: Window = ALL_TIME) -> list[RouteEvidence]:
+        table, where, args = _counted(window, [f"outcome = '{MISMATCH}'"])
+        rows = await self._rows(f"SELECT method, route, signature, sum(n) FROM {table} {where} "
+                                "GROUP BY 1, 2, 3 HAVING sum(n) > 0", args)
+        return records.evidence(await self.summary(window), await self.classes(window=window),
+                                rows)
+
+
+def _bucketed(window: Window, where: list[str] | None = None) -> tuple[str, list[Any]]:
+    """A WHERE clause (with its arguments) keeping the buckets of `window`, and `where`."""
+    clauses, args = list(where or []), []
+    if window.since is not None:
+        clauses.append("bucket >= ?")
+        args.append(window.since)
+    if window.until is not None:
+        clauses.append("bucket < ?")
+        args.append(window.until)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _counted(window: Window, where: list[str] | None = None) -> tuple[str, str, list[Any]]:
+    """The count table to read for `window` (all time: one row per key) and its WHERE."""
+    return ("route_counts" if window.all_time else "roll_counts", *_bucketed(window, where))
+
+
+async def _user_version(db: aiosqlite.Connection) -> int:
+    async with db.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 def _decision(ident: str, c: Comparison, now: float) -> tuple[Any, ...]:
