@@ -7,6 +7,7 @@ import asyncio
 import os
 import time
 import uuid
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from shadow.compare import compare
 from shadow.filters import Filters
 from shadow.model import Answer, CandidateEvent, Event, Request, RequestEvent, ResponseEvent
 from shadow.rules import OTHER_ROUTE
+from shadow.windows import ALL_TIME, Window, window
 
 BACKENDS = ["sqlite", "mongomock"] + (["mongodb"] if os.environ.get("SHADOW_TEST_MONGO_URL") else [])
 
@@ -121,16 +123,23 @@ async def test_lookup_by_request_id_and_expiry(store: Store):
     assert await ingest(store, [late]) == [xid(5)]
 
 
-async def test_retention_by_count_and_age(store: Store):
+async def kept(store: Store) -> list[str]:
+    """The ids of the exchange documents the store still holds."""
+    items, _ = await store.list_exchanges(Filters(limit=1000))
+    return [x["id"] for x in items]
+
+
+async def test_retention_deletesdocuments_by_count_and_age_and_keeps_their_counts(store: Store):
     for i in range(10):
         await ingest(store, exchange_events(i, ts=time.time() - 1000 + i))
     assert await store.retain(max_age_s=None, max_docs=6) == 4
     assert await store.get(xid(3)) is None and await store.get(xid(4)) is not None
-    assert await store.count() == 6
+    assert len(await kept(store)) == 6
+    assert await store.count() == 10  # counted, whether the document is kept or not
     await ingest(store, exchange_events(20, ts=time.time()))
     assert await store.retain(max_age_s=500, max_docs=None) == 6
-    assert await store.count() == 1
-    assert (await store.summary())["total"] == 1
+    assert await kept(store) == [xid(20)]
+    assert (await store.summary())["total"] == 11
 
 
 async def _seed_listing(store: Store) -> None:
@@ -179,14 +188,14 @@ async def test_pagination_has_no_gaps_or_repeats_under_concurrent_inserts(store:
     assert seen == [xid(i) for i in range(29, -1, -1)]
 
 
-async def test_summary_equals_a_recount_of_the_documents(store: Store):
+async def test_summary_equals_arecount_of_thedocuments(store: Store):
     await _seed_listing(store)
     await store.apply(exchange_events(50)[:2])
     summary = await store.summary()
     items, _ = await store.list_exchanges(Filters(limit=1000))
     by_outcome: dict[str, int] = {}
     for x in items:
-        by_outcome[x["outcome"]] = by_outcome.get(x["outcome"], 0) + 1
+        by_outcome[x["outcome"] or "?"] = by_outcome.get(x["outcome"] or "?", 0) + 1
     assert summary["total"] == len(items) == 31
     assert (summary["matched"], summary["mismatched"], summary["pending"]) == \
         (by_outcome["match"], by_outcome["mismatch"], by_outcome["pending"])
@@ -316,3 +325,165 @@ async def test_routes_stored_before_the_cap_keep_their_places(store: Store):
         assert await later.admit_routes(["/two", "/three"], 3) == {"/two", "/three"}
     finally:
         await later.close()
+
+
+# ---- rollups and windows ----
+
+T0 = 1_700_000_040.0  # a minute boundary (1_700_000_040 = 28_333_334 minutes)
+assert T0 % 60 == 0
+
+
+async def seed_minutes(store: Store) -> None:
+    """Exchanges over four minutes: matches, two mismatch classes, a V2 error status, a
+    pending one and one V2 never answered (v1_only after expiry)."""
+    plan = [  # (i, seconds after T0, path, v2)
+        (0, 0.0, "/items/1", answer({"id": 0})),
+        (1, 30.0, "/items/1", answer({"id": "1"})),
+        (2, 59.9, "/users/2", answer({"id": 2}, status=500)),
+        (3, 60.0, "/users/2", answer({"id": 3, "extra": True})),
+        (4, 61.0, "/items/1", answer({"id": "4"})),
+        (5, 119.5, "/items/1", answer({"id": 5}, latency=50.0)),
+        (6, 125.0, "/users/2", answer({"id": 6, "extra": True})),
+        (7, 200.0, "/items/1", answer({"id": 7})),
+    ]
+    for i, dt, path, v2 in plan:
+        await ingest(store, exchange_events(i, path=path, v2=v2, ts=T0 + dt))
+    await store.apply(exchange_events(8, ts=T0 + 130.0)[:2])  # V2 never answers
+    await store.expire(older_than_ts=T0 + 131.0)
+    await store.apply(exchange_events(9, ts=T0 + 190.0)[:1])  # pending
+
+
+async def documents(store: Store) -> list[dict[str, Any]]:
+    items, _ = await store.list_exchanges(Filters(limit=1000))
+    return [dict(x) for x in items]
+
+
+def recount(docs: list[dict[str, Any]], w: Window) -> dict[str, Any]:
+    """What every report must say for the window, counted from the documents."""
+    held = [x for x in docs if w.holds(x["ts"])]
+    outcomes = Counter(x["outcome"] for x in held)
+    routes: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    pairs: dict[tuple[str, str], Counter[tuple[int, int]]] = defaultdict(Counter)
+    classes: Counter[str] = Counter()
+    for x in held:
+        key = (x["method"] or "?", x["route"] or "?")
+        routes[key][x["outcome"]] += 1
+        if x["outcome"] in ("match", "mismatch"):
+            pairs[key][(x["v1_status"], x["v2_status"])] += 1
+        if x["outcome"] == "mismatch":
+            classes[x["signature"]] += 1
+    return {"outcomes": dict(outcomes), "routes": {k: dict(v) for k, v in routes.items()},
+            "pairs": {k: dict(v) for k, v in pairs.items()}, "classes": dict(classes)}
+
+
+async def reported(store: Store, w: Window) -> dict[str, Any]:
+    """What the store's reports say for the window, in recount's shape."""
+    s = await store.summary(w)
+    names = {"matched": "match", "mismatched": "mismatch", "v2_errors": "v2_error",
+             "pending": "pending", "v1_only": "v1_only", "skipped": "skipped",
+             "v1_missing": "v1_missing", "compare_errors": "compare_error"}
+    routes = {(r["method"], r["route"]): {o: dict(r)[k] for k, o in names.items() if dict(r)[k]}
+              for r in s["routes"]}
+    pairs = {(r["method"], r["route"]): {(p["v1"], p["v2"]): p["count"] for p in r["status_pairs"]}
+             for r in s["routes"] if r["status_pairs"]}
+    classes = {c["signature"]: c["count"] for c in await store.classes(window=w)}
+    assert s["total"] == await store.count(w) == sum((await store.outcomes(w)).values())
+    assert s["window"]["since_ts"] == w.since and s["window"]["until_ts"] == w.until
+    return {"outcomes": await store.outcomes(w), "routes": routes, "pairs": pairs,
+            "classes": classes}
+
+
+WINDOWS = [ALL_TIME, window(T0, T0 + 60), window(T0 + 60), window(None, T0 + 120),
+           window(T0 + 120, T0 + 180), window(T0 + 600)]
+
+
+async def test_rollups_equal_arecount_of_the_exchanges_in_every_window(store: Store):
+    await seed_minutes(store)
+    docs = await documents(store)
+    assert len(docs) == 10
+    for w in WINDOWS:
+        assert await reported(store, w) == recount(docs, w), w
+    first = await store.summary(window(T0, T0 + 60))
+    assert (first["total"], first["matched"], first["mismatched"]) == (3, 1, 2)
+    last = await store.summary(window(T0 + 120))
+    assert (last["total"], last["v1_only"], last["pending"], last["matched"]) == (4, 1, 1, 1)
+    assert (await store.summary(window(T0 + 600)))["total"] == 0
+    # latency histograms per minute: the slow V2 answer is in the second minute only
+    [items] = [r for r in (await store.summary(window(T0 + 60, T0 + 120)))["routes"]
+               if r["route"] == "/items/{id}"]
+    assert items["v2_latency_ms"]["p99"] == pytest.approx(50.0, rel=0.05)
+    [items] = [r for r in first["routes"] if r["route"] == "/items/{id}"]
+    assert items["v2_latency_ms"]["p99"] == pytest.approx(5.0, rel=0.05)
+
+
+async def test_windows_are_exact_to_the_minute(store: Store):
+    for i, dt in enumerate((0.0, 59.9, 60.0, 125.0)):
+        await ingest(store, exchange_events(i, ts=T0 + dt))
+    assert await store.count(window(T0 + 60)) == 2  # on a boundary: from that minute on
+    assert await store.count(window(T0 + 30)) == 4  # since rounds down to T0
+    assert await store.count(window(T0 + 59.99)) == 4
+    assert await store.count(window(None, T0 + 60)) == 2  # until on a boundary: before it
+    assert await store.count(window(None, T0 + 60.5)) == 3  # until rounds up to T0 + 120
+    assert await store.count(window(T0 + 60, T0 + 120)) == 1
+    assert await store.count(window(T0 + 61, T0 + 61)) == 1  # one instant: its whole minute
+    assert await store.count(window(T0 + 120, T0 + 180)) == 1
+    assert await store.count(window(T0 + 180)) == 0
+
+
+async def test_deletingdocuments_changes_no_count(store: Store):
+    await seed_minutes(store)
+    reports = {w: (await store.summary(w), await store.classes(window=w),
+                   await store.route_evidence(w), await store.outcomes(w), await store.count(w))
+               for w in WINDOWS}
+    assert await store.retain(max_age_s=1, max_docs=None) == 10  # every document
+    assert await documents(store) == []
+    for w, before in reports.items():
+        assert (await store.summary(w), await store.classes(window=w),
+                await store.route_evidence(w), await store.outcomes(w),
+                await store.count(w)) == before, w
+
+
+async def test_a_part_late_or_out_of_order_moves_its_count_within_its_own_minute(store: Store):
+    late = exchange_events(1, ts=T0 + 10)
+    await store.apply(late[:2])  # V2 has not answered
+    assert await store.outcomes(window(T0, T0 + 60)) == {"pending": 1}
+    await store.expire(older_than_ts=T0 + 100)
+    assert await store.outcomes(window(T0, T0 + 60)) == {"v1_only": 1}
+    assert await ingest(store, late[2:]) == [xid(1)]  # V2's answer after the join timeout
+    assert await store.outcomes(window(T0, T0 + 60)) == {"match": 1}
+    assert await store.outcomes() == {"match": 1}
+    # the answers come first, stamped in the next minute; the request's own time wins
+    req, resp, cand = exchange_events(2, ts=T0 + 59.995, v2=answer({"id": "2"}))
+    await store.apply([resp])
+    assert await store.outcomes(window(T0 + 60, T0 + 120)) == {"pending": 1}
+    assert await ingest(store, [cand]) == [xid(2)]
+    assert await store.outcomes(window(T0 + 60, T0 + 120)) == {"mismatch": 1}
+    await store.apply([req])
+    assert await store.outcomes(window(T0 + 60, T0 + 120)) == {}
+    assert await store.outcomes(window(T0, T0 + 60)) == {"match": 1, "mismatch": 1}
+    [cls] = await store.classes(window=window(T0, T0 + 60))
+    assert cls["count"] == 1
+    [ev] = await store.route_evidence(window(T0, T0 + 60))
+    assert (ev.route, ev.compared, ev.matched, sum(ev.failing.values())) == \
+        ("/items/{id}", 2, 1, 1)
+    assert await store.route_evidence(window(T0 + 60, T0 + 120)) == []
+    assert await store.count() == 2
+
+
+async def test_classes_in_a_window_count_there_and_keep_their_triage(store: Store):
+    for i in range(6):  # one class: 2 in the first minute, 4 in the third
+        await ingest(store, exchange_events(i, ts=T0 + (10 if i < 2 else 130) + i,
+                                            v2=answer({"id": str(i)})))
+    [everything] = await store.classes()
+    await store.set_class_status(everything["signature"], "bug", ticket="T-1")
+    [first] = await store.classes(window=window(T0, T0 + 60))
+    [third] = await store.classes(window=window(T0 + 120))
+    assert (first["count"], third["count"]) == (2, 4)
+    for c in (first, third):
+        assert (c["status"], c["ticket"], c["examples"]) == \
+            ("bug", "T-1", everything["examples"])
+    assert T0 <= (first["first_seen"] or 0) <= (first["last_seen"] or 0) <= T0 + 60
+    assert T0 + 120 <= (third["first_seen"] or 0) <= (third["last_seen"] or 0) <= T0 + 180
+    assert await store.classes(window=window(T0 + 60, T0 + 120)) == []
+    assert await store.classes(signature=everything["signature"],
+                               window=window(T0 + 120)) == [third]

@@ -3,12 +3,22 @@ PyMongo's own async client is a one-file change.
 
 One document per exchange id (`_id`); parts are written with conditional upserts
 (the first copy of a part wins), completion is atomic (find_one_and_update on an
-undecided document), a TTL index enforces the age limit. Summaries are computed
-with aggregations over the documents, so they can never drift from them.
+undecided document), a TTL index enforces the age limit.
+
+Counts live in rollup collections, per minute (roll_counts, roll_latency, roll_status:
+indexed by bucket, method, route) and for all time (route_counts, route_latency,
+route_status). Every write of an exchange reads its state before (atomically, with
+find_one_and_update) and adds the difference it made to the rollups with $inc upserts, in
+one bulk write per batch; deleting a document changes no count. Without multi-document
+transactions the two writes are not atomic: a comparer killed between them loses those
+increments (the document is there; a redelivered part finds it written and adds nothing).
+Reports read only the rollups.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -23,11 +33,28 @@ from shadow.model import Comparison, Difference, Event, Exchange, RouteKey
 from shadow.reports_model import ExchangeSummary, MismatchClass, Summary
 from shadow.rules import OTHER_ROUTE
 from shadow.stats import RouteEvidence
+from shadow.windows import ALL_TIME, Window
+
+log = logging.getLogger("shadow.store")
 
 COMPARED = list(model.DIFFED)
 _UNDECIDED = list(model.UNDECIDED)
 _DUPLICATE_KEY = 11000
 _ROUTES_COUNT = "routes"  # the `meta` document counting the admitted routes
+_SCHEMA = "schema"  # the `meta` document with the store's schema version
+SCHEMA_VERSION = 1  # 1: rollups (a store without the document and with exchanges is older)
+_HEARTBEAT_S = 120.0  # a migration silent this long died: the next opener starts it again
+
+# each rollup collection and its key fields (a unique index, bucket first when bucketed)
+_ROLLUPS: dict[str, tuple[str, ...]] = {
+    "roll_counts": ("bucket", "method", "route", "outcome", "signature"),
+    "roll_latency": ("bucket", "method", "route", "side", "latency"),
+    "roll_status": ("bucket", "method", "route", "v1_status", "v2_status"),
+    "route_counts": ("method", "route", "outcome", "signature"),
+    "route_latency": ("method", "route", "side", "latency"),
+    "route_status": ("method", "route", "v1_status", "v2_status"),
+}
+_CONTRIBUTION = {f: 1 for f in records.CONTRIBUTION_FIELDS}
 
 # Keys of JSON objects from the traffic (inside diff values) that BSON or MongoDB refuse:
 # a NUL anywhere, a leading `$`, a dot. They are stored percent-escaped (`%` itself too, so
@@ -79,6 +106,8 @@ def _database_name(url: str) -> str:
 
 
 class MongoStore:
+    migrate_batch = 10_000  # exchanges counted per step when migrating an older store
+
     def __init__(self, url: str, *, client: Any = None, retention_max_age_s: float | None = None,
                  database: str | None = None) -> None:
         self.url = url
@@ -87,6 +116,9 @@ class MongoStore:
         self.database = database or _database_name(url)
         self.retention_max_age_s = retention_max_age_s
         self._db: Any = None
+        # mongomock (the contract suite's in-memory MongoDB) cannot take this pymongo's
+        # UpdateOne in bulk_write: there, rollup increments go one by one
+        self._bulk = not any(c.__module__.startswith("mongomock") for c in type(client).__mro__)
 
     async def open(self) -> None:
         if self._db is not None:
@@ -105,10 +137,70 @@ class MongoStore:
             await x.create_index("signature")
             if self.retention_max_age_s is not None:
                 await x.create_index("created_at", expireAfterSeconds=int(self.retention_max_age_s))
+            for name, fields in _ROLLUPS.items():
+                await self._db[name].create_index([(f, 1) for f in fields], unique=True)
+            await self._ensure_rollups()
             if await self._db.meta.find_one({"_id": _ROUTES_COUNT}) is None:
                 await self._count_existing_routes()
+        except StoreError:
+            raise
         except Exception as e:
             raise StoreError(f"cannot open MongoDB store {self.url}: {e}") from e
+
+    async def _ensure_rollups(self) -> None:
+        """A store written before rollups gets them, counted from its exchanges once, by the
+        first process that opens it (the others wait for it)."""
+        from pymongo.errors import DuplicateKeyError
+
+        meta = self._db.meta
+        while True:
+            doc = await meta.find_one({"_id": _SCHEMA})
+            if doc is not None and doc.get("version", 0) >= SCHEMA_VERSION:
+                return
+            now = time.time()
+            if doc is None:
+                empty = await self._db.exchanges.find_one({}, {"_id": 1}) is None
+                try:
+                    await meta.insert_one({"_id": _SCHEMA, "version": SCHEMA_VERSION if empty
+                                           else 0, "heartbeat": now})
+                except DuplicateKeyError:
+                    continue  # another process got there first
+                if empty:
+                    return
+            elif await meta.find_one_and_update(  # take over a migration that died
+                    {"_id": _SCHEMA, "version": {"$lt": SCHEMA_VERSION},
+                     "heartbeat": {"$lt": now - _HEARTBEAT_S}},
+                    {"$set": {"heartbeat": now}}) is None:
+                log.info("MongoDB store %s: another process is counting its exchanges into "
+                         "the rollups; waiting", self.database)
+                await asyncio.sleep(2.0)
+                continue
+            await self._count_existing()
+            await meta.update_one({"_id": _SCHEMA}, {"$set": {"version": SCHEMA_VERSION}})
+            return
+
+    async def _count_existing(self) -> None:
+        """Count every exchange of a store written before rollups into them (from zero: a
+        migration that died left partial counts), in batches, with a progress line each."""
+        for name in _ROLLUPS:
+            await self._db[name].delete_many({})
+        total = await self._db.exchanges.estimated_document_count()
+        log.info("MongoDB store %s: counting its ~%d exchanges into the rollups (once, after "
+                 "an upgrade)", self.database, total)
+        done = 0
+        rollup = records.Rollup()
+        async for doc in self._db.exchanges.find({}, _CONTRIBUTION).sort("_id", 1):
+            rollup.add(doc, +1)
+            done += 1
+            if done % self.migrate_batch == 0:
+                await self._count(rollup)
+                rollup = records.Rollup()
+                await self._db.meta.update_one({"_id": _SCHEMA},
+                                               {"$set": {"heartbeat": time.time()}})
+                log.info("MongoDB store %s: %d/~%d exchanges counted", self.database, done,
+                         total)
+        await self._count(rollup)
+        log.info("MongoDB store %s: %d exchanges counted", self.database, done)
 
     async def _count_existing_routes(self, chunk: int = 1000) -> None:
         """Once, on a store written before the route cap: the routes it holds keep their
@@ -147,23 +239,69 @@ class MongoStore:
 
     # ---- writes ----
 
-    async def _upsert_part(self, ident: str, part: str, fields: dict[str, Any], ts: float) -> None:
+    async def _upsert_part(self, ident: str, part: str, fields: dict[str, Any],
+                           ts: float, rollup: records.Rollup) -> None:
+        """Write one part unless the document has it already (the first copy wins), and add
+        what it changed to `rollup`."""
+        from pymongo import ReturnDocument
         from pymongo.errors import DuplicateKeyError
 
         try:
-            await self.db.exchanges.update_one(
+            before = await self.db.exchanges.find_one_and_update(
                 {"_id": ident, part: None},
                 {"$set": codec.storable(fields),
                  "$setOnInsert": {"outcome": model.PENDING, "created_at": datetime.now(UTC)},
                  "$min": {"ts": ts}},
-                upsert=True)
+                projection=_CONTRIBUTION, upsert=True, return_document=ReturnDocument.BEFORE)
         except DuplicateKeyError:
-            pass  # that part is already stored: the first copy wins
+            return  # that part is already stored: the first copy wins
+        after = {"outcome": model.PENDING, **(before or {}),
+                 **{k: v for k, v in fields.items() if k in _CONTRIBUTION}}
+        old_ts = (before or {}).get("ts")
+        after["ts"] = ts if old_ts is None else min(old_ts, ts)
+        rollup.move(before, after)
+
+    async def _count(self, rollup: records.Rollup) -> None:
+        """Add a batch's count changes to the rollups: per minute and all time, one bulk
+        write of $inc upserts per collection."""
+        from pymongo import UpdateOne
+
+        counts, latency, statuses = rollup.nonzero()
+        ops: dict[str, dict[tuple[Any, ...], dict[str, int]]] = {n: {} for n in _ROLLUPS}
+
+        def inc(name: str, key: tuple[Any, ...], **by: int) -> None:
+            current = ops[name].setdefault(key, dict.fromkeys(by, 0))
+            for field_name, n in by.items():
+                current[field_name] += n
+
+        for key, n, stale in counts:
+            inc("roll_counts", key, n=n, stale=stale)
+            inc("route_counts", key[1:], n=n, stale=stale)
+        for lkey, n in latency:
+            inc("roll_latency", lkey, n=n)
+            inc("route_latency", lkey[1:], n=n)
+        for skey, n in statuses:
+            inc("roll_status", skey, n=n)
+            inc("route_status", skey[1:], n=n)
+        for name, by_key in ops.items():
+            fields = _ROLLUPS[name]
+            writes = [(dict(zip(fields, key, strict=True)), {"$inc": by})
+                      for key, by in by_key.items() if any(by.values())]
+            if writes and self._bulk:
+                await self.db[name].bulk_write([UpdateOne(q, u, upsert=True) for q, u in writes],
+                                               ordered=False)
+            else:
+                for q, u in writes:
+                    await self.db[name].update_one(q, u, upsert=True)
 
     async def apply(self, events: list[Event],
                     routes: Mapping[str, str] | None = None) -> list[Exchange]:
-        for p in records.parts(events, routes):
-            await self._upsert_part(p.id, *_part_fields(p), p.ts)
+        rollup = records.Rollup()
+        try:
+            for p in records.parts(events, routes):
+                await self._upsert_part(p.id, *_part_fields(p), p.ts, rollup)
+        finally:
+            await self._count(rollup)  # what was written is counted, even if a part failed
         ids = list({e.id for e in events})
         if not ids:
             return []
@@ -174,19 +312,25 @@ class MongoStore:
     async def complete(self, results: list[tuple[str, Comparison]]) -> list[str]:
         recorded: list[tuple[str, Comparison]] = []
         routes: dict[str, tuple[str | None, str | None]] = {}
+        rollup = records.Rollup()
         now = time.time()
-        for ident, c in results:
-            before = await self.db.exchanges.find_one_and_update(
-                {"_id": ident, "outcome": {"$in": _UNDECIDED}},
-                {"$set": {"outcome": c.outcome, "diff": _diff_doc(c.diff),
-                          "diff_paths": [d.path for d in c.diff], "signature": c.signature,
-                          "flags": c.flags, "compared_at": now,
-                          "replay_delay_ms": c.replay_delay_ms, "stale": int("stale" in c.flags),
-                          "noise": _diff_doc(c.noise)}},
-                projection={"method": 1, "route": 1})
-            if before is not None:  # else decided before: a re-delivery, never counted twice
-                recorded.append((ident, c))
-                routes[ident] = (before.get("method"), before.get("route"))
+        try:
+            for ident, c in results:
+                decided = {"outcome": c.outcome, "signature": c.signature,
+                           "stale": int("stale" in c.flags)}
+                before = await self.db.exchanges.find_one_and_update(
+                    {"_id": ident, "outcome": {"$in": _UNDECIDED}},
+                    {"$set": {**decided, "diff": _diff_doc(c.diff),
+                              "diff_paths": [d.path for d in c.diff], "flags": c.flags,
+                              "compared_at": now, "replay_delay_ms": c.replay_delay_ms,
+                              "noise": _diff_doc(c.noise)}},
+                    projection=_CONTRIBUTION)
+                if before is not None:  # else decided before: a re-delivery, never counted twice
+                    recorded.append((ident, c))
+                    routes[ident] = (before.get("method"), before.get("route"))
+                    rollup.move(before, {**before, **decided})
+        finally:
+            await self._count(rollup)
         t = records.tally(recorded, routes)
         for (method, route), n in t.noise_observed.items():
             await self.db.noise_observed.update_one({"method": method, "route": route},
@@ -216,15 +360,25 @@ class MongoStore:
 
     async def expire(self, older_than_ts: float) -> int:
         expired = 0
-        for rule in records.EXPIRY:
-            query: dict[str, Any] = {"outcome": model.PENDING, "ts": {"$lt": older_than_ts},
-                                     "v1": {"$ne": None} if rule.v1 else None}
-            if rule.v2 is not None:
-                query["v2"] = {"$ne": None} if rule.v2 else None
-            if rule.v2_skipped:
-                query["v2.skipped"] = {"$ne": None}
-            result = await self.db.exchanges.update_many(query, {"$set": {"outcome": rule.outcome}})
-            expired += int(result.modified_count)
+        rollup = records.Rollup()
+        try:
+            for rule in records.EXPIRY:
+                query: dict[str, Any] = {"outcome": model.PENDING, "ts": {"$lt": older_than_ts},
+                                         "v1": {"$ne": None} if rule.v1 else None}
+                if rule.v2 is not None:
+                    query["v2"] = {"$ne": None} if rule.v2 else None
+                if rule.v2_skipped:
+                    query["v2.skipped"] = {"$ne": None}
+                found = [d["_id"] async for d in self.db.exchanges.find(query, {"_id": 1})]
+                for ident in found:  # one by one: each one's count moves from its state before
+                    before = await self.db.exchanges.find_one_and_update(
+                        {**query, "_id": ident}, {"$set": {"outcome": rule.outcome}},
+                        projection=_CONTRIBUTION)
+                    if before is not None:
+                        rollup.move(before, {**before, "outcome": rule.outcome})
+                        expired += 1
+        finally:
+            await self._count(rollup)
         return expired
 
     async def admit_routes(self, routes: list[str], max_routes: int) -> set[str]:
@@ -309,17 +463,40 @@ class MongoStore:
             doc = found[0] if found else None
         return None if doc is None else _exchange(doc)
 
-    async def count(self) -> int:
-        return int(await self.db.exchanges.count_documents({}))
+    async def count(self, window: Window = ALL_TIME) -> int:
+        return sum((await self.outcomes(window)).values())
 
-    async def outcomes(self) -> dict[str, int]:
-        rows = await self._group({"o": "$outcome"})
-        return {row["_id"]["o"]: row["n"] for row in rows}
+    async def outcomes(self, window: Window = ALL_TIME) -> dict[str, int]:
+        rows = await self._rolled("counts", window, ("outcome",))
+        return {o: n for (o,), (n, _) in rows.items() if n > 0}
 
-    async def _group(self, key: dict[str, str], match: dict[str, Any] | None = None) -> list[Any]:
-        pipeline: list[dict[str, Any]] = [{"$match": match}] if match else []
-        pipeline.append({"$group": {"_id": key, "n": {"$sum": 1}}})
-        return [row async for row in self.db.exchanges.aggregate(pipeline)]
+    async def _rolled(self, kind: str, window: Window, by: tuple[str, ...],
+                      match: dict[str, Any] | None = None, *, bounds: bool = False,
+                      ) -> dict[tuple[Any, ...], tuple[int, ...]]:
+        """Sums of a rollup (counts, latency or status) in the window, grouped `by` these
+        fields: (n, stale) for counts, (n,) otherwise, and the first and last bucket when
+        `bounds`. All time reads the all-time collection; a window, the buckets in it (by
+        the index on bucket)."""
+        query = dict(match or {})
+        if window.all_time and not bounds:
+            name = f"route_{kind}"
+        else:
+            name = f"roll_{kind}"
+            span = {k: v for k, v in (("$gte", window.since), ("$lt", window.until))
+                    if v is not None}
+            if span:
+                query["bucket"] = span
+        sums = {"n": {"$sum": "$n"}}
+        if kind == "counts":
+            sums["stale"] = {"$sum": "$stale"}
+        if bounds:
+            sums.update(first={"$min": "$bucket"}, last={"$max": "$bucket"})
+        pipeline = [{"$match": query},
+                    {"$group": {"_id": {f: f"${f}" for f in by}, **sums}}]
+        out: dict[tuple[Any, ...], tuple[int, ...]] = {}
+        async for row in self.db[name].aggregate(pipeline):
+            out[tuple(row["_id"].get(f) for f in by)] = tuple(row[k] for k in sums)
+        return out
 
     async def list_exchanges(self, f: Filters) -> tuple[list[ExchangeSummary], str | None]:
         query: dict[str, Any] = dict(records.filter_fields(f))
@@ -335,43 +512,50 @@ class MongoStore:
         items = [records.exchange_summary({**d, "id": d["_id"]}) for d in docs[:f.limit]]
         return items, (items[-1]["id"] if len(docs) > f.limit else None)
 
-    async def classes(self, *, signature: str | None = None) -> list[MismatchClass]:
-        query = {"_id": signature} if signature is not None else {}
+    async def classes(self, *, signature: str | None = None,
+                      window: Window = ALL_TIME) -> list[MismatchClass]:
+        counted: dict[tuple[Any, ...], tuple[int, ...]] = {}
+        query: dict[str, Any] = {"_id": signature} if signature is not None else {}
+        if not window.all_time:
+            match: dict[str, Any] = {"outcome": model.MISMATCH, "signature": {"$ne": ""}}
+            if signature is not None:
+                match["signature"] = signature
+            counted = await self._rolled("counts", window, ("signature",), match, bounds=True)
+            query = {"_id": {"$in": [sig for (sig,) in counted]}}
         docs = await self.db.classes.find(query).to_list(None)
-        out = [records.class_doc(d["_id"], d.get("method"), d.get("route"), d.get("paths", []),
-                         d.get("count", 0), d.get("first_seen"), d.get("last_seen"),
-                         d.get("examples", []), d.get("status", model.CLASS_NEW), d.get("ticket"),
-                         d.get("note"), d.get("reopened_at")) for d in docs]
-        return sorted(out, key=lambda c: (-c["count"], c["signature"]))
+        book = [records.class_doc(d["_id"], d.get("method"), d.get("route"), d.get("paths", []),
+                                  d.get("count", 0), d.get("first_seen"), d.get("last_seen"),
+                                  d.get("examples", []), d.get("status", model.CLASS_NEW),
+                                  d.get("ticket"), d.get("note"), d.get("reopened_at"))
+                for d in docs]
+        if not window.all_time:
+            return records.window_classes(
+                [(sig, n, first, last) for (sig,), (n, _, first, last) in counted.items()], book)
+        return sorted(book, key=lambda c: (-c["count"], c["signature"]))
 
-    async def summary(self) -> Summary:
-        def mr(row: Any) -> tuple[str, str]:
-            return row["_id"].get("m") or "?", row["_id"].get("r") or "?"
+    async def summary(self, window: Window = ALL_TIME) -> Summary:
+        def mr(key: tuple[Any, ...]) -> tuple[str, str]:
+            return key[0] or "?", key[1] or "?"
 
-        counts = [(*mr(row), row["_id"]["o"], row["n"])
-                  for row in await self._group({"m": "$method", "r": "$route", "o": "$outcome"})]
-        compared = {"outcome": {"$in": COMPARED}}
-        latency = []
-        for side in ("v1", "v2"):
-            for row in await self._group({"m": "$method", "r": "$route", "b": f"${side}_bucket"},
-                                         compared):
-                if row["_id"].get("b") is not None:
-                    latency.append((*mr(row), side, row["_id"]["b"], row["n"]))
-        statuses = [(*mr(row), row["_id"].get("a") or 0, row["_id"].get("b") or 0, row["n"])
-                    for row in await self._group({"m": "$method", "r": "$route",
-                                                  "a": "$v1_status", "b": "$v2_status"}, compared)]
+        counts = await self._rolled("counts", window, ("method", "route", "outcome"))
+        latency = await self._rolled("latency", window, ("method", "route", "side", "latency"))
+        statuses = await self._rolled("status", window,
+                                      ("method", "route", "v1_status", "v2_status"))
         return records.summary(records.Aggregates(
-            counts, latency, statuses, await self.classes(),
-            stale=int(await self.db.exchanges.count_documents({"stale": 1})),
+            [(*mr(k), k[2], n) for k, (n, _) in counts.items() if n > 0],
+            [(*mr(k), k[2], k[3], n) for k, (n,) in latency.items() if n > 0],
+            [(*mr(k), k[2] or 0, k[3] or 0, n) for k, (n,) in statuses.items() if n > 0],
+            await self.classes(window=window),
+            stale=sum(stale for _, stale in counts.values()),
             noise=await self._counted("noise", "path"), observed=await self._counted("noise_observed"),
             suspected=await self._counted("suspected", "path"),
-            repeats=await self._counted("repeats")))
+            repeats=await self._counted("repeats")), window)
 
-    async def route_evidence(self) -> list[RouteEvidence]:
-        rows = [(r["_id"].get("m"), r["_id"].get("r"), r["_id"].get("s"), r["n"])
-                for r in await self._group({"m": "$method", "r": "$route", "s": "$signature"},
-                                           {"outcome": model.MISMATCH})]
-        return records.evidence(await self.summary(), await self.classes(), rows)
+    async def route_evidence(self, window: Window = ALL_TIME) -> list[RouteEvidence]:
+        rows = await self._rolled("counts", window, ("method", "route", "signature"),
+                                  {"outcome": model.MISMATCH})
+        return records.evidence(await self.summary(window), await self.classes(window=window),
+                                [(*k, n) for k, (n, _) in rows.items() if n > 0])
 
 
 def _exchange(d: dict[str, Any]) -> Exchange:

@@ -1,0 +1,118 @@
+"""A store written before rollups is migrated when it is opened: its exchanges are counted
+into the rollups once (in batches, with progress lines), and every report then says what a
+store written with rollups from the start says."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pytest
+
+from comparer.store import Store
+from comparer.stores.mongo import MongoStore
+from comparer.stores.sqlite import SCHEMA_VERSION, SQLiteStore
+from shadow.errors import StoreError
+from tests.test_store_contract import WINDOWS, documents, recount, reported, seed_minutes
+
+OLD_SCHEMA = (Path(__file__).parent / "data" / "sqlite_store_v0.sql").read_text()
+
+
+async def reports(store: Store) -> list[object]:
+    return [(await store.summary(w), await store.classes(window=w),
+             await store.route_evidence(w)) for w in WINDOWS]
+
+
+def old_sqlite_store(path: Path, written: Path) -> None:
+    """A store as the schema before rollups made it (its DDL and triggers), holding the
+    exchanges and classes of the store at `written`."""
+    db = sqlite3.connect(path)
+    db.executescript(OLD_SCHEMA)
+    db.execute("ATTACH DATABASE ? AS written", (str(written),))
+    db.execute("INSERT INTO exchanges SELECT * FROM written.exchanges")
+    db.execute("INSERT INTO classes SELECT * FROM written.classes")
+    db.commit()
+    assert db.execute("SELECT sum(n) FROM route_stats").fetchone()[0] == 10  # old triggers
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 0
+    db.close()
+
+
+async def test_an_sqlite_store_from_before_rollups_is_migrated_at_open(tmp_path: Path, caplog):
+    reference = SQLiteStore(f"sqlite:///{tmp_path / 'new.db'}")
+    await reference.open()
+    await seed_minutes(reference)
+    expected = await reports(reference)
+    await reference.close()
+    old_sqlite_store(tmp_path / "old.db", tmp_path / "new.db")
+
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'old.db'}")
+    store.migrate_batch = 3  # 10 exchanges: four steps
+    with caplog.at_level(logging.INFO, logger="shadow.store"):
+        await store.open()
+    try:
+        progress = [r.getMessage() for r in caplog.records if r.name == "shadow.store"]
+        assert "counting its 10 exchanges into the rollups" in progress[0]
+        assert [p.split(": ")[-1] for p in progress[1:]] == \
+            ["3/10 exchanges counted", "6/10 exchanges counted", "9/10 exchanges counted",
+             "10/10 exchanges counted"]
+        async with store.db.execute("PRAGMA user_version") as cur:
+            assert (await cur.fetchone())[0] == SCHEMA_VERSION  # type: ignore[index]
+        async with store.db.execute("SELECT name FROM sqlite_master WHERE name IN "
+                                    "('route_stats', 'exchanges_delete')") as cur:
+            assert await cur.fetchall() == []  # the old aggregates and triggers are gone
+        assert await reports(store) == expected
+        docs = await documents(store)
+        for w in WINDOWS:
+            assert await reported(store, w) == recount(docs, w)
+        assert await store.retain(max_age_s=1, max_docs=None) == 10
+        assert await reports(store) == expected  # no old trigger takes counts away
+    finally:
+        await store.close()
+    caplog.clear()
+    again = SQLiteStore(f"sqlite:///{tmp_path / 'old.db'}")
+    with caplog.at_level(logging.INFO, logger="shadow.store"):
+        await again.open()  # migrated once: nothing to do
+    assert await reports(again) == expected and not caplog.records
+    await again.close()
+
+
+async def test_an_sqlite_store_from_a_newer_shadow_is_refused(tmp_path: Path):
+    path = tmp_path / "newer.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    store = SQLiteStore(f"sqlite:///{path}")
+    with pytest.raises(StoreError, match="written by a newer shadow .*upgrade shadow"):
+        await store.open()
+
+
+async def test_a_mongodb_store_from_before_rollups_is_migrated_at_open(caplog):
+    from mongomock_motor import AsyncMongoMockClient
+
+    client = AsyncMongoMockClient()
+    reference = MongoStore("mongodb://mock/shadow", client=client, database="new")
+    await reference.open()
+    await seed_minutes(reference)
+    expected = await reports(reference)
+    old_db = f"old{uuid.uuid4().hex[:8]}"
+    for name in ("exchanges", "classes"):  # what a store written before rollups holds
+        await client[old_db][name].insert_many(await reference.db[name].find({}).to_list(None))
+
+    store = MongoStore("mongodb://mock/shadow", client=client, database=old_db)
+    store.migrate_batch = 4
+    with caplog.at_level(logging.INFO, logger="shadow.store"):
+        await store.open()
+    progress = [r.getMessage() for r in caplog.records if r.name == "shadow.store"]
+    assert "counting its ~10 exchanges into the rollups" in progress[0]
+    assert [p.split(": ")[-1] for p in progress[1:]] == \
+        ["4/~10 exchanges counted", "8/~10 exchanges counted", "10 exchanges counted"]
+    assert await reports(store) == expected
+    assert await store.retain(max_age_s=1, max_docs=None) == 10
+    assert await reports(store) == expected
+    caplog.clear()
+    again = MongoStore("mongodb://mock/shadow", client=client, database=old_db)
+    with caplog.at_level(logging.INFO, logger="shadow.store"):
+        await again.open()
+    assert await reports(again) == expected and not caplog.records
