@@ -23,7 +23,7 @@ from shadow.bus import stream_health
 from shadow.codec import exchange_for_display
 from shadow.filters import FilterError, Filters, parse_filters
 from shadow.firehose import wanted
-from shadow.keys import COMPARERS, DROPPED_EVENTS, TRIMMED_UNPROCESSED, Keys
+from shadow.keys import COMPARERS, DROPPED_EVENTS, TRIMMED_UNPROCESSED, TRIMMED_UNREAD, Keys
 from shadow.model import CLASS_STATUSES, LIVE
 from shadow.rules import RuleSet, load_rules_file
 from shadow.serve import start_site
@@ -144,6 +144,8 @@ async def summary(request: web.Request) -> web.Response:
         data["trimmed_unprocessed"] = {k.removeprefix(TRIMMED_UNPROCESSED): v
                                        for k, v in stats.items()
                                        if k.startswith(TRIMMED_UNPROCESSED)}
+        data["trimmed_unread"] = {label: stats.get(TRIMMED_UNREAD + label, 0)
+                                  for label in keys.streams}
         data["streams"] = {"v1": await stream_health(r, keys.v1),
                            "v2": await stream_health(r, keys.v2)}
     except (RedisError, OSError):

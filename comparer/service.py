@@ -15,7 +15,7 @@ from comparer.firehose import FirehosePublisher
 from comparer.store import Store
 from shadow import metrics
 from shadow.aio import Backoff, cancel_and_wait, raise_if_cancelling
-from shadow.bus import Entry, GroupReader, default_consumer_name
+from shadow.bus import Entry, GroupReader, StreamDrain, default_consumer_name
 from shadow.codec import decode_event
 from shadow.compare import Judgement, judge, refused
 from shadow.errors import EventError, ShadowError
@@ -46,6 +46,7 @@ class Comparer:
             count=batch, block_ms=200, claim_idle_s=settings.claim_idle_s,
             dead_stream=self.keys.dead, max_deliveries=settings.max_deliveries,
             maxlen=settings.stream_maxlen, stats_key=self.keys.stats)
+        self.drain = StreamDrain.from_settings(redis, self.keys, settings)
         self.rules = load_rules_file(settings.rules)
         self._warn_expired()
         self.completed = 0
@@ -84,10 +85,12 @@ class Comparer:
         if self._task is None:
             await self.reader.ensure_groups()
             self._task = asyncio.create_task(self._run(), name="shadow-comparer")
+            await self.drain.start()
 
     async def stop(self) -> None:
         """Stop reading; a batch being stored finishes first (shielded). Idempotent."""
         task, self._task = self._task, None
+        await self.drain.stop()
         await cancel_and_wait(task)
 
     async def _run(self) -> None:

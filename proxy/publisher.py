@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from shadow import metrics
 from shadow.aio import Backoff, cancel_and_wait, raise_if_cancelling
 from shadow.codec import encode_event
+from shadow.drain import backstop_maxlen
 from shadow.keys import DROPPED_EVENTS, EVENT_FIELD, Keys
 from shadow.model import Event
 
@@ -179,7 +180,7 @@ class Publisher:
         """One EVALSHA per batch: one argument to pack, one round trip, one reply."""
         drops = self._unreported_drops
         await self._script(keys=[self.keys.v1, self.keys.stats],
-                           args=[self.maxlen, drops, b"".join(frames)])
+                           args=[backstop_maxlen(self.maxlen), drops, b"".join(frames)])
         self._unreported_drops -= drops
 
 

@@ -1,12 +1,15 @@
-"""The Redis bus: connections, consumer-group reading, acknowledging, dead letters.
+"""The Redis bus: connections, consumer-group reading, acknowledging, dead letters, draining.
 
 Delivery is at-least-once: a consumer first re-reads its own pending entries,
 takes over entries left idle by consumers that died (XAUTOCLAIM), then reads new
-ones; an entry is acknowledged only after its effect is durable elsewhere.
+ones; an entry is acknowledged only after its effect is durable elsewhere. Entries
+every group has processed are deleted by the drain (StreamDrain; what goes is
+decided by shadow.drain).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -15,11 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
 from shadow import metrics
-from shadow.keys import EVENT_FIELD, TRIMMED_UNPROCESSED
+from shadow.aio import Backoff, cancel_and_wait, raise_if_cancelling
+from shadow.drain import GroupPosition, Limits, StreamId, format_id, parse_id, plan
+from shadow.keys import EVENT_FIELD, TRIMMED_UNPROCESSED, TRIMMED_UNREAD, Keys
+from shadow.settings import Settings
 
 log = logging.getLogger("shadow.bus")
 
@@ -113,13 +119,15 @@ class GroupReader:
         return out
 
     async def _count_trimmed(self, entries: list[Entry]) -> list[Entry]:
-        """Pending entries whose data MAXLEN trimming deleted before we processed them: lost
-        exchanges, counted in the shared stats (`trimmed_unprocessed:<group>`)."""
+        """Pending entries whose data a stream safety limit (age, entries, bytes: StreamDrain, or
+        the producers' XADD backstop) deleted before we processed them: lost exchanges, counted
+        in the shared stats (`trimmed_unprocessed:<group>`)."""
         lost = sum(1 for e in entries if e.data is None)
         if lost:
             self.trimmed += lost
-            log.warning("%d pending entries were trimmed by the stream cap before %s processed "
-                        "them: raise --stream-maxlen", lost, self.group)
+            log.warning("%d pending entries were trimmed by a stream safety limit before %s "
+                        "processed them: raise --stream-max-age-s, --stream-max-bytes or "
+                        "--stream-maxlen, or add consumers", lost, self.group)
             if self.stats_key:
                 await self.redis.hincrby(self.stats_key, TRIMMED_UNPROCESSED + self.group, lost)
         return entries
@@ -192,21 +200,15 @@ class GroupReader:
             await pipe.execute()
 
 
-def _entry_id(value: Any) -> tuple[int, int]:
-    text = value.decode() if isinstance(value, bytes) else str(value)
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def behind_seconds(first_id: Any, last_generated: Any, last_delivered: Any) -> float:
     """How far a group trails its stream, in time: the age gap between the newest entry in
     the stream and the newest one given to the group (ids are `<ms>-<seq>`, stamped by
     Redis on XADD). 0 when the group has everything; works on any Redis version, unlike
     the entry-count lag that XINFO GROUPS reports only from Redis 7."""
-    generated, delivered = _entry_id(last_generated), _entry_id(last_delivered)
+    generated, delivered = parse_id(last_generated), parse_id(last_delivered)
     if delivered >= generated:
         return 0.0
-    oldest_undelivered_ms = max(delivered[0], _entry_id(first_id)[0] if first_id else 0)
+    oldest_undelivered_ms = max(delivered[0], parse_id(first_id)[0] if first_id else 0)
     return max(0, generated[0] - oldest_undelivered_ms) / 1000
 
 
@@ -225,3 +227,186 @@ async def stream_health(redis: aioredis.Redis, stream: str) -> dict[str, Any]:
                         "behind_s": behind_seconds(first_id, info["last-generated-id"],
                                                    g["last-delivered-id"])}
     return {"length": int(info["length"]), "groups": groups}
+
+
+# One stream's trims, atomic (the counts and the stats counter cannot disagree). KEYS: the
+# stream, the stats hash. ARGV: the plan's MINIDs (processed, aged_delivered, aged_unread,
+# delivered; '' = none), keep ('' = no cap), the stats field counting what went unread.
+TRIM_SCRIPT = """
+local function trim(minid)
+    if minid == '' then return 0 end
+    return redis.call('XTRIM', KEYS[1], 'MINID', minid)
+end
+local drained = trim(ARGV[1])
+local delivered = trim(ARGV[2])
+local aged = trim(ARGV[3])
+local capped = 0
+if ARGV[5] ~= '' and redis.call('XLEN', KEYS[1]) > tonumber(ARGV[5]) then
+    delivered = delivered + trim(ARGV[4])
+    capped = redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[5])
+end
+if aged + capped > 0 then
+    redis.call('HINCRBY', KEYS[2], ARGV[6], aged + capped)
+end
+return {drained, delivered, aged, capped}
+"""
+_WARN_EVERY_S = 60.0
+
+
+@dataclass(slots=True)
+class Trimmed:
+    """What one pass deleted from one stream."""
+
+    drained: int = 0  # processed by every group
+    delivered: int = 0  # past a safety limit, given to every group (maybe pending somewhere)
+    aged: int = 0  # past --stream-max-age-s, never given to some group
+    capped: int = 0  # past --stream-maxlen / --stream-max-bytes, never given to some group
+
+    @property
+    def unread(self) -> int:
+        return self.aged + self.capped
+
+
+class StreamDrain:
+    """Every `interval_s`, deletes from each event stream the entries every consumer group has
+    processed, and enforces the safety limits (counting what they delete unread in the stats
+    hash and in shadow_events_trimmed_unread_total). The subscriber and the comparer each run
+    one: any number of them may run at once (each pass is idempotent)."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, limits: Limits, *,
+                 interval_s: float = 1.0, memory_samples: int = 5) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.limits = limits
+        self.interval_s = interval_s
+        self.memory_samples = memory_samples
+        self._script = redis.register_script(TRIM_SCRIPT)
+        self._task: asyncio.Task[None] | None = None
+        self._unlogged = {label: Trimmed() for label in keys.streams}
+        self._next_warning = 0.0
+
+    @classmethod
+    def from_settings(cls, redis: aioredis.Redis, keys: Keys, settings: Settings) -> StreamDrain:
+        return cls(redis, keys, Limits(max_age_s=settings.stream_max_age_s,
+                                       max_entries=settings.stream_maxlen,
+                                       max_bytes=settings.stream_max_bytes))
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="shadow-stream-drain")
+
+    async def stop(self) -> None:
+        """Idempotent; a pass in progress is cut (each stream's trims are one atomic script)."""
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+
+    async def _run(self) -> None:
+        backoff = Backoff(self.interval_s, 30.0)
+        healthy = True
+        while True:
+            raise_if_cancelling()
+            try:
+                await self.run_once()
+            except (RedisError, OSError) as e:
+                if healthy:  # the consumers say it too: once per outage is enough
+                    log.warning("stream drain: Redis unavailable (%s); retrying", e)
+                    healthy = False
+                await backoff.wait()
+                continue
+            except Exception:
+                log.exception("stream drain: pass failed; retrying")
+                await backoff.wait()
+                continue
+            healthy = True
+            backoff.reset()
+            raise_if_cancelling()
+            await asyncio.sleep(self.interval_s)
+
+    async def run_once(self) -> dict[str, Trimmed]:
+        """One pass over every event stream; what it deleted, by stream label."""
+        out = {}
+        for label, stream in self.keys.streams.items():
+            out[label] = trimmed = await self._drain(label, stream)
+            if trimmed.drained:
+                metrics.STREAM_DRAINED.labels(stream).inc(trimmed.drained)
+            if trimmed.unread:
+                metrics.EVENTS_TRIMMED_UNREAD.labels(stream).inc(trimmed.unread)
+        self._warn(out)
+        return out
+
+    async def _drain(self, label: str, stream: str) -> Trimmed:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(stream)
+            pipe.xinfo_groups(stream)
+            pipe.time()
+            if self.limits.max_bytes is not None:
+                pipe.memory_usage(stream, samples=self.memory_samples)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        for reply in (replies[0], *replies[2:]):
+            if isinstance(reply, Exception):
+                raise reply
+        length = int(replies[0])
+        if not length:
+            return Trimmed()
+        if isinstance(replies[1], ResponseError):
+            if "no such key" in str(replies[1]).lower():
+                return Trimmed()  # deleted meanwhile
+            raise replies[1]
+        groups = await self._positions(stream, replies[1])
+        seconds, micros = replies[2]
+        memory = int(replies[3]) if len(replies) > 3 and replies[3] is not None else None
+        todo = plan(groups, self.keys.required_groups[stream], self.limits, length=length,
+                    now_ms=int(seconds) * 1000 + int(micros) // 1000, memory_bytes=memory)
+        result: Any = await self._script(
+            keys=[stream, self.keys.stats],
+            args=[_minid(todo.processed), _minid(todo.aged_delivered), _minid(todo.aged_unread),
+                  _minid(todo.delivered), "" if todo.keep is None else todo.keep,
+                  TRIMMED_UNREAD + label])
+        return Trimmed(*(int(n) for n in result))
+
+    async def _positions(self, stream: str, info: list[dict[str, Any]]) -> list[GroupPosition]:
+        """Each group's last-delivered id (XINFO GROUPS) and oldest pending id (XPENDING's
+        summary, asked only of groups with pending entries)."""
+        names = [g["name"].decode() if isinstance(g["name"], bytes) else str(g["name"])
+                 for g in info]
+        pending = [name for name, g in zip(names, info, strict=True) if int(g["pending"])]
+        oldest: dict[str, StreamId | None] = {}
+        if pending:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name in pending:
+                    pipe.xpending(stream, name)
+                summaries: list[Any] = await pipe.execute()
+            for name, summary in zip(pending, summaries, strict=True):
+                oldest[name] = parse_id(summary["min"]) if summary.get("min") else None
+        return [GroupPosition(name, parse_id(g["last-delivered-id"]), oldest.get(name))
+                for name, g in zip(names, info, strict=True)]
+
+    def _warn(self, passed: dict[str, Trimmed]) -> None:
+        """Unread entries deleted: one warning a minute at most, with the totals since the last."""
+        for label, t in passed.items():
+            seen = self._unlogged[label]
+            seen.aged += t.aged
+            seen.capped += t.capped
+        now = time.monotonic()
+        if now < self._next_warning or not any(t.unread for t in self._unlogged.values()):
+            return
+        self._next_warning = now + _WARN_EVERY_S
+        limits = self.limits
+        for label, t in self._unlogged.items():
+            if not t.unread:
+                continue
+            why = []
+            if t.aged:
+                why.append(f"{t.aged} older than --stream-max-age-s {limits.max_age_s:g}")
+            if t.capped:
+                why.append(f"{t.capped} past --stream-maxlen {limits.max_entries} or "
+                           f"--stream-max-bytes {limits.max_bytes}")
+            log.warning("%d entries of %s were deleted before every consumer group read them "
+                        "(%s): their exchanges stay incomplete. Add subscribers or comparers, "
+                        "or raise these limits", t.unread, self.keys.streams[label],
+                        "; ".join(why))
+        self._unlogged = {label: Trimmed() for label in self.keys.streams}
+
+
+def _minid(value: StreamId | None) -> str:
+    return "" if value is None else format_id(value)

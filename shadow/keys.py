@@ -13,7 +13,9 @@ COMPARERS = "comparers"
 EVENT_FIELD = b"e"
 # Fields of the shared stats hash (Keys.stats)
 DROPPED_EVENTS = "dropped_events"  # events the proxy could not hand to Redis
-TRIMMED_UNPROCESSED = "trimmed_unprocessed:"  # + group: entries trimmed before it read them
+TRIMMED_UNPROCESSED = "trimmed_unprocessed:"  # + group: pending entries trimmed before it processed them
+TRIMMED_UNREAD = "trimmed_unread:"  # + stream label (v1, v2): entries a safety limit deleted before
+# some group was given them
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,18 @@ class Keys:
     def v2(self) -> str:
         """Candidates (V2's answers), written by the subscriber."""
         return f"{self.prefix}:v2"
+
+    @property
+    def streams(self) -> dict[str, str]:
+        """The event streams the drain empties, by label (the /api/summary names)."""
+        return {"v1": self.v1, "v2": self.v2}
+
+    @property
+    def required_groups(self) -> dict[str, tuple[str, ...]]:
+        """Per event stream, the consumer groups that must exist (and have processed an entry)
+        before the drain deletes anything: the subscriber's and the comparer's on the proxy's
+        stream, the comparer's on the candidates'."""
+        return {self.v1: (REPLAYERS, COMPARERS), self.v2: (COMPARERS,)}
 
     @property
     def dead(self) -> str:

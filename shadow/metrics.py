@@ -111,6 +111,13 @@ POISON_EVENTS = Counter("shadow_poison_events_total", "Malformed stream entries 
 DEAD_LETTERED = Counter("shadow_dead_lettered_total",
                         "Entries moved to the dead-letter stream after too many deliveries",
                         ["group"])
+STREAM_DRAINED = Counter("shadow_stream_drained_total",
+                         "Stream entries deleted because every consumer group had processed them",
+                         ["stream"])
+EVENTS_TRIMMED_UNREAD = Counter(
+    "shadow_events_trimmed_unread_total", "Stream entries a safety limit (--stream-max-age-s, "
+    "--stream-maxlen, --stream-max-bytes) deleted before some consumer group was given them",
+    ["stream"])
 # read from Redis when /metrics is asked for: the latest reading is the value
 STREAM_LENGTH = Gauge("shadow_stream_length", "Entries in a stream", ["stream"],
                       multiprocess_mode="mostrecent")

@@ -286,7 +286,16 @@ class Settings:
     # streams
     stream_prefix: str = setting("shadow", "prefix of every Redis key (default shadow)")
     stream_maxlen: int = setting(
-        1_000_000, "approximate cap of each stream (MAXLEN ~), bounds Redis memory", _positive)
+        1_000_000, "safety cap of entries per stream (default 1000000): past it the oldest are "
+        "deleted, read or not (counted when unread); processed entries are deleted anyway",
+        _positive)
+    stream_max_age_s: float = setting(
+        86400.0, "safety limit: stream entries older than this are deleted, read or not "
+        "(counted when unread; default 86400 = 24 h)", _positive)
+    stream_max_bytes: int = setting(
+        1024 * 1024 * 1024, "safety limit of each stream's Redis memory (MEMORY USAGE, sampled): "
+        "past it the oldest entries are deleted, read or not (counted when unread; default 1 GiB)",
+        _positive)
     redis_timeout_s: float = setting(
         2.0, "seconds a Redis call may take before it counts as down", _positive)
     claim_idle_s: float = setting(

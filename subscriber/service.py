@@ -26,8 +26,9 @@ from redis.exceptions import RedisError
 
 from shadow import metrics
 from shadow.aio import Backoff, cancel_and_wait, raise_if_cancelling
-from shadow.bus import Entry, GroupReader, default_consumer_name
+from shadow.bus import Entry, GroupReader, StreamDrain, default_consumer_name
 from shadow.codec import decode_event, encode_event, peek_type
+from shadow.drain import backstop_maxlen
 from shadow.errors import EventError, ShadowError
 from shadow.keys import EVENT_FIELD, REPLAYERS, Keys
 from shadow.model import Answer, CandidateEvent, Request, RequestEvent
@@ -149,6 +150,7 @@ class Subscriber:
             claim_idle_s=settings.claim_idle_s, dead_stream=self.keys.dead,
             max_deliveries=settings.max_deliveries, maxlen=settings.stream_maxlen,
             stats_key=self.keys.stats)
+        self.drain = StreamDrain.from_settings(redis, self.keys, settings)
         self._slots = asyncio.Semaphore(settings.replay_concurrency)
         self._inflight: dict[bytes, asyncio.Task[None]] = {}
         self.client = ReplayClient(settings, self.policy)
@@ -176,11 +178,13 @@ class Subscriber:
         await self.client.start()
         await self.reader.ensure_groups()
         self._task = asyncio.create_task(self._run(), name="shadow-subscriber")
+        await self.drain.start()
 
     async def stop(self, deadline_s: float = 5.0) -> None:
         """Stop reading, let in-flight replays finish within the deadline; the rest stays
         pending for this or another consumer. Idempotent."""
         task, self._task = self._task, None
+        await self.drain.stop()
         await cancel_and_wait(task)
         self.gate.close()  # V2 is down: waiting entries stay pending for the next start
         if self._inflight:
@@ -317,7 +321,7 @@ class Subscriber:
     async def _publish(self, entry: Entry, candidate: CandidateEvent) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(self.keys.v2, {EVENT_FIELD: encode_event(candidate)},
-                      maxlen=self.settings.stream_maxlen, approximate=True)
+                      maxlen=backstop_maxlen(self.settings.stream_maxlen), approximate=True)
             pipe.xack(entry.stream, REPLAYERS, entry.id)
             await pipe.execute()
 
