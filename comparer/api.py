@@ -30,6 +30,7 @@ from shadow.serve import start_site
 from shadow.settings import Settings, check_access, is_loopback
 from shadow.stats import MIN_MATCH_PCT, MIN_SAMPLES, verdict
 from shadow.suggest import suggest, to_toml
+from shadow.windows import Window, WindowError, parse_window
 
 log = logging.getLogger("shadow.api")
 
@@ -133,8 +134,22 @@ async def _loopback_host_only(request: web.Request, handler: Any) -> web.StreamR
     return await handler(request)
 
 
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=orjson.dumps({"error": message}).decode(),
+                              content_type="application/json")
+
+
+def _window(request: web.Request) -> Window:
+    """The report window asked for with `since`/`until` (shadow.windows: exact to the
+    minute); none: all time. A bad value is a 400 that says what is accepted."""
+    try:
+        return parse_window(request.query.get("since"), request.query.get("until"), time.time())
+    except WindowError as e:
+        raise _bad_request(str(e)) from e
+
+
 async def summary(request: web.Request) -> web.Response:
-    data = await request.app[STORE_KEY].summary()
+    data = await request.app[STORE_KEY].summary(_window(request))
     keys = request.app[KEYS_KEY]
     try:
         r = request.app[REDIS_KEY]
@@ -155,16 +170,15 @@ async def summary(request: web.Request) -> web.Response:
 
 
 async def routes(request: web.Request) -> web.Response:
-    data = await request.app[STORE_KEY].summary()
-    return json_response({"routes": data["routes"]})
+    data = await request.app[STORE_KEY].summary(_window(request))
+    return json_response({"routes": data["routes"], "window": data["window"]})
 
 
 def _filters(request: web.Request, default_outcome: str | None) -> Filters:
     try:
         return parse_filters(dict(request.query), time.time(), default_outcome=default_outcome)
     except FilterError as e:
-        raise web.HTTPBadRequest(text=orjson.dumps({"error": str(e)}).decode(),
-                                 content_type="application/json") from e
+        raise _bad_request(str(e)) from e
 
 
 async def mismatches(request: web.Request) -> web.Response:
@@ -178,7 +192,9 @@ async def exchanges(request: web.Request) -> web.Response:
 
 
 async def classes(request: web.Request) -> web.Response:
-    return json_response({"classes": await request.app[STORE_KEY].classes()})
+    window = _window(request)
+    return json_response({"classes": await request.app[STORE_KEY].classes(window=window),
+                          "window": window.doc()})
 
 
 async def set_class(request: web.Request) -> web.Response:
@@ -235,9 +251,10 @@ async def verdict_endpoint(request: web.Request) -> web.Response:
                                        "a whole number"}, 400)
     if not 0 < min_match <= 1 or min_samples < 0:
         return json_response({"error": "min_match must be in (0, 100] and min_samples >= 0"}, 400)
-    evidence = await request.app[STORE_KEY].route_evidence()
-    return json_response(verdict(evidence, min_match=min_match, min_samples=min_samples,
-                                 exclude=q.getall("exclude", [])))
+    window = _window(request)
+    evidence = await request.app[STORE_KEY].route_evidence(window)
+    return json_response({**verdict(evidence, min_match=min_match, min_samples=min_samples,
+                                    exclude=q.getall("exclude", [])), "window": window.doc()})
 
 
 async def exchange(request: web.Request) -> web.Response:

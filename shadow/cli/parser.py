@@ -38,6 +38,17 @@ DESCRIPTIONS = {
 }
 
 
+def _add_window(parser: argparse.ArgumentParser) -> None:
+    """--since/--until: the report's time window (shadow.windows), passed to the API."""
+    parser.add_argument("--since", metavar="T",
+                        help="only exchanges received from T: ISO 8601 UTC "
+                             "(2026-12-02T11:00:00Z, or a date), a duration ago (15m, 24h, 7d) "
+                             "or unix seconds; rounds down to the minute")
+    parser.add_argument("--until", metavar="T",
+                        help="only exchanges received before T (same forms as --since); rounds "
+                             "up to the minute")
+
+
 def _add_settings(parser: argparse.ArgumentParser, command: str) -> None:
     main_group = parser.add_argument_group("main options")
     tuning = parser.add_argument_group("tuning (also SHADOW_<NAME> or shadow.toml)")
@@ -93,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--api", dest="api_url", default=None, metavar="URL",
                         help="reports API URL (default http://<api setting>, 127.0.0.1:8081)")
     report.add_argument("--json", action="store_true", help="print the /api/summary JSON")
+    _add_window(report)
     report.add_argument("--config", default=None, metavar="FILE", help="TOML settings file")
 
     def reader(name: str, help_text: str, description: str,
@@ -108,8 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "List mismatching exchanges, newest first, with their differing fields.")
     mm.add_argument("--route", help="only this route template, e.g. /users/{id}")
     mm.add_argument("--method", help="only this HTTP method")
-    mm.add_argument("--since", help="unix seconds, ISO 8601 or a duration ago (15m, 2h, 7d)")
-    mm.add_argument("--until", help="same forms as --since")
+    _add_window(mm)
     mm.add_argument("--signature", help="only this mismatch class")
     mm.add_argument("--path", help="only exchanges with a differing path containing this text")
     mm.add_argument("--limit", type=int, default=50, help="how many (default 50)")
@@ -117,8 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
                   "Show one exchange (by exchange id or X-Request-Id): the request, V1's and "
                   "V2's answers side by side with the differing fields highlighted.")
     show.add_argument("id", help="exchange id or request id")
-    reader("classes", "mismatch classes: one line per bug",
-           "List mismatch classes (exchanges grouped by route and shape of difference).")
+    _add_window(reader("classes", "mismatch classes: one line per bug",
+                       "List mismatch classes (exchanges grouped by route and shape of "
+                       "difference); with --since/--until, the ones seen in that window, "
+                       "counted there."))
     mark = reader("mark", "set a mismatch class's status",
                   "Triage a mismatch class: new, known, accepted (a deliberate change; it no "
                   "longer counts against the verdict), bug (with --ticket), fixed (reopens by "
@@ -145,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"compared exchanges required per route (default {MIN_SAMPLES})")
     vd.add_argument("--exclude", action="append", default=[], metavar="ROUTE",
                     help="leave a route out ('/health' or 'GET /health'); repeatable")
+    _add_window(vd)
     tl = reader("tail", "the live firehose: one line per compared exchange",
                 "Follow the comparisons as they happen (redacted: secrets named by "
                 "--redact-headers / --redact-fields on the comparer are masked). One line per "

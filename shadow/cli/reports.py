@@ -64,11 +64,39 @@ def fetch_json(url: str, token: str | None, timeout_s: float = 10.0,
         raise _api_error(url, e, "reach the reports API") from e
 
 
+def _window_query(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The report window (--since/--until) as query parameters: the API parses them."""
+    return [(name, value) for name in ("since", "until")
+            if (value := getattr(args, name, None)) is not None]
+
+
+def _with_window(url: str, args: argparse.Namespace, query: list[tuple[str, str]] | None = None,
+                 ) -> str:
+    params = [*(query or []), *_window_query(args)]
+    return f"{url}?{urllib.parse.urlencode(params)}" if params else url
+
+
+def window_line(window: dict[str, Any] | None) -> str | None:
+    """What a windowed report covers, for people (None: all time)."""
+    if not window or (window.get("since") is None and window.get("until") is None):
+        return None
+    return (f"window: {window.get('since') or 'the beginning'} to {window.get('until') or 'now'} "
+            "(exchanges by arrival time; since rounds down and until rounds up to the minute)")
+
+
+def _print_window(data: dict[str, Any]) -> None:
+    line = window_line(data.get("window"))
+    if line:
+        print(visible(line))
+
+
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    summary = fetch_json(_api_url(args, settings) + "/api/summary", settings.api_token)
+    summary = fetch_json(_with_window(_api_url(args, settings) + "/api/summary", args),
+                         settings.api_token)
     if args.json:
         print_json(summary)
     else:
+        _print_window(summary)
         print_summary(summary)
     return 0
 
@@ -142,10 +170,12 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_classes(args: argparse.Namespace, settings: Settings) -> int:
-    data = fetch_json(f"{_api_url(args, settings)}/api/classes", settings.api_token)
+    data = fetch_json(_with_window(f"{_api_url(args, settings)}/api/classes", args),
+                      settings.api_token)
     if args.json:
         print_json(data)
     else:
+        _print_window(data)
         make_console().print(classes_table(data["classes"]))
     return 0
 
@@ -185,13 +215,15 @@ def cmd_rules(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_verdict(args: argparse.Namespace, settings: Settings) -> int:
     query = [("min_match", str(args.min_match)), ("min_samples", str(args.min_samples)),
              *(("exclude", r) for r in args.exclude)]
-    data = fetch_json(f"{_api_url(args, settings)}/api/verdict?{urllib.parse.urlencode(query)}",
+    data = fetch_json(_with_window(f"{_api_url(args, settings)}/api/verdict", args, query),
                       settings.api_token)
     if args.json:
         print_json({"ready": data["ready"],
                      "routes": [{k: r[k] for k in ("method", "route", "ready", "reason")}
-                                for r in data["routes"]]})
+                                for r in data["routes"]],
+                     "window": data.get("window")})
     else:
+        _print_window(data)
         console = make_console()
         for line in verdict_lines(data):
             console.print(line)
