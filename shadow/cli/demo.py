@@ -1,10 +1,12 @@
-"""`shadow demo`: sample V1 and V2 (demo_apps.py), `shadow up` in front, traffic, the report."""
+"""`shadow demo`: sample V1 and V2 (demo_apps.py), `shadow up` in front, traffic, the report;
+`shadow demo-app`: one sample service alone, as a server."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -16,16 +18,41 @@ from rich.console import Console
 from rich.progress import Progress
 
 from shadow.cli import demo_apps
+from shadow.cli.embedded_redis import find_server_binary
 from shadow.cli.loop import run_async, until_signal
 from shadow.cli.supervisor import Supervisor
 from shadow.cli.views import make_console, print_summary, progress_bar
 from shadow.errors import ShadowError
 from shadow.serve import start_site
-from shadow.settings import Settings, replace
+from shadow.settings import Settings, parse_hostport, replace
+
+log = logging.getLogger("shadow")
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.redis is None:
+        find_server_binary()  # no embedded Redis installed: say so before starting anything
     return run_async(run_demo(args, settings))
+
+
+def cmd_demo_app(args: argparse.Namespace, settings: Settings) -> int:
+    """`shadow demo-app v1|v2 --listen HOST:PORT`: one of the demo's sample services alone, as
+    a server (docker-compose.yml runs V1 and V2 this way). SIGTERM or Ctrl-C stops it."""
+    parse_hostport(args.app_listen, "--listen")  # a ConfigError (exit 2) before anything starts
+
+    async def run() -> int:
+        runner = web.AppRunner(demo_apps.build(int(args.version[1])), access_log=None,
+                                handle_signals=False)
+        try:
+            port = await start_site(runner, args.app_listen)
+            log.info("sample %s listening on port %d (%s)", args.version.upper(), port,
+                     "the old system" if args.version == "v1" else "the 'rewrite'")
+            await until_signal()
+        finally:
+            await runner.cleanup()
+        return 0
+
+    return run_async(run())
 
 
 async def run_demo(args: argparse.Namespace, settings: Settings) -> int:

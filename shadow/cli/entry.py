@@ -15,7 +15,8 @@ from shadow.settings import Settings, check_writable, field_names, load_settings
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "up": run.cmd_up, "proxy": run.cmd_proxy, "subscriber": run.cmd_subscriber,
-    "comparer": run.cmd_comparer, "demo": demo.cmd_demo, "replay": replay.cmd_replay,
+    "comparer": run.cmd_comparer, "demo": demo.cmd_demo, "demo-app": demo.cmd_demo_app,
+    "replay": replay.cmd_replay,
     "report": reports.cmd_report, "mismatches": reports.cmd_mismatches, "show": reports.cmd_show,
     "classes": reports.cmd_classes, "mark": reports.cmd_mark, "rules": reports.cmd_rules,
     "verdict": reports.cmd_verdict, "tail": reports.cmd_tail,

@@ -177,30 +177,6 @@ async def _xlen(r, stream: str, n: int) -> bool:  # type: ignore[no-untyped-def]
     return int(await r.xlen(stream)) >= n
 
 
-def test_docker_compose_file_is_valid_and_its_commands_are_ours() -> None:
-    """No Docker engine runs here, so at least: the file is YAML, every shadow command and
-    flag in it is accepted by our parser, and every SHADOW_* variable is a setting."""
-    import yaml
-
-    from shadow.cli.parser import build_parser
-    from shadow.settings import field_names, load_settings
-
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    shadow_services = {n: s for n, s in compose["services"].items() if s.get("build") == "."}
-    assert set(shadow_services) == {"proxy", "subscriber", "comparer"}
-    for name, service in shadow_services.items():
-        command = [re.sub(r"\$\{[A-Z0-9_]+:\?[^}]*\}", "http://example.internal:8000", part)
-                   for part in service["command"]]
-        args = build_parser().parse_args(command)  # SystemExit on an unknown flag
-        assert args.command == name
-        env = {k: str(v) for k, v in service["environment"].items()}
-        for key in env:
-            assert key.removeprefix("SHADOW_").lower() in field_names(), key
-        env = {k: re.sub(r"\$\{[A-Z0-9_]+:\?[^}]*\}", "a-token", v) for k, v in env.items()}
-        flags = {f: getattr(args, f) for f in field_names() if hasattr(args, f)}
-        load_settings(flags, env=env, config_file=None)  # validates every value
-
-
 async def test_sighup_reloads_the_rules_and_a_bad_file_changes_nothing(http_server,
                                                                        tmp_path: Path) -> None:
     """Rules change without a restart: `kill -HUP <shadow up>` reaches the comparer, whose
