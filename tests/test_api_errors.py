@@ -85,10 +85,10 @@ async def test_a_failing_store_is_a_json_500_logged_by_the_server(
     caplog.set_level(logging.ERROR, logger="shadow.api")
     # the database loses a table under the running API (sqlite3.OperationalError)
     with sqlite3.connect(sqlite_path(api.settings.store)) as db:
-        db.execute("DROP TABLE route_stats")
+        db.execute("DROP TABLE route_counts")
     status, _, data = await get(api.port, "/api/summary")
     assert status == 500 and "comparer's log" in str(data["error"])
-    assert "route_stats" not in str(data["error"])  # details stay on the server
+    assert "route_counts" not in str(data["error"])  # details stay on the server
     assert any("GET /api/summary" in r.getMessage() and r.exc_info for r in caplog.records)
     # the store closed under the API (StoreError): every store-backed endpoint answers JSON
     await api.app[STORE_KEY].close()
