@@ -414,6 +414,11 @@ async def test_the_compose_services_work_together_on_loopback(tmp_path: Path) ->
             assert report.returncode == 0, err.decode()[-2000:]
             assert "/users/{id}" in out.decode()
 
+            secrets = [v for k, v in env.items() if compose.SECRET_NAME.search(k)]
+            for name in processes:  # the containers' logs show no credential
+                log = (tmp_path / f"{name}.log").read_text()
+                assert not [s for s in secrets if s in log], (name, log[-2000:])
+
             processes["proxy"].send_signal(signal.SIGKILL)
             await processes["proxy"].wait()
             assert await _run(*checks["proxy"]) != 0  # unhealthy: compose restarts it
