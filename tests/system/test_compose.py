@@ -416,8 +416,8 @@ async def test_the_compose_services_work_together_on_loopback(tmp_path: Path) ->
 
             secrets = [v for k, v in env.items() if compose.SECRET_NAME.search(k)]
             for name in processes:  # the containers' logs show no credential
-                log = (tmp_path / f"{name}.log").read_text()
-                assert not [s for s in secrets if s in log], (name, log[-2000:])
+                output = (tmp_path / f"{name}.log").read_text()
+                assert not [s for s in secrets if s in output], (name, output[-2000:])
 
             processes["proxy"].send_signal(signal.SIGKILL)
             await processes["proxy"].wait()
