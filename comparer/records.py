@@ -184,12 +184,12 @@ def routes_to_admit(routes: Iterable[str]) -> list[str]:
 
 
 # ---- rollups ----
-# What each exchange adds to the counters, by the minute bucket of its `ts`: one count per
-# (bucket, method, route, outcome, signature or ""), and for compared exchanges (DIFFED) a
-# latency-histogram count per side and a status-pair count. A change of an exchange moves
-# its counts (old contribution out, new in); deleting its document never does: counts
-# outlive documents. SQLite does this with triggers (comparer/stores/sqlite.py); MongoDB
-# with the deltas below.
+# What each exchange adds to the counters, by the minute bucket of its `ts` (its arrival at the
+# proxy): one count per (bucket, method, route, outcome, signature or ""), and for compared
+# exchanges (DIFFED) a latency-histogram count per side and a status-pair count. A write
+# moves an exchange's counts from its state before to its state after (both read in the
+# write's own transaction, or atomically with it); deleting its document never does:
+# counts outlive documents. Both stores write these deltas, batched.
 
 CountKey = tuple[int, str, str, str, str]  # bucket, method, route, outcome, signature or ""
 LatencyKey = tuple[int, str, str, str, int]  # bucket, method, route, side, latency bucket
@@ -198,6 +198,19 @@ StatusKey = tuple[int, str, str, int, int]  # bucket, method, route, v1 status, 
 # the exchange fields a contribution depends on
 CONTRIBUTION_FIELDS = ("ts", "method", "route", "outcome", "signature", "stale", "v1_bucket",
                        "v2_bucket", "v1_status", "v2_status")
+
+# The rollup tables (collections), each with its key fields and its counts: by minute
+# (bucket first: windows read a range of it) and for all time (the same without bucket).
+ROLLUP_KEYS: dict[str, tuple[str, ...]] = {
+    "roll_counts": ("bucket", "method", "route", "outcome", "signature"),
+    "roll_latency": ("bucket", "method", "route", "side", "latency"),
+    "roll_status": ("bucket", "method", "route", "v1_status", "v2_status"),
+    "route_counts": ("method", "route", "outcome", "signature"),
+    "route_latency": ("method", "route", "side", "latency"),
+    "route_status": ("method", "route", "v1_status", "v2_status"),
+}
+ROLLUP_COUNTS: dict[str, tuple[str, ...]] = {
+    name: ("n", "stale") if name.endswith("_counts") else ("n",) for name in ROLLUP_KEYS}
 
 
 @dataclass(slots=True)
@@ -235,11 +248,25 @@ class Rollup:
         self.add(before, -1)
         self.add(after, +1)
 
-    def nonzero(self) -> tuple[list[tuple[CountKey, int, int]], list[tuple[LatencyKey, int]],
-                               list[tuple[StatusKey, int]]]:
-        return ([(k, n, stale) for k, (n, stale) in self.counts.items() if n or stale],
-                [(k, n) for k, n in self.latency.items() if n],
-                [(k, n) for k, n in self.statuses.items() if n])
+    def writes(self) -> dict[str, list[tuple[tuple[Any, ...], tuple[int, ...]]]]:
+        """Per rollup table (ROLLUP_KEYS), the increments to add: (key, counts as named in
+        ROLLUP_COUNTS), none that cancel out. All time is the sum over the buckets."""
+        out: dict[str, dict[tuple[Any, ...], list[int]]] = {name: {} for name in ROLLUP_KEYS}
+
+        def inc(name: str, key: tuple[Any, ...], *by: int) -> None:
+            for table, k in ((f"roll_{name}", key), (f"route_{name}", key[1:])):
+                current = out[table].setdefault(k, [0] * len(by))
+                for i, n in enumerate(by):
+                    current[i] += n
+
+        for key, (n, stale) in self.counts.items():
+            inc("counts", key, n, stale)
+        for lkey, n in self.latency.items():
+            inc("latency", lkey, n)
+        for skey, n in self.statuses.items():
+            inc("status", skey, n)
+        return {name: [(k, tuple(v)) for k, v in rows.items() if any(v)]
+                for name, rows in out.items()}
 
 
 def window_classes(counted: Iterable[tuple[str, int, int, int]], classes: Iterable[MismatchClass],

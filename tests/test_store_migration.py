@@ -116,3 +116,25 @@ async def test_a_mongodb_store_from_before_rollups_is_migrated_at_open(caplog):
     with caplog.at_level(logging.INFO, logger="shadow.store"):
         await again.open()
     assert await reports(again) == expected and not caplog.records
+
+
+async def test_an_sqlite_store_whose_rollups_had_triggers_loses_them(tmp_path: Path):
+    """Schema 1 kept the rollups with triggers on exchanges: left there, they would count
+    every write a second time."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'one.db'}")
+    await store.open()
+    await store.close()
+    db = sqlite3.connect(tmp_path / "one.db")
+    db.execute("CREATE TRIGGER x_count_insert AFTER INSERT ON exchanges BEGIN "
+               "UPDATE route_counts SET n = n + 1; END")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    await store.open()
+    try:
+        await seed_minutes(store)
+        docs = await documents(store)
+        for w in WINDOWS:
+            assert await reported(store, w) == recount(docs, w)
+    finally:
+        await store.close()

@@ -46,14 +46,7 @@ SCHEMA_VERSION = 1  # 1: rollups (a store without the document and with exchange
 _HEARTBEAT_S = 120.0  # a migration silent this long died: the next opener starts it again
 
 # each rollup collection and its key fields (a unique index, bucket first when bucketed)
-_ROLLUPS: dict[str, tuple[str, ...]] = {
-    "roll_counts": ("bucket", "method", "route", "outcome", "signature"),
-    "roll_latency": ("bucket", "method", "route", "side", "latency"),
-    "roll_status": ("bucket", "method", "route", "v1_status", "v2_status"),
-    "route_counts": ("method", "route", "outcome", "signature"),
-    "route_latency": ("method", "route", "side", "latency"),
-    "route_status": ("method", "route", "v1_status", "v2_status"),
-}
+_ROLLUPS = records.ROLLUP_KEYS
 _CONTRIBUTION = {f: 1 for f in records.CONTRIBUTION_FIELDS}
 
 # Keys of JSON objects from the traffic (inside diff values) that BSON or MongoDB refuse:
@@ -266,27 +259,10 @@ class MongoStore:
         write of $inc upserts per collection."""
         from pymongo import UpdateOne
 
-        counts, latency, statuses = rollup.nonzero()
-        ops: dict[str, dict[tuple[Any, ...], dict[str, int]]] = {n: {} for n in _ROLLUPS}
-
-        def inc(name: str, key: tuple[Any, ...], **by: int) -> None:
-            current = ops[name].setdefault(key, dict.fromkeys(by, 0))
-            for field_name, n in by.items():
-                current[field_name] += n
-
-        for key, n, stale in counts:
-            inc("roll_counts", key, n=n, stale=stale)
-            inc("route_counts", key[1:], n=n, stale=stale)
-        for lkey, n in latency:
-            inc("roll_latency", lkey, n=n)
-            inc("route_latency", lkey[1:], n=n)
-        for skey, n in statuses:
-            inc("roll_status", skey, n=n)
-            inc("route_status", skey[1:], n=n)
-        for name, by_key in ops.items():
-            fields = _ROLLUPS[name]
-            writes = [(dict(zip(fields, key, strict=True)), {"$inc": by})
-                      for key, by in by_key.items() if any(by.values())]
+        for name, rows in rollup.writes().items():
+            fields, counts = _ROLLUPS[name], records.ROLLUP_COUNTS[name]
+            writes = [(dict(zip(fields, key, strict=True)),
+                       {"$inc": dict(zip(counts, by, strict=True))}) for key, by in rows]
             if writes and self._bulk:
                 await self.db[name].bulk_write([UpdateOne(q, u, upsert=True) for q, u in writes],
                                                ordered=False)

@@ -1,8 +1,11 @@
 """The embedded store: one SQLite file in WAL mode, writes batched in transactions.
 
-Per-route counts, latency histograms and status pairs are kept up to date by
-triggers in the same transaction as every write, so /api/summary reads a few
-small tables instead of scanning a million exchanges.
+Counts are rollups (comparer/records.py): per minute of each exchange's ts and for all
+time, per route, method, outcome and class, with latency histograms and status pairs.
+Every write transaction reads the state of the exchanges it touches before and after its
+writes and adds the difference to the rollups, batched, before it commits; deleting an
+exchange (retention) changes no count. Reports read only the rollups, for all time or for
+a window (a range of minutes), never the exchanges.
 """
 
 from __future__ import annotations
@@ -10,21 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from comparer import records
-from shadow import codec, windows
+from shadow import codec
 from shadow.errors import StoreError
 from shadow.filters import Filters
 from shadow.model import (
     CLASS_FIXED,
     CLASS_NEW,
-    DIFFED,
     MISMATCH,
     PENDING,
     UNDECIDED,
@@ -46,139 +47,30 @@ def _sql_set(values: tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
-COMPARED = _sql_set(DIFFED)
 _UNDECIDED = _sql_set(UNDECIDED)
 
 
-BUCKET = windows.BUCKET_S
-SCHEMA_VERSION = 1  # PRAGMA user_version: 0 = before rollups (migrated at open), 1 = rollups
+# PRAGMA user_version: 0 = before rollups, 1 = rollups kept by triggers (a development
+# version), 2 = rollups written with each batch. Older stores are brought up to date at open.
+SCHEMA_VERSION = 2
 
 
-def _bucket(row: str) -> str:
-    """SQL: the minute bucket of a row's ts (floored, as shadow.windows.bucket_of)."""
-    return f"(CAST(coalesce({row}.ts, 0) AS INTEGER) / {BUCKET} * {BUCKET})"
+def _rollup_upsert(table: str) -> str:
+    """SQL adding increments to one rollup table (records.ROLLUP_KEYS / ROLLUP_COUNTS)."""
+    keys, counts = records.ROLLUP_KEYS[table], records.ROLLUP_COUNTS[table]
+    columns = (*keys, *counts)
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+            f"({', '.join('?' * len(columns))}) ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
+            + ", ".join(f"{c} = {c} + excluded.{c}" for c in counts))
 
 
-@dataclass(frozen=True)
-class _Counter:
-    """One aggregate table an exchange row adds to: its key columns and the SQL of each key
-    for a row, the count columns with a row's share of each, and when the row counts."""
+_ROLLUP_UPSERTS = {table: _rollup_upsert(table) for table in records.ROLLUP_KEYS}
+_STATE = ", ".join(("id", *records.CONTRIBUTION_FIELDS))  # what an exchange's counts depend on
 
-    table: str
-    columns: tuple[str, ...]
-    keys: Callable[[str], tuple[str, ...]]
-    shares: tuple[tuple[str, Callable[[str], str]], ...]
-    when: Callable[[str], str]
-
-    def add(self, row: str) -> str:
-        """SQL adding one row's share (trigger body)."""
-        cols = ", ".join(self.columns + tuple(c for c, _ in self.shares))
-        values = ", ".join(self.keys(row) + tuple(v(row) for _, v in self.shares))
-        sets = ", ".join(f"{c} = {c} + excluded.{c}" for c, _ in self.shares)
-        return (f"INSERT INTO {self.table} ({cols}) SELECT {values} WHERE {self.when(row)} "
-                f"ON CONFLICT ({', '.join(self.columns)}) DO UPDATE SET {sets};")
-
-    def remove(self, row: str) -> str:
-        """SQL taking one row's share away (trigger body: the row changed)."""
-        sets = ", ".join(f"{c} = {c} - {v(row)}" for c, v in self.shares)
-        match = " AND ".join(f"{c} = {k}" for c, k in zip(self.columns, self.keys(row),
-                                                          strict=True))
-        return f"UPDATE {self.table} SET {sets} WHERE {self.when(row)} AND {match};"
-
-    def backfill(self, batch: str) -> str:
-        """SQL adding the shares of every row of `batch` (a query whose rows are `new`)."""
-        cols = ", ".join(self.columns + tuple(c for c, _ in self.shares))
-        keys = self.keys("new")
-        sums = ", ".join(f"sum({v('new')})" for _, v in self.shares)
-        sets = ", ".join(f"{c} = {c} + excluded.{c}" for c, _ in self.shares)
-        return (f"INSERT INTO {self.table} ({cols}) SELECT {', '.join(keys)}, {sums} "
-                f"FROM ({batch}) AS new WHERE {self.when('new')} GROUP BY {', '.join(keys)} "
-                f"ON CONFLICT ({', '.join(self.columns)}) DO UPDATE SET {sets}")
-
-
-def _mr(row: str) -> tuple[str, str]:
-    return f"coalesce({row}.method, '?')", f"coalesce({row}.route, '?')"
-
-
-def _always(row: str) -> str:
-    return "1"
-
-
-def _compared(row: str) -> str:
-    return f"{row}.outcome IN {COMPARED}"
-
-
-def _one(row: str) -> str:
-    return "1"
-
-
-def _stale(row: str) -> str:
-    return f"coalesce({row}.stale, 0)"
-
-
-def _counts(bucketed: bool) -> _Counter:
-    return _Counter(
-        "roll_counts" if bucketed else "route_counts",
-        (("bucket",) if bucketed else ()) + ("method", "route", "outcome", "signature"),
-        lambda row: ((_bucket(row),) if bucketed else ()) + _mr(row)
-        + (f"{row}.outcome", f"coalesce({row}.signature, '')"),
-        (("n", _one), ("stale", _stale)), _always)
-
-
-def _latency(bucketed: bool, side: str) -> _Counter:
-    return _Counter(
-        "roll_latency" if bucketed else "route_latency",
-        (("bucket",) if bucketed else ()) + ("method", "route", "side", "latency"),
-        lambda row: ((_bucket(row),) if bucketed else ()) + _mr(row)
-        + (f"'{side}'", f"{row}.{side}_bucket"),
-        (("n", _one),), lambda row: f"{_compared(row)} AND {row}.{side}_bucket IS NOT NULL")
-
-
-def _statuses(bucketed: bool) -> _Counter:
-    return _Counter(
-        "roll_status" if bucketed else "route_status",
-        (("bucket",) if bucketed else ()) + ("method", "route", "v1_status", "v2_status"),
-        lambda row: ((_bucket(row),) if bucketed else ()) + _mr(row)
-        + (f"coalesce({row}.v1_status, 0)", f"coalesce({row}.v2_status, 0)"),
-        (("n", _one),), _compared)
-
-
-# every count of an exchange row: all time, and by the minute bucket of its ts
-COUNTS = (_counts(False), _counts(True))
-COMPARED_COUNTS = (_latency(False, "v1"), _latency(False, "v2"), _statuses(False),
-                   _latency(True, "v1"), _latency(True, "v2"), _statuses(True))
-
-_COUNT_FIELDS = ("method", "route", "outcome", "signature", "stale")
-_COMPARED_FIELDS = (*_COUNT_FIELDS, "v1_bucket", "v2_bucket", "v1_status", "v2_status")
-
-
-def _changed(fields: tuple[str, ...]) -> str:
-    return " OR ".join([*(f"old.{f} IS NOT new.{f}" for f in fields),
-                        f"{_bucket('old')} IS NOT {_bucket('new')}"])
-
-
-def _triggers() -> list[str]:
-    """Counts follow every insert and change of an exchange row (in its transaction); a
-    deleted row keeps its counts (retention deletes documents, never what they counted)."""
-    watched = ", ".join(("ts", *_COMPARED_FIELDS))
-    body = "\n".join
-    return [
-        f"CREATE TRIGGER IF NOT EXISTS x_count_insert AFTER INSERT ON exchanges BEGIN\n"
-        f"{body(c.add('new') for c in COUNTS)}\nEND",
-        f"CREATE TRIGGER IF NOT EXISTS x_compared_insert AFTER INSERT ON exchanges "
-        f"WHEN {_compared('new')} BEGIN\n{body(c.add('new') for c in COMPARED_COUNTS)}\nEND",
-        f"CREATE TRIGGER IF NOT EXISTS x_count_update AFTER UPDATE OF {watched} ON exchanges "
-        f"WHEN {_changed(_COUNT_FIELDS)} BEGIN\n"
-        f"{body(c.remove('old') for c in COUNTS)}\n{body(c.add('new') for c in COUNTS)}\nEND",
-        f"CREATE TRIGGER IF NOT EXISTS x_compared_update AFTER UPDATE OF {watched} ON exchanges "
-        f"WHEN ({_compared('old')} OR {_compared('new')}) AND ({_changed(_COMPARED_FIELDS)}) "
-        f"BEGIN\n{body(c.remove('old') for c in COMPARED_COUNTS)}\n"
-        f"{body(c.add('new') for c in COMPARED_COUNTS)}\nEND",
-    ]
-
-
-# the triggers of the schema before rollups: they took counts away with deleted rows
-_OLD_TRIGGERS = ("exchanges_insert", "exchanges_update", "exchanges_delete")
+# triggers of older schemas: before rollups (they took counts away with deleted rows), and
+# schema 1's
+_OLD_TRIGGERS = ("exchanges_insert", "exchanges_update", "exchanges_delete", "x_count_insert",
+                 "x_compared_insert", "x_count_update", "x_compared_update")
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS exchanges (
@@ -259,7 +151,6 @@ SCHEMA = [
     count INTEGER NOT NULL, first_seen REAL, last_seen REAL, examples TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT '{CLASS_NEW}', ticket TEXT, note TEXT, reopened_at REAL,
     updated_at REAL)""",
-    *_triggers(),
 ]
 
 # First writer wins for each part: a re-delivered or re-replayed part never rewrites an
@@ -352,18 +243,19 @@ class SQLiteStore:
                              "upgrade shadow, or point --store at another file")
         await db.execute("BEGIN IMMEDIATE")
         try:
-            if await _user_version(db) < SCHEMA_VERSION:
+            version = await _user_version(db)
+            if version < SCHEMA_VERSION:
                 async with db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
                                       "name = 'exchanges'") as cur:
-                    existing = await cur.fetchone() is not None
-                if existing:  # before rollups: its aggregates are rebuilt from the exchanges
-                    for trigger in _OLD_TRIGGERS:
-                        await db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+                    recount = version == 0 and await cur.fetchone() is not None
+                for trigger in _OLD_TRIGGERS:
+                    await db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+                if recount:  # before rollups: its aggregates are rebuilt from the exchanges
                     for table in ("route_stats", "route_latency", "route_status"):
                         await db.execute(f"DROP TABLE IF EXISTS {table}")
                 for statement in SCHEMA:
                     await db.execute(statement)
-                if existing:
+                if recount:
                     await self._count_existing(db)
                 await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             await db.execute("COMMIT")
@@ -378,21 +270,18 @@ class SQLiteStore:
             total = int((await cur.fetchone() or (0,))[0])
         log.info("SQLite store %s: counting its %d exchanges into the rollups (once, after an "
                  "upgrade)", self.path, total)
-        columns = ", ".join(("id", *records.CONTRIBUTION_FIELDS))
         last, done = "", 0
         while True:
-            await db.execute("DROP TABLE IF EXISTS temp.migrating")
-            await db.execute(f"CREATE TEMP TABLE migrating AS SELECT {columns} FROM exchanges "
-                             "WHERE id > ? ORDER BY id LIMIT ?", (last, self.migrate_batch))
-            async with db.execute("SELECT count(*), max(id) FROM temp.migrating") as cur:
-                n, top = await cur.fetchone() or (0, None)
-            if not n:
+            states = await _states(db, f"id > ? ORDER BY id LIMIT {int(self.migrate_batch)}",
+                                   [last])
+            if not states:
                 break
-            for counter in (*COUNTS, *COMPARED_COUNTS):
-                await db.execute(counter.backfill("SELECT * FROM temp.migrating"))
-            last, done = str(top), done + n
+            rollup = records.Rollup()
+            for state in states.values():
+                rollup.add(state, +1)
+            await _count(db, rollup)
+            last, done = max(states), done + len(states)
             log.info("SQLite store %s: %d/%d exchanges counted", self.path, done, total)
-        await db.execute("DROP TABLE IF EXISTS temp.migrating")
 
     async def close(self) -> None:
         db, self._db = self._db, None
@@ -431,12 +320,29 @@ class SQLiteStore:
             else:
                 answers[p.side].append((p.id, p.ts, _text(p.answer), p.status, p.latency_ms,
                                         p.bucket, p.ts))
-        await self._write([(_UPSERT_REQUEST, requests), (_UPSERT_V1, answers["v1"]),
-                           (_UPSERT_V2, answers["v2"])])
         ids = list({e.id for e in events})
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
+        db = self.db
+        async with self._writing:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                before = await _states(db, f"id IN ({marks})", ids)
+                for sql, rows in ((_UPSERT_REQUEST, requests), (_UPSERT_V1, answers["v1"]),
+                                  (_UPSERT_V2, answers["v2"])):
+                    if rows:
+                        await db.executemany(sql, rows)
+                after = await _states(db, f"id IN ({marks})", ids)
+                rollup = records.Rollup()
+                for ident, state in after.items():
+                    if state != before.get(ident):
+                        rollup.move(before.get(ident), state)
+                await _count(db, rollup)
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
         async with self.db.execute(
             f"SELECT {_COLUMNS} FROM exchanges WHERE id IN ({marks}) AND v1 IS NOT NULL "
             f"AND v2 IS NOT NULL AND outcome IN {_UNDECIDED}", ids) as cur:
@@ -456,15 +362,21 @@ class SQLiteStore:
         try:
             ids = [ident for ident, _ in results]
             marks = ",".join("?" * len(ids))
-            async with db.execute(f"SELECT id, method, route FROM exchanges WHERE id IN ({marks}) "
-                                  f"AND outcome IN {_UNDECIDED}", ids) as cur:
-                undecided = {row[0]: (row[1], row[2]) async for row in cur}
+            before = await _states(db, f"id IN ({marks}) AND outcome IN {_UNDECIDED}", ids)
+            undecided = {ident: (s["method"], s["route"]) for ident, s in before.items()}
             rows = [_decision(ident, c, now) for ident, c in results if ident in undecided]
             t = records.tally(results, undecided)
             await db.executemany(
                 "UPDATE exchanges SET outcome = ?, diff = ?, diff_paths = ?, signature = ?, "
                 "flags = ?, compared_at = ?, replay_delay_ms = ?, stale = ?, noise = ? "
                 "WHERE id = ?", rows)
+            rollup = records.Rollup()
+            for ident, c in dict(results).items():  # an id twice: the last update stays
+                state = before.get(ident)
+                if state is not None:
+                    rollup.move(state, {**state, "outcome": c.outcome, "signature": c.signature,
+                                        "stale": int("stale" in c.flags)})
+            await _count(db, rollup)
             if t.noise_observed:
                 await db.executemany(
                     "INSERT INTO noise_observed (method, route, n) VALUES (?, ?, ?) "
@@ -490,20 +402,34 @@ class SQLiteStore:
             raise
         return [row[-1] for row in rows]
 
-    async def expire(self, older_than_ts: float) -> int:
+    async def expire(self, older_than_ts: float, chunk: int = 500) -> int:
         db = self.db
         expired = 0
         async with self._writing:
-            for rule in records.EXPIRY:
-                where = [f"outcome = '{PENDING}'", f"v1 IS {'NOT ' if rule.v1 else ''}NULL",
-                         "ts < ?"]
-                if rule.v2 is not None:
-                    where.append(f"v2 IS {'NOT ' if rule.v2 else ''}NULL")
-                if rule.v2_skipped:
-                    where.append("json_extract(v2, '$.skipped') IS NOT NULL")
-                cur = await db.execute(f"UPDATE exchanges SET outcome = '{rule.outcome}' "
-                                       f"WHERE {' AND '.join(where)}", (older_than_ts,))
-                expired += max(cur.rowcount, 0)  # rowcount leaves out trigger work
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                rollup = records.Rollup()
+                for rule in records.EXPIRY:
+                    where = [f"outcome = '{PENDING}'", f"v1 IS {'NOT ' if rule.v1 else ''}NULL",
+                             "ts < ?"]
+                    if rule.v2 is not None:
+                        where.append(f"v2 IS {'NOT ' if rule.v2 else ''}NULL")
+                    if rule.v2_skipped:
+                        where.append("json_extract(v2, '$.skipped') IS NOT NULL")
+                    states = await _states(db, " AND ".join(where), [older_than_ts])
+                    found = list(states)
+                    for i in range(0, len(found), chunk):
+                        ids = found[i:i + chunk]
+                        await db.execute(f"UPDATE exchanges SET outcome = '{rule.outcome}' WHERE "
+                                         f"id IN ({','.join('?' * len(ids))})", ids)
+                    for state in states.values():
+                        rollup.move(state, {**state, "outcome": rule.outcome})
+                    expired += len(states)
+                await _count(db, rollup)
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
         return expired
 
     async def admit_routes(self, routes: list[str], max_routes: int) -> set[str]:
@@ -719,6 +645,21 @@ def _bucketed(window: Window, where: list[str] | None = None) -> tuple[str, list
 def _counted(window: Window, where: list[str] | None = None) -> tuple[str, str, list[Any]]:
     """The count table to read for `window` (all time: one row per key) and its WHERE."""
     return ("route_counts" if window.all_time else "roll_counts", *_bucketed(window, where))
+
+
+async def _states(db: aiosqlite.Connection, where: str, args: list[Any],
+                  ) -> dict[str, dict[str, Any]]:
+    """By exchange id, what the counts of the exchanges matching `where` depend on."""
+    async with db.execute(f"SELECT {_STATE} FROM exchanges WHERE {where}", args) as cur:
+        return {row[0]: dict(zip(records.CONTRIBUTION_FIELDS, row[1:], strict=True))
+                async for row in cur}
+
+
+async def _count(db: aiosqlite.Connection, rollup: records.Rollup) -> None:
+    """Add a batch's count changes to the rollups (in the caller's transaction)."""
+    for table, rows in rollup.writes().items():
+        if rows:
+            await db.executemany(_ROLLUP_UPSERTS[table], [(*key, *by) for key, by in rows])
 
 
 async def _user_version(db: aiosqlite.Connection) -> int:
