@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Store benchmark: SQLite ingest rate and /api/summary latency at 100k and 1M exchanges.
+"""Store benchmark: SQLite ingest rate, bytes per exchange, and report latency (all time
+and for 1h, 24h and 7d windows) at 100k and 1M exchanges.
 
     .venv/bin/python benchmarks/store.py [--sizes 100000,1000000] [--batch 500]
+                                         [--span-s 604800]
 
 Ingest is what the comparer does per batch: upsert the request, response and candidate
 parts (three events per exchange), then record the outcomes (comparisons precomputed,
-so this measures the store, not the diff). 10% of exchanges mismatch, in 20 classes over
-20 routes. The summary is fetched over HTTP from a real reports API.
+so this measures the store, not the diff); the rollups are written with them. 10% of
+exchanges mismatch, in 20 classes over 20 routes. Their timestamps are spread evenly over
+the simulated --span-s (default a week) ending now, oldest first, so the per-minute rollups
+hold that many minutes. Bytes per exchange is the database file (after a WAL checkpoint)
+over the exchanges stored. Reports are fetched over HTTP from a real reports API.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,7 +63,12 @@ def templates() -> tuple[Answer, list[Answer], Comparison, list[Comparison]]:
                                                         for k, b in enumerate(bad)]
 
 
-async def ingest(store: SQLiteStore, n: int, batch: int, start: int) -> float:
+REPORTS = ("summary", "routes", "classes", "verdict")
+WINDOWS = ("", "1h", "24h", "7d")  # "": all time
+
+
+async def ingest(store: SQLiteStore, n: int, batch: int, start: int,
+                 ts_of: Callable[[int], float]) -> float:
     v1, bad, match, mismatches = templates()
     began = time.perf_counter()
     done = 0
@@ -69,7 +80,7 @@ async def ingest(store: SQLiteStore, n: int, batch: int, start: int) -> float:
             i = start + done + j
             ident = new_id()
             k = i % 20
-            ts = time.time()
+            ts = ts_of(i)
             wrong = i % 10 == 0
             events += [RequestEvent(ident, ident, ts, Request("GET", f"/r{k}/{i}", [])),
                        ResponseEvent(ident, ts, v1),
@@ -84,24 +95,39 @@ async def ingest(store: SQLiteStore, n: int, batch: int, start: int) -> float:
     return n / (time.perf_counter() - began)
 
 
-async def summary_latency(url: str, runs: int = 7) -> tuple[float, float]:
+async def latency(url: str, runs: int = 5) -> tuple[float, float]:
+    """Median and worst time (ms) of GET url."""
     times = []
     async with aiohttp.ClientSession() as client:
         for _ in range(runs):
             t0 = time.perf_counter()
             async with client.get(url) as r:
-                data = await r.json()
+                await r.read()
+                assert r.status == 200, url
             times.append((time.perf_counter() - t0) * 1000)
-    assert data["total"] > 0
     return statistics.median(times), max(times)
+
+
+async def db_bytes(store: SQLiteStore, path: Path) -> int:
+    await store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return sum(f.stat().st_size for f in path.parent.glob(path.name + "*"))
 
 
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--batch", type=int, default=500, help="exchanges per batch (default 500)")
+    ap.add_argument("--span-s", type=float, default=7 * 86400,
+                    help="simulated time the exchanges' timestamps spread over, ending now "
+                         "(default a week)")
+    ap.add_argument("--runs", type=int, default=5, help="requests per report timing (default 5)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    first_ts = time.time() - args.span_s
+    step = args.span_s / max(sizes)
+
+    def ts_of(i: int) -> float:
+        return first_ts + i * step
     work = Path(tempfile.mkdtemp(prefix="shadow-store-bench-"))
     redis_server = EmbeddedRedis(work / "redis", appendonly=False).start()
     settings = load_settings({"api": "127.0.0.1:0", "redis": redis_server.url,
@@ -112,17 +138,27 @@ async def main() -> int:
     api = ReportsApi(settings, store, redis)
     await api.start()
     rows = []
+    timings: list[tuple[int, str, str, float, float]] = []
     try:
         have = 0
         for size in sizes:
             print(f"ingesting up to {size:,} exchanges in batches of {args.batch} ...", flush=True)
-            rate = await ingest(store, size - have, args.batch, have)
+            rate = await ingest(store, size - have, args.batch, have, ts_of)
             have = size
-            median, worst = await summary_latency(f"http://127.0.0.1:{api.port}/api/summary")
-            db_mb = os.path.getsize(work / "bench.db") / 2**20
-            rows.append((size, rate, median, worst, db_mb))
-            print(f"  {size:,}: ingest {rate:,.0f} exchanges/s; /api/summary median "
-                  f"{median:.1f} ms, worst {worst:.1f} ms; database {db_mb:,.0f} MiB", flush=True)
+            total = await db_bytes(store, work / "bench.db")
+            rows.append((size, rate, total / size, total / 2**20))
+            print(f"  {size:,}: ingest {rate:,.0f} exchanges/s; database {total / 2**20:,.0f} "
+                  f"MiB, {total / size:,.0f} bytes per exchange", flush=True)
+            for report in REPORTS:
+                for since in WINDOWS:
+                    query = "?min_samples=1" if report == "verdict" else ""
+                    if since:
+                        query += f"{'&' if query else '?'}since={since}"
+                    median, worst = await latency(
+                        f"http://127.0.0.1:{api.port}/api/{report}{query}", args.runs)
+                    timings.append((size, report, since or "all", median, worst))
+                    print(f"    /api/{report} {since or 'all time'}: median {median:.1f} ms, "
+                          f"worst {worst:.1f} ms", flush=True)
     finally:
         await api.stop()
         await store.close()
@@ -132,11 +168,17 @@ async def main() -> int:
             f.unlink()
     print(f"\n### Store benchmark ({datetime.date.today().isoformat()}, {os.cpu_count()} cores, "
           f"SQLite WAL, batches of {args.batch} exchanges)\n")
-    print("| stored exchanges | ingest (exchanges/s) | /api/summary median | worst | database |")
-    print("|---:|---:|---:|---:|---:|")
-    for size, rate, median, worst, db_mb in rows:
-        print(f"| {size:,} | {rate:,.0f} | {median:.1f} ms | {worst:.1f} ms | {db_mb:,.0f} MiB |")
-    print("\nTargets: ingest >= 5,000 exchanges/s; /api/summary < 300 ms at 1M.")
+    print(f"Timestamps over {args.span_s / 86400:g} simulated days.\n")
+    print("| stored exchanges | ingest (exchanges/s) | bytes per exchange | database |")
+    print("|---:|---:|---:|---:|")
+    for size, rate, per, db_mb in rows:
+        print(f"| {size:,} | {rate:,.0f} | {per:,.0f} | {db_mb:,.0f} MiB |")
+    print("\n| stored exchanges | report | window | median | worst |")
+    print("|---:|---|---|---:|---:|")
+    for size, report, since, median, worst in timings:
+        print(f"| {size:,} | {report} | {since} | {median:.1f} ms | {worst:.1f} ms |")
+    print("\nTargets (#12): ingest >= 10,000 exchanges/s; every report < 100 ms for 1h, 24h and "
+          "7d windows at 10M exchanges.")
     return 0
 
 
