@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from shadow import codec, firehose
 from shadow.aio import Backoff, cancel_and_wait, raise_if_cancelling
 from shadow.model import Comparison, Exchange
-from shadow.redact import Redaction
+from shadow.redact import Policy
 
 log = logging.getLogger("shadow.firehose")
 
@@ -33,7 +33,7 @@ _BACKOFF_MAX_S = 2.0
 class FirehosePublisher:
     """Comparer side: publish one redacted item per newly recorded comparison."""
 
-    def __init__(self, redis: aioredis.Redis, channel: str, redaction: Redaction) -> None:
+    def __init__(self, redis: aioredis.Redis, channel: str, redaction: Policy) -> None:
         self.redis = redis
         self.channel = channel
         self.redaction = redaction

@@ -22,7 +22,7 @@ from shadow.errors import EventError, ShadowError
 from shadow.keys import COMPARERS, Keys
 from shadow.model import Comparison, Event, Exchange, RequestEvent, RouteKey
 from shadow.noise import V1Memory, repeat_counts
-from shadow.redact import Redaction
+from shadow.redact import Policy
 from shadow.rules import OTHER_ROUTE, capped_route, load_rules_file, route_of
 from shadow.settings import Settings
 
@@ -52,7 +52,7 @@ class Comparer:
         self.completed = 0
         self.firehose = FirehosePublisher(
             redis, self.keys.firehose,
-            Redaction.from_settings(settings.redact_headers, settings.redact_fields))
+            Policy.from_settings(settings, None))  # no key: secrets left are masked
         self.memory = V1Memory()
         self._known_noise: dict[RouteKey, list[str]] = {}
         self._next_noise_refresh = 0.0

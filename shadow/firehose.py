@@ -15,13 +15,13 @@ from typing import Any
 
 from shadow import codec
 from shadow.model import Answer, Comparison, Difference, Exchange
-from shadow.redact import MASK, Redaction
+from shadow.redact import MASK, Policy
 
 MAX_DIFFS = 10
 MAX_VALUE_CHARS = 200
 
 
-def item(x: Exchange, c: Comparison, redaction: Redaction) -> dict[str, Any]:
+def item(x: Exchange, c: Comparison, redaction: Policy) -> dict[str, Any]:
     request_headers = x.request.headers if x.request is not None else []
     return {
         "id": x.id,
@@ -47,7 +47,7 @@ def _answer(a: Answer | None) -> dict[str, Any] | None:
     return {"status": a.status, "latency_ms": a.latency_ms, "error": a.error, "skipped": a.skipped}
 
 
-def _difference(d: Difference, redaction: Redaction) -> dict[str, Any]:
+def _difference(d: Difference, redaction: Policy) -> dict[str, Any]:
     if redaction.sensitive_path(d.path):
         v1, v2 = (MASK if d.v1 is not None else None), (MASK if d.v2 is not None else None)
     else:

@@ -365,11 +365,26 @@ class Settings:
     metrics_open: bool = setting(
         False, "serve /metrics without the bearer token (for Prometheus scrapers)")
     redact_headers: str = setting(
-        redact.DEFAULT_HEADERS, "comma-separated header names whose values the live firehose "
-        "masks (default: Authorization, Cookie, Set-Cookie, X-Api-Key, ...)", _header_names)
+        redact.DEFAULT_HEADERS, "comma-separated header names whose values are secrets, on top "
+        "of the built-in names (default: Authorization, Cookie, Set-Cookie, X-Api-Key, ...)",
+        _header_names)
     redact_fields: str = setting(
         redact.DEFAULT_FIELDS, "comma-separated JSON field / query parameter names whose values "
-        "the live firehose masks (default: password, token, secret, api_key, ...)")
+        "are secrets, on top of the built-in names (default: password, token, api_key, ...)")
+    redact_names: str = setting(
+        "", "comma-separated names whose values are always secrets (headers, cookies, query, "
+        "form, multipart, JSON at any depth), case, '-' and '_' ignored, globs allowed (e.g. "
+        "'x-tenant-*,*otp*'); wins over --redact-allow", redact.check_names)
+    redact_allow: str = setting(
+        "", "comma-separated names never redacted by name, narrowing the built-in names (e.g. "
+        "'monkey,sort_key'); globs allowed; value detectors still apply", redact.check_names)
+    redact_action: str = setting(
+        "token", "what a secret becomes: token (a stable keyed hash: equal secrets still "
+        "compare equal; default), mask ([redacted]) or drop (the item removed)",
+        redact.check_action)
+    redact_detectors: str = setting(
+        redact.DEFAULT_DETECTORS, "value detectors applied whatever the name (default "
+        "card,jwt,email,bearer; '' turns them off)", redact.check_detectors)
     # supervisor (`shadow up`, `shadow proxy --workers N`)
     heartbeat_timeout_s: float = setting(
         30.0, "seconds a child of `shadow up` may go without a heartbeat from its event loop "
