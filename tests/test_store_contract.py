@@ -487,3 +487,19 @@ async def test_classes_in_a_window_count_there_and_keep_their_triage(store: Stor
     assert await store.classes(window=window(T0 + 60, T0 + 120)) == []
     assert await store.classes(signature=everything["signature"],
                                window=window(T0 + 120)) == [third]
+
+
+async def test_a_write_cancelled_anywhere_leaves_no_transaction_open(store: Store):
+    """The comparer's sweep (expiry) is not shielded: a stop cancels it wherever it is. The
+    next write must still work, and the counts must still equal the documents."""
+    for step in range(12):
+        await store.apply(exchange_events(step, ts=T0 + step)[:2])  # pending, V2 missing
+        task = asyncio.ensure_future(store.expire(older_than_ts=T0 + 1000))
+        for _ in range(step):
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert await ingest(store, exchange_events(100 + step, ts=T0 + step)) == [xid(100 + step)]
+    await store.expire(older_than_ts=T0 + 1000)
+    docs = await documents(store)
+    assert await reported(store, ALL_TIME) == recount(docs, ALL_TIME)

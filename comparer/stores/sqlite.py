@@ -11,9 +11,11 @@ a window (a range of minutes), never the exchanges.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -241,8 +243,7 @@ class SQLiteStore:
             raise StoreError(f"SQLite store {self.path} was written by a newer shadow (store "
                              f"schema {version}; this one knows up to {SCHEMA_VERSION}): "
                              "upgrade shadow, or point --store at another file")
-        await db.execute("BEGIN IMMEDIATE")
-        try:
+        async with _transaction(db):
             version = await _user_version(db)
             if version < SCHEMA_VERSION:
                 async with db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
@@ -258,10 +259,6 @@ class SQLiteStore:
                 if recount:
                     await self._count_existing(db)
                 await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
 
     async def _count_existing(self, db: aiosqlite.Connection) -> None:
         """Count the exchanges of a store written before rollups into them, in batches by
@@ -297,15 +294,10 @@ class SQLiteStore:
     async def _write(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
         db = self.db
         async with self._writing:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
+            async with _transaction(db):
                 for sql, rows in statements:
                     if rows:
                         await db.executemany(sql, rows)
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
 
     # ---- writes ----
 
@@ -326,8 +318,7 @@ class SQLiteStore:
         marks = ",".join("?" * len(ids))
         db = self.db
         async with self._writing:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
+            async with _transaction(db):
                 before = await _states(db, f"id IN ({marks})", ids)
                 for sql, rows in ((_UPSERT_REQUEST, requests), (_UPSERT_V1, answers["v1"]),
                                   (_UPSERT_V2, answers["v2"])):
@@ -339,10 +330,6 @@ class SQLiteStore:
                     if state != before.get(ident):
                         rollup.move(before.get(ident), state)
                 await _count(db, rollup)
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
         async with self.db.execute(
             f"SELECT {_COLUMNS} FROM exchanges WHERE id IN ({marks}) AND v1 IS NOT NULL "
             f"AND v2 IS NOT NULL AND outcome IN {_UNDECIDED}", ids) as cur:
@@ -358,8 +345,7 @@ class SQLiteStore:
 
     async def _complete(self, db: aiosqlite.Connection, results: list[tuple[str, Comparison]],
                         now: float) -> list[str]:
-        await db.execute("BEGIN IMMEDIATE")
-        try:
+        async with _transaction(db):
             ids = [ident for ident, _ in results]
             marks = ",".join("?" * len(ids))
             before = await _states(db, f"id IN ({marks}) AND outcome IN {_UNDECIDED}", ids)
@@ -396,18 +382,13 @@ class SQLiteStore:
                     "INSERT INTO rule_stats (rule, suppressed) VALUES (?, ?) ON CONFLICT (rule) "
                     "DO UPDATE SET suppressed = suppressed + excluded.suppressed",
                     list(t.rule_hits.items()))
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
         return [row[-1] for row in rows]
 
     async def expire(self, older_than_ts: float, chunk: int = 500) -> int:
         db = self.db
         expired = 0
         async with self._writing:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
+            async with _transaction(db):
                 rollup = records.Rollup()
                 for rule in records.EXPIRY:
                     where = [f"outcome = '{PENDING}'", f"v1 IS {'NOT ' if rule.v1 else ''}NULL",
@@ -426,10 +407,6 @@ class SQLiteStore:
                         rollup.move(state, {**state, "outcome": rule.outcome})
                     expired += len(states)
                 await _count(db, rollup)
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
         return expired
 
     async def admit_routes(self, routes: list[str], max_routes: int) -> set[str]:
@@ -444,8 +421,7 @@ class SQLiteStore:
         if not new:
             return known
         async with self._writing:  # BEGIN IMMEDIATE: one writer across every process
-            await db.execute("BEGIN IMMEDIATE")
-            try:
+            async with _transaction(db):
                 async with db.execute(f"SELECT route FROM routes WHERE route IN ({marks})",
                                       wanted) as cur:
                     known = {row[0] async for row in cur}
@@ -455,10 +431,6 @@ class SQLiteStore:
                 admitted = [r for r in wanted if r not in known][:room]
                 await db.executemany("INSERT INTO routes (route) VALUES (?)",
                                      [(r,) for r in admitted])
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
         return known | set(admitted)
 
     async def retain(self, *, max_age_s: float | None, max_docs: int | None,
@@ -645,6 +617,20 @@ def _bucketed(window: Window, where: list[str] | None = None) -> tuple[str, list
 def _counted(window: Window, where: list[str] | None = None) -> tuple[str, str, list[Any]]:
     """The count table to read for `window` (all time: one row per key) and its WHERE."""
     return ("route_counts" if window.all_time else "roll_counts", *_bucketed(window, where))
+
+
+@contextlib.asynccontextmanager
+async def _transaction(db: aiosqlite.Connection) -> AsyncIterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception, a cancellation included:
+    one that lands while BEGIN is on its way still leaves no transaction open."""
+    try:
+        await db.execute("BEGIN IMMEDIATE")
+        yield
+        await db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):  # no transaction: BEGIN itself failed
+            await db.execute("ROLLBACK")
+        raise
 
 
 async def _states(db: aiosqlite.Connection, where: str, args: list[Any],
