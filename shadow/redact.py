@@ -62,8 +62,8 @@ import hmac
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote_from_bytes, unquote, unquote_to_bytes
 
 import orjson
@@ -144,6 +144,7 @@ _NORMAL = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxy
 _WORDS = bytes((c + 32 if 65 <= c <= 90 else c) if (65 <= c <= 90 or 97 <= c <= 122) else 32
                for c in range(256))
 _CACHE_MAX = 8192
+_ANY: set[bytes] = {b"*"}  # _scan: every text may hold a secret name
 _WORD_CACHE_MAX = 65536
 
 
@@ -240,8 +241,11 @@ def check_detectors(value: str, flag: str) -> None:
 
 # ---- value detectors (on bytes) ----
 
+# Each detector first looks for its candidates with C-speed passes (translate, find); its
+# regular expression then runs only where they are.
 _DIGIT_CLASS = bytes(48 if 48 <= c <= 57 else 120 for c in range(256))
-_THIRTEEN_DIGITS = b"0" * 13
+_CARD_CLASS = bytes(48 if 48 <= c <= 57 or c in (32, 45) else 120 for c in range(256))
+_THIRTEEN = b"0" * 13
 _RUN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~+/=-"
 _RUN_CLASS = bytes(97 if c in _RUN_CHARS else 32 for c in range(256))
 _RUN32 = b"a" * 32
@@ -249,25 +253,40 @@ _NON_DIGITS = bytes(c for c in range(256) if not 48 <= c <= 57)
 _HEX = b"0123456789abcdefABCDEF"
 _BEARER_WORDS = frozenset({b"bearer", b"basic", b"token"})
 
+_LOCAL_CLASS = bytes(97 if c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-"
+                     else 32 for c in range(256))
 _EMAIL = re.compile(
     rb"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     rb"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,63}(?![A-Za-z0-9-])")
 _CARD_RUN = re.compile(rb"(?<![0-9])[0-9](?:[ -]?[0-9]){12,}")
 _CARD_GROUP = re.compile(rb"[0-9]+")
 _JWT = re.compile(rb"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
-_LONG = re.compile(rb"(?<![A-Za-z0-9_.~+/=-])[A-Za-z0-9_.~+/=-]{32,}")
 _ALNUM16 = re.compile(rb"[A-Za-z0-9]{16,}")
-_BEARER = re.compile(rb"(?i)(?<![A-Za-z0-9_-])(?:bearer|basic|token)[ \t]+([A-Za-z0-9._~+/=-]{8,})")
-_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+_BEARER = re.compile(rb"(?i)(?:bearer|basic|token)[ \t]+([A-Za-z0-9._~+/=-]{8,})")
+_WORD_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_DIGIT_VALUE = bytes((c - 48) if 48 <= c <= 57 else 0 for c in range(256))
+_DOUBLED_VALUE = bytes((0, 2, 4, 6, 8, 1, 3, 5, 7, 9)[c - 48] if 48 <= c <= 57 else 0
+                       for c in range(256))
 
 Span = tuple[int, int, bytes]  # start, end, kind (b"card_", ...)
 
 
+def _runs(classes: bytes, needle: bytes, stop: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each maximal run of `needle`'s byte at least len(needle) long."""
+    out = []
+    i = classes.find(needle)
+    while i >= 0:
+        e = classes.find(stop, i + len(needle))
+        e = len(classes) if e < 0 else e
+        out.append((i, e))
+        i = classes.find(needle, e)
+    return out
+
+
 def _luhn(digits: bytes) -> bool:
-    total = 0
-    for i, c in enumerate(reversed(digits)):
-        total += _DOUBLED[c - 48] if i & 1 else c - 48
-    return total % 10 == 0
+    """The Luhn check: every second digit from the right doubled (9 subtracted past 9)."""
+    return (sum(digits[-1::-2].translate(_DIGIT_VALUE))
+            + sum(digits[-2::-2].translate(_DOUBLED_VALUE))) % 10 == 0
 
 
 def _is_card(digits: bytes) -> bool:
@@ -276,33 +295,37 @@ def _is_card(digits: bytes) -> bool:
 
 def _cards(data: bytes) -> list[Span]:
     out: list[Span] = []
-    for m in _CARD_RUN.finditer(data):
-        run = m.group()
-        digits = run.translate(None, b" -")
-        if _is_card(digits):
-            out.append((m.start(), m.end(), b"card_"))
-        elif len(digits) > 19 and len(digits) != len(run):
-            # separated groups: a card among other numbers ("4111 1111 1111 1111 12 25")
-            groups = [(g.start(), g.end()) for g in _CARD_GROUP.finditer(run)]
-            i = 0
-            while i < len(groups):
-                n, j = 0, i
-                while j < len(groups) and n < 13:
-                    n += groups[j][1] - groups[j][0]
-                    j += 1
-                found = False
-                while j <= len(groups) and n <= 19:
-                    s, e = groups[i][0], groups[j - 1][1]
-                    if n >= 13 and _is_card(run[s:e].translate(None, b" -")):
-                        out.append((m.start() + s, m.start() + e, b"card_"))
-                        i, found = j, True
-                        break
-                    if j == len(groups):
-                        break
-                    n += groups[j][1] - groups[j][0]
-                    j += 1
-                if not found:
-                    i += 1
+    for lo, hi in _runs(data.translate(_CARD_CLASS), _THIRTEEN, b"x"):
+        if len(data[lo:hi].translate(None, _NON_DIGITS)) < 13:
+            continue  # spaces or dashes, not digits
+        for m in _CARD_RUN.finditer(data, lo, hi):
+            out += _card_spans(m.start(), m.group())
+    return out
+
+
+def _card_spans(start: int, run: bytes) -> list[Span]:
+    digits = run.translate(None, b" -")
+    if _is_card(digits):
+        return [(start, start + len(run), b"card_")]
+    if len(digits) <= 19 or len(digits) == len(run):
+        return []
+    # separated groups: a card among other numbers ("4111 1111 1111 1111 12 25")
+    out: list[Span] = []
+    groups = [g.span() for g in _CARD_GROUP.finditer(run)]
+    i = 0
+    while i < len(groups):
+        n, j = 0, i
+        while j < len(groups) and n < 19:
+            n += groups[j][1] - groups[j][0]
+            j += 1
+            s, e = groups[i][0], groups[j - 1][1]
+            if 13 <= n <= 19 and _is_card(run[s:e].translate(None, b" -")):
+                out.append((start + s, start + e, b"card_"))
+                break
+        else:
+            i += 1
+            continue
+        i = j
     return out
 
 
@@ -311,9 +334,11 @@ def _emails(data: bytes) -> list[Span]:
     at = data.find(b"@")
     lo = 0
     while at >= 0:
-        m = _EMAIL.search(data, max(lo, at - 65), at + 320)
-        if m is not None and m.start() <= at < m.end():
-            out.append((m.start(), m.end(), b"email_"))
+        window = max(lo, at - 64)
+        start = window + data[window:at].translate(_LOCAL_CLASS).rfind(b" ") + 1
+        m = _EMAIL.match(data, start) if start < at else None
+        if m is not None:
+            out.append((start, m.end(), b"email_"))
             lo = m.end()
             at = data.find(b"@", lo)
         else:
@@ -321,13 +346,19 @@ def _emails(data: bytes) -> list[Span]:
     return out
 
 
-def _jwts(data: bytes) -> list[Span]:
+def _long_runs(data: bytes, jwt: bool, random: bool) -> list[Span]:
+    """JWTs and long random strings: both live in runs of 32+ [A-Za-z0-9_.~+/=-]."""
     out: list[Span] = []
-    for m in _JWT.finditer(data):
-        s = m.start()
-        if s and data[s - 1:s] in _RUN_CHARS:
-            continue  # inside a longer run: the long-string rule judges it
-        out.append((s, m.end(), b"jwt_"))
+    for lo, hi in _runs(data.translate(_RUN_CLASS), _RUN32, b" "):
+        run = data[lo:hi]
+        if jwt and b"eyJ" in run:
+            m = _JWT.match(run)
+            if m is not None:  # the run starts with it (a JWT inside a run is judged below)
+                out.append((lo, lo + m.end(), b"jwt_"))
+                continue
+        if random and run.lower() != run and run.upper() != run and \
+                any(_is_random(p) for p in _ALNUM16.findall(run)):
+            out.append((lo, hi, b"cred_"))
     return out
 
 
@@ -336,24 +367,19 @@ def _is_random(piece: bytes) -> bool:
             and bool(piece.translate(None, _NON_DIGITS)) and bool(piece.translate(None, _HEX)))
 
 
-def _longs(data: bytes) -> list[Span]:
-    out: list[Span] = []
-    for m in _LONG.finditer(data):
-        run = m.group()
-        if run.lower() == run or run.upper() == run:
-            continue
-        if any(_is_random(p) for p in _ALNUM16.findall(run)):
-            out.append((m.start(), m.end(), b"cred_"))
-    return out
-
-
 def _bearers(data: bytes) -> list[Span]:
     out: list[Span] = []
-    for m in _BEARER.finditer(data):
-        cred = m.group(1)
-        if (cred.isalpha() and cred.islower()) or _TOKEN_RE.fullmatch(cred):
-            continue
-        out.append((m.start(1), m.end(1), b"cred_"))
+    lower = data.lower()
+    for word in _BEARER_WORDS:
+        i = lower.find(word)
+        while i >= 0:
+            if i == 0 or data[i - 1] not in _WORD_CHARS:
+                m = _BEARER.match(data, i)
+                if m is not None:
+                    cred = m.group(1)
+                    if not (cred.isalpha() and cred.islower()) and not _TOKEN_RE.fullmatch(cred):
+                        out.append((m.start(1), m.end(1), b"cred_"))
+            i = lower.find(word, i + len(word))
     return out
 
 
@@ -370,7 +396,8 @@ def _disjoint(spans: list[Span]) -> list[Span]:
 
 # ---- name/value pairs in text ----
 
-_JSON_KEY = re.compile(rb'"([^"]*)"[ \t\r\n]*:[ \t\r\n]*')
+_JSON_KEY_NAME = re.compile(rb'"([^"]*)"[ \t\r\n]*:')
+_COLON = re.compile(rb"[ \t\r\n]*:[ \t\r\n]*")
 _NUMBER = re.compile(rb"-?[0-9][0-9.eE+-]*")
 _PAIR_EQ = re.compile(rb"(?<![A-Za-z0-9_.\[\]-])([A-Za-z][A-Za-z0-9_.\[\]-]{0,63})="
                       rb"(\"[^\"\r\n]*\"|'[^'\r\n]*'|[^&\s\"'<>;,]*)")
@@ -491,6 +518,8 @@ class Policy:
     _tokens: dict[bytes, bytes] = field(default_factory=dict, init=False, repr=False)
     _mac: Any = field(default=None, init=False, repr=False)
     _fragments: tuple[bytes, ...] = field(default=(), init=False, repr=False)
+    _patterns: dict[bytes, re.Pattern[bytes]] = field(default_factory=dict, init=False,
+                                                      repr=False)
     _clean_values: dict[str, bool] = field(default_factory=dict, init=False, repr=False)
     _clean_urls: dict[str, bool] = field(default_factory=dict, init=False, repr=False)
     _exact_words: frozenset[bytes] = field(default=frozenset(), init=False, repr=False)
@@ -575,39 +604,44 @@ class Policy:
             self._bnames[name] = verdict
         return verdict
 
-    def _scan(self, data: bytes) -> tuple[bool, bool]:
-        """(a secret name may be written in `data`, a Bearer/Basic/token word is). Conservative:
-        a name that is a secret always gives True. Its words (letter runs, lower-cased, `-` and
-        `_` joined as in normalise()) are first compared at C speed with the words known to be
-        clear, then the new ones are judged by the letters every secret name must hold."""
+    def _scan(self, data: bytes) -> tuple[set[bytes] | None, bool]:
+        """(the words of `data` a secret name may hold, or None; whether a Bearer, Basic or
+        token word is there). Conservative: every secret name in `data` holds one of those
+        words (`_ANY` when a pattern without letters makes every text suspect). The words
+        (letter runs, lower-cased, `-` and `_` joined as in normalise()) are first compared at
+        C speed with the words known to be clear; new ones are judged by the letters every
+        secret name must hold, and remembered."""
         words = data.translate(_WORDS, b"-_").split()
         if not self._any_name and self._clear_words.issuperset(words):
-            return False, False  # the usual case: every word seen before, none a secret's
+            return None, False  # the usual case: every word seen before, none a secret's
         unique = set(words)
         bearer = not unique.isdisjoint(_BEARER_WORDS)
-        if self._any_name or not self._maybe_words.isdisjoint(unique):
-            return True, bearer
-        unknown = unique.difference(self._clear_words)
-        return (bool(unknown) and self._classify(unknown)), bearer
+        if self._any_name:
+            return _ANY, bearer
+        unknown = unique.difference(self._clear_words, self._maybe_words)
+        if unknown:
+            self._classify(unknown)
+        maybe = unique & self._maybe_words
+        return maybe or None, bearer
 
-    def _classify(self, unknown: set[bytes]) -> bool:
-        """Judge words not seen before (remembered, bounded); True if one may be a secret's."""
+    def _classify(self, unknown: set[bytes]) -> None:
+        """Judge words not seen before: clear, or one a secret name may hold (both remembered,
+        bounded; long words, often random, are judged each time)."""
         if len(self._clear_words) >= _WORD_CACHE_MAX:
             self._clear_words.clear()
+        if len(self._maybe_words) >= _WORD_CACHE_MAX:
+            self._maybe_words.clear()
         frags, exact = self._fragments, self._exact_words
         joined = b" ".join(unknown)
         if exact.isdisjoint(unknown) and not any(f in joined for f in frags):
             self._clear_words.update(w for w in unknown
                                      if len(w) <= 32 and w not in _BEARER_WORDS)
-            return False
-        hit = False
+            return
         for w in unknown:
             if w in exact or any(f in w for f in frags):
                 self._maybe_words.add(w)
-                hit = True
             elif len(w) <= 32 and w not in _BEARER_WORDS:
                 self._clear_words.add(w)
-        return hit
 
     def sensitive_path(self, path: str) -> bool:
         """A diff path (`$.user.password`, `items[0]['api_key']`, a header name) that names a
@@ -650,13 +684,11 @@ class Policy:
         out: list[Span] = []
         if "email" in d and b"@" in data:
             out += _emails(data)
-        if "card" in d and _THIRTEEN_DIGITS in data.translate(_DIGIT_CLASS, b" -"):
+        if "card" in d and _THIRTEEN in data.translate(_DIGIT_CLASS, b" -"):
             out += _cards(data)
-        long_run = ("jwt" in d or "bearer" in d) and _RUN32 in data.translate(_RUN_CLASS)
-        if long_run and "jwt" in d and b"eyJ" in data:
-            out += _jwts(data)
-        if long_run and "bearer" in d:
-            out += _longs(data)
+        jwt, random = "jwt" in d, "bearer" in d
+        if (jwt or random) and _RUN32 in data.translate(_RUN_CLASS):
+            out += _long_runs(data, jwt and b"eyJ" in data, random)
         if "bearer" in d:
             if bearer is None:
                 lower = data.lower()
@@ -693,8 +725,8 @@ class Policy:
             return data
         if ctx is not None and not ctx.detect and not ctx.pairs:
             return data
-        names, bearer = self._scan(data)
-        names = names and (ctx is None or ctx.pairs)
+        words, bearer = self._scan(data)
+        names = words is not None and (ctx is None or ctx.pairs)
         spans = self._detect(data, bearer) if ctx is None or ctx.detect else []
         if not names and not spans:
             return data
@@ -792,23 +824,17 @@ class Policy:
     def _json(self, body: bytes, ctx: _Ctx) -> bytes:
         if b"\\" in body or self.action == DROP:
             return self._json_parsed(body, ctx)
-        names, bearer = self._scan(body)
+        words, bearer = self._scan(body)
         spans = self._detect(body, bearer)
-        if not names and not spans:
+        if words is None and not spans:
             return body
         edits: list[Edit] = []
-        if names:
-            n = len(body)
-            for m in _JSON_KEY.finditer(body):
-                if not self._secret_b(m.group(1)):
-                    continue
-                i = m.end()
-                if i >= n:
-                    break
+        if words is not None:
+            for i in self._secret_values(body, words):
                 c = body[i]
                 if c == 0x22:  # a string
                     j = body.find(b'"', i + 1)
-                    j = n if j < 0 else j
+                    j = len(body) if j < 0 else j
                     value = body[i + 1:j]
                     if value and not _redacted(value):
                         edits.append((i + 1, 0, j, self._replace(value, b"", ctx)))
@@ -827,6 +853,46 @@ class Policy:
         if spans:
             edits += self._json_detector_edits(body, spans, ctx)
         return _apply(body, edits)
+
+    def _secret_values(self, body: bytes, words: set[bytes]) -> list[int]:
+        """Where the value of each field with a secret name starts, in order (JSON without
+        backslashes: every quote opens or closes a string). `words`: what `_scan` found; a
+        secret name holds one of them, so only the strings around them are looked at."""
+        starts: list[int] = []
+        n = len(body)
+        keys: set[bytes] = set()
+        if words is _ANY or len(words) > 8:
+            keys.update(_JSON_KEY_NAME.findall(body))
+        else:
+            lower = body.lower()
+            for w in words:
+                for m in self._word_pattern(w).finditer(lower):
+                    s = body.rfind(b'"', 0, m.start()) + 1
+                    e = body.find(b'"', m.end())
+                    if s > 0 and e > 0:
+                        keys.add(body[s:e])
+        for key in keys:
+            if not self._secret_b(key):
+                continue
+            needle = b'"' + key + b'"'
+            i = body.find(needle)
+            while i >= 0:
+                colon = _COLON.match(body, i + len(needle))
+                if colon is not None and colon.end() < n:
+                    starts.append(colon.end())
+                i = body.find(needle, i + len(needle))
+        starts.sort()
+        return starts
+
+    def _word_pattern(self, word: bytes) -> re.Pattern[bytes]:
+        """`password` as written in a lower-cased name: `-` or `_` between letters."""
+        pattern = self._patterns.get(word)
+        if pattern is None:
+            pattern = re.compile(b"[-_]*".join(re.escape(bytes([c])) for c in word))
+            if len(self._patterns) >= 1024:
+                self._patterns.clear()
+            self._patterns[word] = pattern
+        return pattern
 
     def _json_detector_edits(self, body: bytes, spans: list[Span], ctx: _Ctx) -> list[Edit]:
         """Hits inside strings are replaced in place; outside a string only a number can
@@ -851,8 +917,8 @@ class Policy:
         if not ok:
             return self._text(body, ctx)  # truncated or invalid: the text rules
         has_escapes = b"\\u" in body
-        names, bearer = (True, True) if has_escapes else self._scan(body)
-        ctx.pairs = has_escapes or (b"=" in body and names)
+        words, bearer = (_ANY, True) if has_escapes else self._scan(body)
+        ctx.pairs = has_escapes or (b"=" in body and words is not None)
         ctx.detect = has_escapes or bool(self._detect(body, bearer))
         try:
             new = self._walk(doc, ctx)
@@ -872,8 +938,8 @@ class Policy:
         m = _BOUNDARY.search(ctype)
         if m is None:
             return self._text(body, ctx) if _is_text(body) else body
-        names, bearer = self._scan(body)
-        if not names and not self._detect(body, bearer):
+        words, bearer = self._scan(body)
+        if words is None and not self._detect(body, bearer):
             return body
         delimiter = b"--" + m.group(1)
         chunks = body.split(delimiter)
@@ -959,8 +1025,8 @@ class Policy:
             return url
         if "%" not in url and "+" not in url and "@" not in url:
             raw = url.encode("utf-8", "surrogatepass")
-            names, bearer = self._scan(raw) if "=" in url else (False, False)
-            if not names and not self._detect(raw, bearer):
+            words, bearer = self._scan(raw) if "=" in url else (None, False)
+            if words is None and not self._detect(raw, bearer):
                 _remember(self._clean_urls, url)
                 return url
         rest, hsep, fragment = url.partition("#")
@@ -1022,8 +1088,8 @@ class Policy:
             return query
         raw = query.encode("utf-8", "surrogatepass")
         encoded = "%" in query or (plus and "+" in query)
-        names, bearer = self._scan(raw)
-        names = names or encoded
+        words, bearer = self._scan(raw)
+        names = words is not None or encoded
         detect = bool(self.detectors) and (encoded or bool(self._detect(raw, bearer)))
         if not names and not detect:
             return query
@@ -1044,15 +1110,26 @@ class Policy:
                         changed = True
                         continue
             if detect and value:
-                decoded = unquote_to_bytes(value.replace("+", " ") if plus else value)
-                spans = self._detect(decoded)
-                if spans:
-                    new_value = _apply(decoded, self._detector_edits(decoded, spans, ctx))
-                    out.append(f"{name}={_requote(new_value, decoded, value)}")
+                new_value = self._query_value(value, ctx, plus)
+                if new_value is not value:
+                    out.append(f"{name}={new_value}")
                     changed = True
                     continue
             out.append(part)
         return "&".join(out) if changed else query
+
+    def _query_value(self, value: str, ctx: _Ctx | None, plus: bool) -> str:
+        """Detector hits in a query value: read with `+` as itself (an e-mail address's) and,
+        failing that, as a space (a form's)."""
+        readings = [unquote_to_bytes(value)]
+        if plus and "+" in value:
+            readings.append(unquote_to_bytes(value.replace("+", " ")))
+        for decoded in readings:
+            spans = self._detect(decoded)
+            if spans:
+                new = _apply(decoded, self._detector_edits(decoded, spans, ctx))
+                return _requote(new, decoded, value)
+        return value
 
     # ---- headers ----
 
@@ -1145,7 +1222,7 @@ class Policy:
             changed.add(k.lower())
         if out is None:
             return headers, changed
-        return [(k, v) for k, v in out if v is not None], changed
+        return [pair for pair in out if pair[1] is not None], changed
 
     def _cookies(self, value: str, ctx: _Ctx) -> str | None:
         """`a=1; sid=x`: by cookie name, names kept; None when drop removed every cookie."""
@@ -1214,8 +1291,9 @@ class Policy:
             names.add("content-encoding")
         if url is r.url and headers is r.headers and body is r.body:
             return r, _changes(False, False, names, ctx)
-        return (replace(r, url=url, headers=headers, body=body, body_truncated=truncated),
-                _changes(url is not r.url, body is not r.body, names, ctx))
+        out = _copy(r)
+        out.url, out.headers, out.body, out.body_truncated = url, headers, body, truncated
+        return out, _changes(url is not r.url, body is not r.body, names, ctx)
 
     def answer(self, a: Answer, echoes: Iterable[bytes] = ()) -> Answer:
         """A redacted copy of `a` (V1's or V2's answer), or `a` itself when nothing needed
@@ -1240,8 +1318,9 @@ class Policy:
                 names.add("content-encoding")
         if headers is a.headers and body is a.body and error is a.error:
             return a, UNCHANGED
-        return (replace(a, headers=headers, body=body, body_truncated=truncated, error=error),
-                _changes(False, body is not a.body, names, ctx))
+        out = _copy(a)
+        out.headers, out.body, out.body_truncated, out.error = headers, body, truncated, error
+        return out, _changes(False, body is not a.body, names, ctx)
 
     def _echoes(self, echoes: list[bytes], body: bytes, headers: Headers, error: str | None,
                 a: Answer) -> tuple[bytes, Headers, str | None, set[str]]:
@@ -1282,6 +1361,19 @@ class Policy:
 
 
 _PATH_SEGMENTS = re.compile(r"[.\[\]'\"]+")
+
+
+_Model = TypeVar("_Model", Request, Answer)
+
+
+def _copy(obj: _Model) -> _Model:
+    """A shallow copy of a Request or Answer (slots: every field, whatever the model holds),
+    several times cheaper than dataclasses.replace."""
+    cls = type(obj)
+    new = cls.__new__(cls)
+    for name in cls.__slots__:
+        setattr(new, name, getattr(obj, name))
+    return new
 
 
 def _changes(url: bool, body: bool, names: set[str], ctx: _Ctx) -> Changes:
