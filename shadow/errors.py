@@ -21,3 +21,9 @@ class BusError(ShadowError):
 
 class EventError(ShadowError):
     """A stream entry that is not a valid shadow event (poison message)."""
+
+
+class SealError(ShadowError):
+    """A sealed value that cannot be opened: made with a key this process does not have,
+    altered, truncated, or sealed for other associated data. The message names key ids only,
+    never key material."""

@@ -22,7 +22,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shadow import protection, redact
+from shadow.credentials import mask_url
 from shadow.errors import ConfigError
+from shadow.private import read_private_file
 
 ENV_PREFIX = "SHADOW_"
 DEFAULT_CONFIG_FILE = "shadow.toml"
@@ -70,7 +72,8 @@ def _check_http_url(value: str | None, what: str) -> None:
         return
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{what}: expected an http:// or https:// URL, got {value!r}")
+        raise ConfigError(f"{what}: expected an http:// or https:// URL, got "
+                          f"{mask_url(value)!r}")
 
 
 # RFC 9110 token characters: what a header name (and a cookie name) may be made of
@@ -138,13 +141,15 @@ def _positive(value: float, flag: str) -> None:
 
 def _redis_url(value: str, flag: str) -> None:
     if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(f"{flag}: expected redis://, rediss:// or unix:// URL, got {value!r}")
+        raise ConfigError(f"{flag}: expected redis://, rediss:// or unix:// URL, got "
+                          f"{mask_url(value)!r}")
 
 
 def _store_url(value: str, flag: str) -> None:
     if urlsplit(value).scheme not in ("sqlite", "mongodb", "mongodb+srv"):
         raise ConfigError(
-            f"{flag}: expected sqlite:///path/to/shadow.db or mongodb://..., got {value!r}"
+            f"{flag}: expected sqlite:///path/to/shadow.db or mongodb://..., got "
+            f"{mask_url(value)!r}"
         )
 
 
@@ -185,9 +190,15 @@ def _capture_bodies(value: str, flag: str) -> None:
 
 def _api_token(value: str, flag: str) -> None:
     if not all("!" <= c <= "~" for c in value):
-        raise ConfigError("SHADOW_API_TOKEN (--api-token) must be printable ASCII without spaces, "
+        raise ConfigError("SHADOW_API_TOKEN (or --api-token-file) must be printable ASCII without spaces, "
                           "as it travels in an HTTP header; make one with: python -c "
                           "'import secrets; print(secrets.token_urlsafe(32))'")
+
+
+def _secret_key(value: str, flag: str) -> None:
+    from shadow.sealing import SecretKey  # the cipher library, only when a key is set
+
+    SecretKey.from_text(value, "SHADOW_SECRET_KEY")
 
 
 Check = Callable[[Any, str], object]
@@ -195,12 +206,18 @@ Check = Callable[[Any, str], object]
 
 
 def setting(default: Any, help_text: str, check: Check | None = None, *,
-            main: tuple[str, ...] = (), metavar: str | None = None) -> Any:
+            main: tuple[str, ...] = (), metavar: str | None = None, secret: bool = False,
+            env_only: bool = False) -> Any:
     """One setting, declared in one place: its default, its --help text, its check (run by
     validate()), the commands whose --help lists it under "main options", and its metavar
-    (default: the last word of its name; BOOL for a bool)."""
+    (default: the last word of its name; BOOL for a bool). `secret`: it can carry a
+    credential (a password in a URL, a token, a key), so it reaches child processes through
+    the environment (`to_env`), never their command line, and repr() masks it. `env_only`: a
+    secret value itself, read from SHADOW_<NAME> only: no flag (`ps` would show it), not in
+    shadow.toml; its FILE variant (<name>_file, a 0600 file) is the other way to set it."""
     return dataclasses.field(default=default, metadata={
-        "help": help_text, "check": check, "main": main, "metavar": metavar})
+        "help": help_text, "check": check, "main": main, "metavar": metavar,
+        "secret": secret or env_only, "env_only": env_only})
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,24 +225,25 @@ class Settings:
     # where things are
     v1: str | None = setting(
         None, "base URL of the existing system, which answers every client (e.g. "
-        "http://10.0.0.5:8000)", _check_http_url, main=("up", "proxy"), metavar="URL")
+        "http://10.0.0.5:8000)", _check_http_url, main=("up", "proxy"), metavar="URL",
+        secret=True)
     v2: str | None = setting(
         None, "base URL of the rewrite, which gets the replayed requests", _check_http_url,
-        main=("up", "subscriber", "replay"), metavar="URL")
+        main=("up", "subscriber", "replay"), metavar="URL", secret=True)
     v1_secondary: str | None = setting(
         None, "a second V1 instance, to tell V1's own noise from real differences", _check_http_url,
-        main=("up",))
+        main=("up",), secret=True)
     listen: str = setting("127.0.0.1:8080", "HOST:PORT the proxy listens on (default "
                           "127.0.0.1:8080)", parse_hostport, main=("up", "proxy"))
     api: str = setting("127.0.0.1:8081", "HOST:PORT of the reports API (default 127.0.0.1:8081)",
                        parse_hostport, main=("up", "comparer"))
     redis: str | None = setting(  # None: start the embedded Redis
         None, "Redis URL (redis://, rediss://, unix://); default: start an embedded Redis",
-        _redis_url, main=("up", "proxy", "subscriber", "comparer", "demo"))
+        _redis_url, main=("up", "proxy", "subscriber", "comparer", "demo"), secret=True)
     store: str = setting(
         "sqlite:///.shadow/shadow.db", "sqlite:///path/to/shadow.db (default "
         "sqlite:///.shadow/shadow.db) or mongodb://...", _store_url,
-        main=("up", "comparer", "replay"))
+        main=("up", "comparer", "replay"), secret=True)
     data_dir: str = setting(".shadow", "where `shadow up` keeps the embedded Redis files "
                             "(default .shadow)", main=("up",))
     rules: str | None = setting(
@@ -330,7 +348,7 @@ class Settings:
         _positive)
     v2_set_headers: str | None = setting(
         None, "headers to set on requests to V2: 'Authorization: Bearer x; X-Env: shadow'",
-        _set_headers)
+        _set_headers, secret=True)
     v2_remove_headers: str | None = setting(
         None, "comma-separated headers never sent to V2, e.g. Cookie", _header_names)
     v2_strip_prefix: str | None = setting(
@@ -361,7 +379,11 @@ class Settings:
     retention_max_docs: int | None = setting(
         None, "keep at most this many exchanges, deleting the oldest (default: all)", _positive)
     api_token: str | None = setting(
-        None, "bearer token for the reports API (required off loopback)", _api_token)
+        None, "bearer token for the reports API (required off loopback)", _api_token,
+        env_only=True)
+    api_token_file: str | None = setting(
+        None, "a file only you can read (chmod 600) holding the reports API's bearer token; "
+        "SHADOW_API_TOKEN, when set, is used instead", metavar="FILE", secret=True)
     metrics_open: bool = setting(
         False, "serve /metrics without the bearer token (for Prometheus scrapers)")
     redact_headers: str = setting(
@@ -385,6 +407,17 @@ class Settings:
     redact_detectors: str = setting(
         redact.DEFAULT_DETECTORS, "value detectors applied whatever the name (default "
         "card,jwt,email,bearer; '' turns them off)", redact.check_detectors)
+    # keys (shadow/secretkey.py reads them)
+    secret_key: str | None = setting(
+        None, "the key (base64, as `shadow keygen` prints it) that seals the credentials the "
+        "replay needs and keys the redaction tokens", _secret_key, env_only=True)
+    secret_key_file: str | None = setting(
+        None, "a file only you can read (chmod 600) holding the key, as `shadow keygen -o FILE` "
+        "writes it; the proxy and the subscriber need the same one (default under `shadow up`: "
+        "<data-dir>/secret.key, made on the first start)", metavar="FILE", secret=True)
+    previous_secret_key_files: str | None = setting(
+        None, "comma-separated key files of earlier keys, after a rotation: they still open the "
+        "events they sealed", metavar="FILES", secret=True)
     # supervisor (`shadow up`, `shadow proxy --workers N`)
     heartbeat_timeout_s: float = setting(
         30.0, "seconds a child of `shadow up` may go without a heartbeat from its event loop "
@@ -399,8 +432,33 @@ class Settings:
             hints = ", ".join(f"--{n.replace('_', '-')} (or {ENV_PREFIX}{n.upper()})" for n in missing)
             raise ConfigError(f"missing required setting: {hints}")
 
+    def __repr__(self) -> str:
+        """Credentials masked: a token or key as ***, a URL's password as ***."""
+        return f"Settings({', '.join(f'{f.name}={_shown(f, getattr(self, f.name))!r}' for f in fields(self))})"
+
 
 _FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def _shown(f: dataclasses.Field[Any], value: Any) -> Any:
+    """A secret setting as repr() shows it: a URL with its credentials masked, a file's path
+    as it is (the file holds the secret), anything else (a token, headers) as ***."""
+    if value is None or not f.metadata["secret"] or f.name.endswith(("_file", "_files")):
+        return value
+    text = str(value)
+    return mask_url(text) if "://" in text and not f.metadata["env_only"] else "***"
+
+
+def env_only_names() -> list[str]:
+    """Settings read from the environment only (a token, a key): never a flag."""
+    return [f.name for f in fields(Settings) if f.metadata["env_only"]]
+
+
+def env_only_hint(name: str) -> str:
+    """What to write instead of the flag --NAME, which is refused."""
+    return (f"{_flag(name)} is not accepted on the command line, where `ps` shows it to every "
+            f"user of this machine: set {ENV_PREFIX}{name.upper()} in the environment, or pass "
+            f"{_flag(name)}-file FILE (a file only you can read: chmod 600 FILE)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,16 +471,19 @@ class Option:
     boolean: bool  # `--flag` alone means true
     metavar: str
     main: tuple[str, ...]  # the commands whose --help lists it under "main options"
+    secret: bool = False  # can carry a credential: `shadow` moves it off its command line
 
 
 def options() -> list[Option]:
     """Every setting's command-line option, in declaration order."""
     out = []
     for f in fields(Settings):
+        if f.metadata["env_only"]:
+            continue  # no flag: its value would show in `ps`
         boolean = "bool" in str(f.type)
         metavar = "BOOL" if boolean else f.metadata["metavar"] or f.name.upper().split("_")[-1]
         out.append(Option(f.name, _flag(f.name), f.metadata["help"], boolean, metavar,
-                          f.metadata["main"]))
+                          f.metadata["main"], f.metadata["secret"]))
     return out
 
 
@@ -445,6 +506,12 @@ def load_settings(
         if name not in _FIELDS:
             continue
         values[name] = _coerce(name, raw, f"--{name.replace('_', '-')}")
+    if values.get("api_token") is None and values.get("api_token_file"):
+        path = values["api_token_file"]
+        values["api_token"] = read_private_file(path, "--api-token-file").strip()
+        if not values["api_token"]:
+            raise ConfigError(f"--api-token-file: {path} is empty; put the token in it, e.g. "
+                              "python -c 'import secrets; print(secrets.token_urlsafe(32))' > FILE")
     settings = Settings(**values)
     validate(settings)
     return settings
@@ -469,6 +536,10 @@ def _from_toml(path: str | None) -> dict[str, Any]:
             if isinstance(raw, dict):
                 continue  # other sections (rules, ...) belong to other readers
             raise ConfigError(f"{file}: unknown setting {key!r}; known: {', '.join(sorted(_FIELDS))}")
+        if _FIELDS[name].metadata["env_only"]:
+            raise ConfigError(f"{file}: {key} is not read from a settings file (it is often shared "
+                              f"or committed): set {ENV_PREFIX}{name.upper()} in the environment, "
+                              f"or {name}_file = FILE (a file only you can read: chmod 600 FILE)")
         out[name] = _coerce(name, raw, f"{file}: {key}")
     return out
 
@@ -557,11 +628,12 @@ def sqlite_path(store_url: str) -> str:
 
 
 def to_args(settings: Settings, *, skip: tuple[str, ...] = ()) -> list[str]:
-    """The flags that reproduce `settings` in a child process (non-default values only)."""
+    """The flags that reproduce `settings` in a child process (non-default values only),
+    except the secret ones: they go in its environment (`to_env`)."""
     args: list[str] = []
     for f in fields(Settings):
         value = getattr(settings, f.name)
-        if f.name in skip or value == f.default:
+        if f.name in skip or value == f.default or f.metadata["secret"]:
             continue
         flag = _flag(f.name)
         if isinstance(value, bool):
@@ -569,6 +641,13 @@ def to_args(settings: Settings, *, skip: tuple[str, ...] = ()) -> list[str]:
         else:
             args += [flag, str(value)]
     return args
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """The SHADOW_* variables that carry the secret settings to a child process (every one
+    that is set, defaults included, so an inherited variable cannot override it)."""
+    return {f"{ENV_PREFIX}{f.name.upper()}": str(value) for f in fields(Settings)
+            if f.metadata["secret"] and (value := getattr(settings, f.name)) is not None}
 
 
 def field_names() -> list[str]:

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
 from pathlib import Path
 
+from shadow.sealing import SecretKey
+
 ROOT = Path(__file__).parent.parent
+TEST_KEY = SecretKey.generate().to_text()  # one key for the session's services: they share it
+
+
+def with_key(env: dict[str, str] | None = None) -> dict[str, str]:
+    """An environment for a `shadow proxy` or `shadow subscriber` run alone: they need the
+    secret key (`shadow up` makes its own), the same for both."""
+    return {**(os.environ if env is None else env), "SHADOW_SECRET_KEY": TEST_KEY}
 
 
 async def start_proxy_process(*args: str) -> tuple[asyncio.subprocess.Process, int]:
     """`shadow proxy ARGS` as a child; returns it once it logged its port, and the port."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shadow", "proxy", *args, cwd=ROOT, stderr=asyncio.subprocess.PIPE)
+        sys.executable, "-m", "shadow", "proxy", *args, cwd=ROOT, stderr=asyncio.subprocess.PIPE,
+        env=with_key())
     assert proc.stderr is not None
     while True:
         line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
@@ -31,13 +42,13 @@ async def reap(proc: asyncio.subprocess.Process) -> None:
 
 
 async def start_up(*args: str, cwd: Path,
-                   stderr: int = asyncio.subprocess.DEVNULL,
+                   stderr: int = asyncio.subprocess.DEVNULL, env: dict[str, str] | None = None,
                    ) -> tuple[asyncio.subprocess.Process, str, str]:
-    """`shadow up ARGS --listen/--api on ephemeral ports` as a child; returns it once it said
-    where it serves, with the proxy's and the reports API's URLs."""
+    """`shadow up ARGS --listen/--api on ephemeral ports` as a child (in `env`, default ours);
+    returns it once it said where it serves, with the proxy's and the reports API's URLs."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "shadow", "up", *args, "--listen", "127.0.0.1:0",
-        "--api", "127.0.0.1:0", cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=stderr)
+        "--api", "127.0.0.1:0", cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env)
     assert proc.stdout is not None
     line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
     proxy = re.search(r"send clients to (http://\S+)", line)

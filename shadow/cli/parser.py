@@ -9,7 +9,7 @@ import argparse
 
 from shadow import __version__
 from shadow.model import CLASS_STATUSES, LIVE
-from shadow.settings import options
+from shadow.settings import env_only_names, options
 from shadow.stats import MIN_MATCH_PCT, MIN_SAMPLES
 
 DESCRIPTIONS = {
@@ -38,6 +38,20 @@ DESCRIPTIONS = {
 }
 
 
+SECRET_VALUES = "secret_values"  # (name, value) given to each flag that can carry a credential
+
+
+class _Secret(argparse.Action):
+    """Stores a value like the default action, and notes it in `SECRET_VALUES`: `shadow`
+    moves these values off its command line (entry.py), where `ps` would show them."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        seen = getattr(namespace, SECRET_VALUES, None) or []
+        setattr(namespace, SECRET_VALUES, [*seen, (self.dest, str(values))])
+
+
 def _add_window(parser: argparse.ArgumentParser) -> None:
     """--since/--until: the report's time window (shadow.windows), passed to the API."""
     parser.add_argument("--since", metavar="T",
@@ -56,7 +70,11 @@ def _add_settings(parser: argparse.ArgumentParser, command: str) -> None:
         group = main_group if command in option.main else tuning
         group.add_argument(option.flag, default=None, metavar=option.metavar, help=option.help,
                            nargs="?" if option.boolean else None,  # `--flag` alone: true
-                           const="true" if option.boolean else None)
+                           const="true" if option.boolean else None,
+                           action=_Secret if option.secret else "store")
+    for name in env_only_names():  # no such flag (`ps` would show it): entry.py says what to do
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=f"refused_{name}", nargs="?",
+                            const="", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="TOML settings file (default ./shadow.toml when present)")
 
@@ -88,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--stored", action="store_true",
                     help="send nothing: compare the stored V2 answers again under --rules, to "
                          "see what a rules change would hide before deploying it (no --v2)")
+    kg = sub.add_parser("keygen", help="make a new secret key",
+                        description="Print a new secret key (32 random bytes, base64), or write "
+                                    "it to a new file only you can read (mode 0600) with -o. "
+                                    "The key seals the credentials the replay needs and keys "
+                                    "the redaction tokens; the proxy and the subscriber need "
+                                    "the same one: --secret-key-file FILE or "
+                                    "SHADOW_SECRET_KEY. `shadow up` makes its own when none "
+                                    "is given.")
+    kg.add_argument("-o", "--output", metavar="FILE",
+                    help="write the key to FILE (created with mode 0600; an existing file is "
+                         "never overwritten) instead of printing it")
     demo = sub.choices["demo"]
     demo.add_argument("--requests", type=int, default=3000, help="requests to send (default 3000)")
     demo.add_argument("--concurrency", type=int, default=16, help="parallel clients (default 16)")

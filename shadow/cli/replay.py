@@ -14,6 +14,7 @@ from rich.console import Console
 from shadow.cli.loop import run_async
 from shadow.cli.views import make_console, print_json, print_verification, progress_bar
 from shadow.compare import compare
+from shadow.credentials import mask_url
 from shadow.filters import parse_filters
 from shadow.model import Comparison
 from shadow.reports_model import ExchangeSummary
@@ -58,7 +59,7 @@ async def run_replay(args: argparse.Namespace, settings: Settings) -> int:
         today = datetime.date.today()
         doing = (f"re-comparing {len(before)} stored exchanges under "
                  f"{settings.rules or 'no rules'}" if client is None else
-                 f"re-sending {len(before)} stored requests to {settings.v2}")
+                 f"re-sending {len(before)} stored requests to {mask_url(str(settings.v2))}")
         with progress_bar(progress_console) as progress:
             task = progress.add_task(doing, total=len(before))
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -20,10 +21,13 @@ import redis.asyncio as aioredis
 from shadow.bus import connect
 from shadow.cli.loop import run_async, until_signal
 from shadow.cli.supervisor import Child, Children, Heartbeat, Supervisor, address, bind, keep_trying
+from shadow.credentials import mask_url
 from shadow.errors import ShadowError
 from shadow.keys import Keys
 from shadow.metrics_http import MetricsServer
-from shadow.settings import Settings, to_args
+from shadow.private import make_private_files
+from shadow.secretkey import load_keyring
+from shadow.settings import Settings, sqlite_path, to_args, to_env
 
 log = logging.getLogger("shadow")
 
@@ -44,6 +48,9 @@ def _need_redis(settings: Settings, role: str) -> str:
 
 
 def cmd_proxy(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.publish:  # no Redis or no key (or a bad one): an error before anything starts
+        _need_redis(settings, "proxy")
+        load_keyring(settings)
     if settings.workers > 1:
         return run_async(run_proxy_workers(args, settings))
     return run_async(run_proxy(args, settings))
@@ -73,7 +80,7 @@ async def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
         if exporter is not None:
             await exporter.start()
             opened.push_async_callback(exporter.stop)
-        log.info("proxy on port %s -> V1 %s%s%s", proxy.port, settings.v1,
+        log.info("proxy on port %s -> V1 %s%s%s", proxy.port, mask_url(str(settings.v1)),
                  "" if settings.publish else " (publishing off)",
                  f"; /metrics on port {exporter.port}" if exporter is not None else "")
         await until_signal()
@@ -91,14 +98,16 @@ async def run_proxy_workers(args: argparse.Namespace, settings: Settings) -> int
     metrics_dir = Path(tempfile.mkdtemp(prefix="shadow-proxy-metrics-")) \
         if settings.metrics_listen else None
     # the workers' metrics, summed on our /metrics; a worker that exits or hangs is restarted
-    group = Children(metrics_dir=metrics_dir, heartbeat_timeout_s=settings.heartbeat_timeout_s)
+    group = Children({**os.environ, **to_env(settings)},  # credentials: never on a command line
+                     metrics_dir=metrics_dir, heartbeat_timeout_s=settings.heartbeat_timeout_s)
     exporter = MetricsServer(settings.metrics_listen, multiproc_dir=str(metrics_dir)) \
         if settings.metrics_listen else None
     worker_args = [*to_args(settings, skip=("listen", "workers", "metrics_listen")), "--listen",
                    address(sock), "--listen-fd", str(sock.fileno())]
     await group.start([Child("proxy", worker_args, (sock.fileno(),))
                        for _ in range(settings.workers)])
-    log.info("proxy on port %s -> V1 %s (%d workers)", sock.getsockname()[1], settings.v1,
+    log.info("proxy on port %s -> V1 %s (%d workers)", sock.getsockname()[1],
+             mask_url(str(settings.v1)),
              settings.workers)
     if exporter is not None:
         await exporter.start()
@@ -128,17 +137,19 @@ async def _open_service(opened: contextlib.AsyncExitStack, args: argparse.Namesp
 def cmd_subscriber(args: argparse.Namespace, settings: Settings) -> int:
     from subscriber import Subscriber
 
+    load_keyring(settings)  # no key, or a bad one: a ConfigError before anything starts
+
     async def run() -> int:
         async with contextlib.AsyncExitStack() as opened:  # a failed start closes what it opened
             url, redis = await _open_service(opened, args, settings, "subscriber")
             sub = Subscriber(settings, redis)
             exporter = MetricsServer(settings.metrics_listen) if settings.metrics_listen else None
-            await keep_trying(f"Redis at {url}", sub.start, sub.stop)
+            await keep_trying(f"Redis at {mask_url(url)}", sub.start, sub.stop)
             opened.push_async_callback(sub.stop)
             if exporter is not None:
                 await exporter.start()
                 opened.push_async_callback(exporter.stop)
-            log.info("subscriber replaying to V2 %s%s", settings.v2,
+            log.info("subscriber replaying to V2 %s%s", mask_url(str(settings.v2)),
                      f"; /metrics on port {exporter.port}" if exporter is not None else "")
             await until_signal()
         return 0
@@ -149,6 +160,10 @@ def cmd_subscriber(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_comparer(args: argparse.Namespace, settings: Settings) -> int:
     from comparer import Comparer, ReportsApi, open_store
 
+    if settings.store.startswith("sqlite:///"):  # a store an older version left open to others
+        db = sqlite_path(settings.store)
+        make_private_files([db, f"{db}-wal", f"{db}-shm"])
+
     async def run() -> int:
         async with contextlib.AsyncExitStack() as opened:  # a failed start closes what it opened
             url, redis = await _open_service(opened, args, settings, "comparer")
@@ -157,15 +172,15 @@ def cmd_comparer(args: argparse.Namespace, settings: Settings) -> int:
             comparer = Comparer(settings, redis, store)
             api = ReportsApi(settings, store, redis, sock=sock,  # checks the token before binding
                              rules=lambda: comparer.rules)
-            await keep_trying(f"the store {settings.store}", store.open, store.close)
+            await keep_trying(f"the store {mask_url(settings.store)}", store.open, store.close)
             opened.push_async_callback(store.close)
-            await keep_trying(f"Redis at {url}", comparer.start, comparer.stop)
+            await keep_trying(f"Redis at {mask_url(url)}", comparer.start, comparer.stop)
             opened.push_async_callback(comparer.stop)
             await api.start()
             opened.push_async_callback(api.stop)
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, comparer.reload_rules)
             log.info("comparer storing to %s; reports API on port %s (SIGHUP reloads --rules)",
-                     settings.store, api.port)
+                     mask_url(settings.store), api.port)
             await until_signal()
         return 0
 
@@ -178,8 +193,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         try:  # a failed start stops what did start; after it, no part stops the others
             await sup.start()
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, sup.reload_rules)
-            print(f"shadow is up: send clients to http://{sup.proxy_address} (V1: {settings.v1}); "
-                  f"replaying to {settings.v2}; dashboard: http://{sup.api_address}/  reports: "
+            print(f"shadow is up: send clients to http://{sup.proxy_address} (V1: "
+                  f"{mask_url(str(settings.v1))}); replaying to {mask_url(str(settings.v2))}; dashboard: http://{sup.api_address}/  reports: "
                   f"shadow report --api http://{sup.api_address}  (Ctrl-C to stop)", flush=True)
             await until_signal()
         finally:

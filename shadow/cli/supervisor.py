@@ -6,6 +6,10 @@ hands them to the children, so clients can connect from the first moment, proxy
 workers share one port, and a restarted child takes over the same port.
 Children die with the supervisor (PR_SET_PDEATHSIG), run in their own session
 (a terminal's Ctrl-C reaches the supervisor only, which stops them in order).
+Children get their settings as flags, except those that can carry a credential (URLs with a
+password, the API token, the key): those travel in their environment (settings.to_env), so
+`ps` shows none. Without a configured key, `shadow up` makes <data-dir>/secret.key (0600)
+on its first start and reuses it; its children get the file's path.
 
 A child that exits is restarted, forever: half a second later the first time,
 then after a delay that doubles while it keeps failing (up to 30 s; a run longer
@@ -37,9 +41,12 @@ from redis.exceptions import RedisError
 from shadow import metrics
 from shadow.aio import cancel_and_wait
 from shadow.cli.embedded_redis import EmbeddedRedis, die_with_parent_hook
+from shadow.credentials import mask_url
 from shadow.errors import BusError, ShadowError, StoreError
+from shadow.private import ensure_private_dir
 from shadow.rules import load_rules_file
-from shadow.settings import Settings, check_access, parse_hostport, replace, to_args
+from shadow.secretkey import configured, data_dir_key, load_keyring
+from shadow.settings import Settings, check_access, parse_hostport, replace, to_args, to_env
 
 log = logging.getLogger("shadow.up")
 start_log = logging.getLogger("shadow.start")
@@ -130,7 +137,7 @@ async def keep_trying(what: str, start: Callable[[], Awaitable[None]],
             await undo()
             delay = restart_delay(failures, first_s, cap_s)
             start_log.warning("%s unreachable; retrying in %.1f s (%s)", what, delay,
-                              str(e) or type(e).__name__)
+                              mask_url(str(e)) or type(e).__name__)
             await asyncio.sleep(delay)
         except BaseException:
             await undo()
@@ -324,12 +331,18 @@ class Supervisor:
         settings.require("v1", "v2")
         check_access(settings)
         load_rules_file(settings.rules)  # a bad rules file stops `up` before anything starts
+        key_given = configured(settings)
+        if key_given:
+            load_keyring(settings)  # a bad key (file) stops `up` before anything is created
+        ensure_private_dir(settings.data_dir)  # 0700, and what an older version left private
+        if not key_given:  # the data folder's key, made on the first start, reused after
+            settings = replace(settings, secret_key_file=str(data_dir_key(settings.data_dir)))
+            load_keyring(settings)
         self.settings = settings
         self.redis: EmbeddedRedis | None = None
-        env = dict(os.environ)  # the token travels in the environment, never on a command line
-        if settings.api_token:
-            env["SHADOW_API_TOKEN"] = settings.api_token
-        Path(settings.data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        # credentials (URLs with passwords, the token, the key) travel to the children in their
+        # environment, never on a command line `ps` shows
+        env = {**os.environ, **to_env(settings)}
         self.group = Children(env, metrics_dir=Path(settings.data_dir) / "metrics",
                               heartbeat_timeout_s=settings.heartbeat_timeout_s)
         self._sockets: list[socket.socket] = []
@@ -349,13 +362,13 @@ class Supervisor:
             await self.redis.wait_ready(lambda: first.returncode is None)
             s = replace(s, redis=self.redis.url)
             log.info("embedded Redis at %s (data in %s)", self.redis.url, self.redis.data_dir)
+        self.group.env = {**(self.group.env or os.environ), **to_env(s)}
         listen = bind(s.listen, "--listen")
         api = bind(s.api, "--api")
         self._sockets = [listen, api]
         self.proxy_address = address(listen)
         self.api_address = address(api)
-        common = to_args(s, skip=("listen", "api", "api_token", "consumer", "workers",
-                                  "metrics_listen"))
+        common = to_args(s, skip=("listen", "api", "consumer", "workers", "metrics_listen"))
         # Stable consumer names: a restarted child re-reads its own pending entries at once.
         name = f"{socket.gethostname()}-up{os.getpid()}"
         proxy_args = [*common, "--listen", self.proxy_address, "--listen-fd", str(listen.fileno())]

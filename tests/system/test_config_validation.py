@@ -38,7 +38,8 @@ BAD = [
     (["--request-id-header", "X Request Id"], ["--request-id-header", "header name"]),
     (["--redact-headers", "Authorization,Set Cookie"], ["--redact-headers", "'Set Cookie'"]),
     (["--log-level", "loud"], ["--log-level", "debug, info, warning or error"]),
-    (["--api-token", "has space"], ["SHADOW_API_TOKEN", "printable ASCII", "token_urlsafe"]),
+    (["--api-token", "s3cret"], ["--api-token", "not accepted on the command line",
+                                 "SHADOW_API_TOKEN", "--api-token-file", "chmod 600"]),
     (["--rules", "no-such-rules.toml"], ["no-such-rules.toml"]),
     (["--store", "sqlite:///a-file/shadow.db"], ["--store", "a-file", "not a directory"]),
     (["--data-dir", "a-file/redis"], ["--data-dir", "a-file", "not a directory"]),
@@ -98,6 +99,8 @@ def test_up_refuses_a_bad_setting_before_starting_anything(
 def test_the_same_checks_hold_for_env_and_good_values_pass(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--sample-percent"):
         load_settings({}, env={"SHADOW_SAMPLE_PERCENT": "101"})
+    with pytest.raises(ConfigError, match="SHADOW_API_TOKEN.*printable ASCII.*token_urlsafe"):
+        load_settings({}, env={"SHADOW_API_TOKEN": "has space"})
     good = load_settings({"sample_percent": "0", "v2_set_headers": "Authorization: Bearer x; X-A:",
                           "v2_remove_headers": "Cookie, X-Api-Key", "v2_strip_prefix": "/api",
                           "v2_add_prefix": "/v2/", "replay_include": "/api/*,*.json",

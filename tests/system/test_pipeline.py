@@ -12,7 +12,7 @@ from aiohttp import web
 
 from tests.conftest import wait_for
 from tests.pipeline import Pipeline
-from tests.procs import ROOT, start_proxy_process
+from tests.procs import ROOT, start_proxy_process, with_key
 from tests.rawhttp import RawServer, exchange
 
 
@@ -118,7 +118,7 @@ async def test_header_bytes_that_are_not_utf8_reach_v2_and_the_report_exactly(se
                                             *common)
     subscriber = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "shadow", "subscriber", "--v2", str(settings.v2), *common,
-        cwd=ROOT, stdin=asyncio.subprocess.DEVNULL)
+        cwd=ROOT, stdin=asyncio.subprocess.DEVNULL, env=with_key())
     p = Pipeline(settings)  # only its comparer and API run: proxy and subscriber are the above
     try:
         await p.store.open()

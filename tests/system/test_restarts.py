@@ -22,6 +22,7 @@ from proxy import Proxy, Publisher
 from shadow.bus import connect
 from subscriber import Subscriber
 from tests.conftest import wait_for
+from tests.procs import with_key
 
 
 def app() -> web.Application:
@@ -126,7 +127,7 @@ async def test_subscriber_killed_mid_traffic_and_restarted_loses_nothing(http_se
     def start_subscriber(name: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "shadow", "subscriber", *common,
                                  "--consumer", name], cwd=Path(__file__).parent.parent.parent,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, env=with_key())
 
     redis = connect(str(settings.redis), 5.0)
     publisher = Publisher(redis, keys, max_queue=100_000)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from shadow.errors import ConfigError
-from shadow.settings import load_settings, to_args
+from shadow.settings import load_settings, to_args, to_env
 
 
 def test_settings_precedence_flags_env_file(tmp_path: Path) -> None:
@@ -31,8 +31,13 @@ def test_settings_errors_say_what_to_fix(tmp_path: Path) -> None:
         load_settings({"store": "postgres://x"}, env={})
 
 
-def test_settings_round_trip_through_child_flags() -> None:
-    s = load_settings({"v1": "http://a", "max_queue": 9, "allow_side_effects": True}, env={})
+def test_settings_round_trip_through_child_flags_and_environment() -> None:
+    s = load_settings({"v1": "http://a", "max_queue": 9, "allow_side_effects": True,
+                       "redis": "redis://:pw@127.0.0.1:1/0"}, env={"SHADOW_API_TOKEN": "tok"})
     args = to_args(s)
     flags = {args[i][2:].replace("-", "_"): args[i + 1] for i in range(0, len(args), 2)}
-    assert load_settings(flags, env={}) == s
+    assert load_settings(flags, env=to_env(s)) == s
+    # what can carry a credential travels in the environment, never on the command line
+    assert "pw" not in " ".join(args) and "tok" not in " ".join(args)
+    assert "--v1" not in args and to_env(s)["SHADOW_V1"] == "http://a"
+    assert to_env(s)["SHADOW_API_TOKEN"] == "tok"
