@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+from shadow.credentials import mask_url
 from shadow.errors import ConfigError
 from shadow.filters import Filters
 from shadow.model import Comparison, Event, Exchange, RouteKey
@@ -100,4 +101,5 @@ def open_store(url: str, *, retention_max_age_s: float | None = None) -> Store:
         from comparer.stores.mongo import MongoStore
 
         return MongoStore(url, retention_max_age_s=retention_max_age_s)
-    raise ConfigError(f"unsupported store {url!r}: use sqlite:///path/to/shadow.db or mongodb://...")
+    raise ConfigError(f"unsupported store {mask_url(url)!r}: use sqlite:///path/to/shadow.db or "
+                      "mongodb://...")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shadow.errors import ConfigError
+from shadow.errors import ConfigError, StoreError
 from shadow.private import ensure_private_dir, make_private, read_private_file, restrict_umask
 from shadow.sealing import Keyring, Sealer, SecretKey
 from shadow.secretkey import data_dir_key, load_keyring, read_key_file, write_key_file
@@ -189,3 +189,20 @@ def test_read_private_file_refuses_what_is_not_a_private_regular_file(tmp_path: 
     (tmp_path / "f").chmod(0o600)
     with pytest.raises(ConfigError, match="is not text"):
         read_private_file(tmp_path / "f", "--x")
+
+
+async def test_a_store_that_cannot_be_opened_is_named_without_its_password() -> None:
+    from comparer import open_store
+
+    with pytest.raises(ConfigError) as refused:
+        open_store("postgres://shadow:pg-pw-77c2@127.0.0.1:1/db")
+    store = open_store("mongodb://shadow:mongo-pw-5e1a@127.0.0.1:1/db")  # nothing listens
+    try:
+        with pytest.raises(StoreError) as unreachable:
+            await store.open()
+    finally:
+        await store.close()
+    assert "postgres://shadow:***@127.0.0.1:1/db" in str(refused.value)
+    assert "mongodb://shadow:***@127.0.0.1:1/db" in str(unreachable.value)
+    assert "pg-pw-77c2" not in str(refused.value)
+    assert "mongo-pw-5e1a" not in str(unreachable.value)

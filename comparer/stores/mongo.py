@@ -27,6 +27,7 @@ from typing import Any
 
 from comparer import records
 from shadow import codec, model
+from shadow.credentials import mask_url
 from shadow.errors import StoreError
 from shadow.filters import Filters
 from shadow.model import Comparison, Difference, Event, Exchange, RouteKey
@@ -138,7 +139,8 @@ class MongoStore:
         except StoreError:
             raise
         except Exception as e:
-            raise StoreError(f"cannot open MongoDB store {self.url}: {e}") from e
+            raise StoreError(f"cannot open MongoDB store {mask_url(self.url)}: "
+                             f"{mask_url(str(e))}") from e
 
     async def _ensure_rollups(self) -> None:
         """A store written before rollups gets them, counted from its exchanges once, by the
