@@ -23,12 +23,16 @@ from __future__ import annotations
 import base64
 import fnmatch
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
 from shadow.errors import ConfigError
 from shadow.model import Answer, Headers, Request, RequestEvent
+
+if TYPE_CHECKING:
+    from shadow.sealing import Keyring
+    from shadow.settings import Settings
 
 REDACTED, NONE, RAW = "redacted", "none", "raw"
 BODY_MODES = (REDACTED, NONE, RAW)
@@ -81,6 +85,17 @@ class Protection:
     sealer: Sealer | None
     bodies: tuple[tuple[str, str], ...] = ()
     restore: frozenset[str] | None = None  # header names the replay gets back; None: all
+
+    @classmethod
+    def from_settings(cls, settings: Settings, keyring: Keyring) -> Protection:
+        """What the proxy and the subscriber apply: the redaction policy keyed by the
+        keyring's HMAC subkey, its sealer, the body modes and what the replay gets back."""
+        from shadow.redact import Policy
+        from shadow.sealing import Sealer
+
+        return cls(Policy.from_settings(settings, keyring.hmac_key) if settings.redaction
+                   else None, Sealer(keyring), parse_capture_bodies(settings.capture_bodies),
+                   parse_restore(settings.replay_secrets))
 
     @property
     def raw_globs(self) -> list[str]:

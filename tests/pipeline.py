@@ -11,21 +11,29 @@ from comparer import Comparer, ReportsApi, open_store
 from proxy import Proxy, Publisher
 from shadow.bus import connect
 from shadow.keys import Keys
+from shadow.protection import Protection
+from shadow.sealing import Keyring, SecretKey
 from shadow.settings import Settings
 from subscriber import Subscriber
 
+TEST_KEYRING = Keyring(SecretKey.generate())
+
 
 class Pipeline:
-    def __init__(self, settings: Settings) -> None:
+    """`protection`: what the proxy and the subscriber apply, by default what `shadow up`
+    applies for these settings (with a test key)."""
+
+    def __init__(self, settings: Settings, protection: Protection | None = None) -> None:
         assert settings.redis is not None
+        protection = protection or Protection.from_settings(settings, TEST_KEYRING)
         self.settings = settings
         self.keys = Keys(settings.stream_prefix)
         self.redis = connect(settings.redis, settings.redis_timeout_s)
         self.publisher = Publisher(self.redis, self.keys, max_queue=settings.max_queue,
                                    max_queue_bytes=settings.max_queue_bytes,
                                    batch=settings.publish_batch, maxlen=settings.stream_maxlen)
-        self.proxy = Proxy(settings, self.publisher)
-        self.subscriber = Subscriber(settings, self.redis, keys=self.keys)
+        self.proxy = Proxy(settings, self.publisher, protection=protection)
+        self.subscriber = Subscriber(settings, self.redis, keys=self.keys, protection=protection)
         self.store = open_store(settings.store)
         self.comparer = Comparer(settings, self.redis, self.store, keys=self.keys)
         self.api = ReportsApi(settings, self.store, self.redis, keys=self.keys)

@@ -26,6 +26,7 @@ from shadow.errors import ShadowError
 from shadow.keys import Keys
 from shadow.metrics_http import MetricsServer
 from shadow.private import make_private_files
+from shadow.protection import Protection
 from shadow.secretkey import load_keyring
 from shadow.settings import Settings, sqlite_path, to_args, to_env
 
@@ -45,6 +46,19 @@ def _need_redis(settings: Settings, role: str) -> str:
         raise ShadowError(f"`shadow {role}` needs --redis URL (or SHADOW_REDIS); only "
                           "`shadow up` starts an embedded Redis")
     return settings.redis
+
+
+def protection_for(settings: Settings) -> Protection:
+    """The data protection the proxy and the subscriber apply (the key is read here: no key,
+    or a bad one, is a ConfigError before anything starts). Loud when it lets data through."""
+    protection = Protection.from_settings(settings, load_keyring(settings))
+    if not settings.redaction:
+        log.warning("--redaction false: secrets reach Redis and the store IN CLEAR; only for "
+                    "measuring what redaction costs")
+    if protection.raw_globs:
+        log.warning("--capture-bodies: bodies of %s are stored RAW (unredacted)",
+                    ", ".join(protection.raw_globs))
+    return protection
 
 
 def cmd_proxy(args: argparse.Namespace, settings: Settings) -> int:
@@ -71,7 +85,8 @@ async def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
                               batch=settings.publish_batch, maxlen=settings.stream_maxlen) \
             if redis is not None else Discard()
         sock = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
-        proxy = Proxy(settings, publisher, sock=sock)
+        proxy = Proxy(settings, publisher, sock=sock,
+                      protection=protection_for(settings) if settings.publish else None)
         exporter = MetricsServer(settings.metrics_listen) if settings.metrics_listen else None
         await publisher.start()
         opened.push_async_callback(publisher.stop)
@@ -142,7 +157,7 @@ def cmd_subscriber(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         async with contextlib.AsyncExitStack() as opened:  # a failed start closes what it opened
             url, redis = await _open_service(opened, args, settings, "subscriber")
-            sub = Subscriber(settings, redis)
+            sub = Subscriber(settings, redis, protection=protection_for(settings))
             exporter = MetricsServer(settings.metrics_listen) if settings.metrics_listen else None
             await keep_trying(f"Redis at {mask_url(url)}", sub.start, sub.stop)
             opened.push_async_callback(sub.stop)

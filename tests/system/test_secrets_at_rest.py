@@ -66,7 +66,7 @@ async def test_canaries_are_nowhere_shadow_writes_and_v2_gets_the_real_credentia
                                    "password": body.get("password", "")})
             resp = web.json_response({"ok": True, "user": {"email": EMAIL, "card": CARD,
                                                             "session_token": JWT},
-                                      "echo": body.get("password"), "side": "same"},
+                                      "side": "same"},
                                      status=201)
             resp.headers["Location"] = f"https://example.com/next?token={LOCATION_TOKEN}"
             resp.headers["Set-Cookie"] = f"sid={SET_COOKIE_SECRET}; HttpOnly"
