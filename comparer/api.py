@@ -25,6 +25,7 @@ from shadow.filters import FilterError, Filters, parse_filters
 from shadow.firehose import wanted
 from shadow.keys import COMPARERS, DROPPED_EVENTS, TRIMMED_UNPROCESSED, TRIMMED_UNREAD, Keys
 from shadow.model import CLASS_STATUSES, LIVE
+from shadow.protection import RAW, parse_capture_bodies
 from shadow.rules import RuleSet, load_rules_file
 from shadow.serve import start_site
 from shadow.settings import Settings, check_access, is_loopback
@@ -37,6 +38,7 @@ log = logging.getLogger("shadow.api")
 STORE_KEY = web.AppKey("store", Store)
 REDIS_KEY = web.AppKey("redis", aioredis.Redis)
 KEYS_KEY = web.AppKey("keys", Keys)
+RAW_BODIES_KEY = web.AppKey("raw_bodies", list[str])
 RulesSource = Callable[[], RuleSet]  # the rules in force, read when asked (they can be reloaded)
 RULES_KEY: web.AppKey[RulesSource] = web.AppKey("rules")
 HUB_KEY = web.AppKey("firehose", FirehoseHub)
@@ -151,6 +153,9 @@ def _window(request: web.Request) -> Window:
 async def summary(request: web.Request) -> web.Response:
     data = await request.app[STORE_KEY].summary(_window(request))
     keys = request.app[KEYS_KEY]
+    # --capture-bodies ...=raw: path globs whose bodies are stored unredacted (as configured
+    # for this process; give every service the same --capture-bodies)
+    data["raw_bodies"] = request.app[RAW_BODIES_KEY]
     try:
         r = request.app[REDIS_KEY]
         raw: dict[bytes, bytes] = await r.hgetall(keys.stats)  # type: ignore[assignment]
@@ -350,6 +355,8 @@ def build_app(settings: Settings, store: Store, redis: aioredis.Redis, keys: Key
     app[STORE_KEY] = store
     app[REDIS_KEY] = redis
     app[KEYS_KEY] = keys
+    app[RAW_BODIES_KEY] = [glob for glob, mode in parse_capture_bodies(settings.capture_bodies)
+                           if mode == RAW]
     if rules is None:
         loaded = load_rules_file(settings.rules)
         rules = lambda: loaded  # noqa: E731

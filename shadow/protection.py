@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import fnmatch
+import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from shadow.settings import Settings
 
 REDACTED, NONE, RAW = "redacted", "none", "raw"
+_URL = re.compile(r"""(?:https?://[^\s'"<>]*|(?<![\w/])/[^\s'"<>?]*\?[^\s'"<>]*)""")
 BODY_MODES = (REDACTED, NONE, RAW)
 RESTORE_ALL = "all"
 
@@ -45,6 +47,8 @@ class Redactor(Protocol):
     def answer(self, a: Answer) -> Answer: ...
 
     def text(self, s: str) -> str: ...
+
+    def url(self, url: str) -> str: ...
 
 
 class Sealer(Protocol):
@@ -126,10 +130,18 @@ class Protection:
         if self.policy is None:
             return a
         if a.error:  # an HTTP client's message may quote the URL
-            a = replace(a, error=self.policy.text(a.error))
+            a = replace(a, error=self.text(a.error))
         if mode == RAW:
             return replace(self.policy.answer(replace(a, body=b"")), body=a.body)
         return self.policy.answer(a)
+
+    def text(self, s: str) -> str:
+        """Free text (an error message, a log line): URLs in it redacted as URLs, then the
+        value detectors."""
+        policy = self.policy
+        if policy is None:
+            return s
+        return policy.text(_URL.sub(lambda m: policy.url(m.group(0)), s))
 
     def _seal(self, exchange_id: str, original: Request, shown: Request) -> str | None:
         """The parts of `original` the replay needs and `shown` lost, sealed; None when the

@@ -73,6 +73,7 @@ class Summary(Counts):
     # added by the reports API from Redis
     dropped_events: NotRequired[int | None]
     trimmed_unprocessed: NotRequired[dict[str, int]]
+    raw_bodies: NotRequired[list[str]]  # --capture-bodies globs whose bodies are stored raw
     trimmed_unread: NotRequired[dict[str, int]]  # by stream label: deleted by a safety limit unread
     streams: NotRequired[dict[str, Any]]
     warnings: NotRequired[list[str]]

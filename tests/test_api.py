@@ -150,3 +150,13 @@ async def test_a_bad_window_is_a_400_that_says_what_is_accepted(reports_api) -> 
                         assert form in error, (path, error)
             async with client.get(f"{base}/{path}?since=1h&until=2h") as r:
                 assert r.status == 400 and "since is after until" in (await r.json())["error"]
+
+
+async def test_the_summary_names_the_paths_whose_bodies_are_stored_raw(reports_api) -> None:
+    for overrides, raw in (({}, []),
+                           ({"capture_bodies": "/login*=none,/pay/*=raw,/x=raw",
+                             "allow_raw_bodies": True}, ["/pay/*", "/x"])):
+        api = await reports_api(**overrides)
+        async with aiohttp.ClientSession() as s, \
+                s.get(f"http://127.0.0.1:{api.port}/api/summary") as r:
+            assert (await r.json())["raw_bodies"] == raw
