@@ -11,6 +11,10 @@ Targets, all on 127.0.0.1 (this machine's 2 cores are shared by everything):
   shadow-1w        shadow's proxy publishing every request and response to a real Redis
   shadow-2w        the same with --workers 2
 and one fault run: shadow-1w while Redis is frozen (SIGSTOP) for the middle third of the run.
+Redaction's cost (#11): POST of a ~1 KB JSON body answered with ~1 KB of JSON (the payload,
+which holds an e-mail address the default policy tokenizes), shadow-1w with the default
+policy (shadow-redact) against --redaction false (shadow-noredact), interleaved like the rest.
+`--only redaction` runs just that pair.
 
 shadow-nopub and shadow-1w run --repeat times (default 3), interleaved (off, on, off, on, ...),
 and their medians are reported with the range: one 10 s run varies by 5-10% here, which is
@@ -73,8 +77,10 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def wrk(url: str, connections: int, duration_s: int, during: object = None) -> dict[str, float]:
-    cmd = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{duration_s}s", "--latency", url]
+def wrk(url: str, connections: int, duration_s: int, during: object = None,
+        script: Path | None = None) -> dict[str, float]:
+    cmd = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{duration_s}s", "--latency",
+           *(["-s", str(script)] if script else []), url]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     if callable(during):
         during()
@@ -98,15 +104,24 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3,
                     help="interleaved runs of shadow-nopub and shadow-1w; medians reported "
                          "(default 3)")
+    ap.add_argument("--only", choices=("all", "redaction"), default="all",
+                    help="redaction: only the redaction on/off pair (default all)")
     args = ap.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
     ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="shadow-bench-"))
     (work / "www").mkdir()
     (work / "www" / "user.json").write_text(PAYLOAD)
+    key_file = work / "secret.key"
+    subprocess.run([sys.executable, "-m", "shadow", "keygen", "-o", str(key_file)], cwd=REPO,
+                   check=True)
+    post_lua = work / "post.lua"
+    post_lua.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                        f"wrk.body = [[{PAYLOAD.strip()}]]\n")
     ports = {name: free_port() for name in ("v1", "v2", "nginx_proxy", "nginx_mirror")}
     servers = f"""
-    server {{ listen 127.0.0.1:{ports['v1']}; location / {{ root {work}/www; }} }}
+    server {{ listen 127.0.0.1:{ports['v1']}; location / {{ root {work}/www; }}
+             location = /user {{ default_type application/json; return 200 '{PAYLOAD.strip()}'; }} }}
     server {{ listen 127.0.0.1:{ports['v2']}; location / {{ root {work}/www; }} }}
     upstream v1 {{ server 127.0.0.1:{ports['v1']}; keepalive 128; }}
     upstream v2 {{ server 127.0.0.1:{ports['v2']}; keepalive 128; }}
@@ -130,7 +145,8 @@ def main() -> int:
     spread: dict[tuple[str, int], list[float]] = {}
     shadow_bin = [sys.executable, "-m", "shadow", "proxy", "--v1",
                   f"http://127.0.0.1:{ports['v1']}", "--redis", redis.url,
-                  "--stream-maxlen", "200000", "--log-level", "warning"]
+                  "--stream-maxlen", "200000", "--log-level", "warning",
+                  "--secret-key-file", str(key_file)]
 
     def report(name: str, c: int, r: dict[str, float]) -> None:
         print(f"{name:14} c={c:<3} {r['rps']:>9.0f} req/s  p50 {r['p50']:6.2f} ms  "
@@ -143,15 +159,16 @@ def main() -> int:
             results[(name, c)] = r = wrk(url, c, args.duration)
             report(name, c, r)
 
-    def run_interleaved(targets: dict[str, int]) -> None:
+    def run_interleaved(targets: dict[str, int], path: str = "/user.json",
+                        script: Path | None = None) -> None:
         """Each target --repeat times, alternating; the run with the median req/s is kept."""
         runs: dict[tuple[str, int], list[dict[str, float]]] = {}
         for port in targets.values():
-            wrk(f"http://127.0.0.1:{port}/user.json", 8, 2)  # warm-up
+            wrk(f"http://127.0.0.1:{port}{path}", 8, 2, script=script)  # warm-up
         for i in range(args.repeat):
             for c in conns:
                 for name, port in targets.items():
-                    r = wrk(f"http://127.0.0.1:{port}/user.json", c, args.duration)
+                    r = wrk(f"http://127.0.0.1:{port}{path}", c, args.duration, script=script)
                     runs.setdefault((name, c), []).append(r)
                     report(f"{name} #{i + 1}", c, r)
         for key, rs in runs.items():
@@ -182,6 +199,10 @@ def main() -> int:
         threading.Thread(target=job, daemon=True).start()
 
     try:
+        with shadow([]) as on, shadow(["--redaction", "false"]) as off:
+            run_interleaved({"shadow-noredact": off, "shadow-redact": on}, "/user", post_lua)
+        if args.only == "redaction":
+            return summarize(args, conns, results, spread)
         run("v1-direct", ports["v1"])
         run("nginx-proxy", ports["nginx_proxy"])
         run("nginx-mirror", ports["nginx_mirror"])
@@ -200,7 +221,12 @@ def main() -> int:
         nginx.stop()
         redis.stop()
         shutil.rmtree(work, ignore_errors=True)
+    return summarize(args, conns, results, spread)
 
+
+def summarize(args: argparse.Namespace, conns: list[int],
+              results: dict[tuple[str, int], dict[str, float]],
+              spread: dict[tuple[str, int], list[float]]) -> int:
     today = datetime.date.today().isoformat()
     print(f"\n### Proxy benchmark ({today}, {os.cpu_count()} cores, wrk -t2, "
           f"{args.duration} s per run, ~{len(PAYLOAD)} B JSON; shadow-nopub and shadow-1w: "
@@ -228,6 +254,10 @@ def main() -> int:
                   f"shadow-2w {two['rps'] / mirror['rps']:.2f} (target >= 0.50 at 64); "
                   f"p99 shadow-1w {on['p99'] - mirror['p99']:+.2f} ms vs nginx-mirror "
                   f"(target <= +1 ms at 8)")
+        red, nored = results.get(("shadow-redact", c)), results.get(("shadow-noredact", c))
+        if red and nored:
+            print(f"- c={c}: redaction (default policy, ~1 KB JSON POST and answer) costs "
+                  f"{100 * (1 - red['rps'] / nored['rps']):.1f}% of throughput (target <= 5%)")
         if on and frozen:
             print(f"- c={c}: Redis frozen mid-run: {frozen['errors']:.0f} errors, p99 "
                   f"{frozen['p99'] - on['p99']:+.2f} ms vs Redis up (target: 0 errors, <= +10 ms)")
