@@ -11,6 +11,7 @@ import binascii
 from typing import Any
 
 import orjson
+import zstandard
 
 from shadow.errors import EventError
 from shadow.model import (
@@ -239,6 +240,35 @@ def dumps(obj: Any) -> bytes:
 
 def loads(data: bytes | str) -> Any:
     return orjson.loads(data)
+
+
+# A stored part (a request or an answer, as request_to_dict/answer_to_dict make it) is
+# compressed: the marker byte PACKED_ZSTD, then zstd(the part's JSON without its body, a NUL
+# (JSON never holds one), the body's raw bytes). Parts stored before, as JSON text (or, in
+# MongoDB, as a document), still read as they were.
+PACKED_ZSTD = b"\x01"
+_zstd_in = zstandard.ZstdCompressor(level=3)
+_zstd_out = zstandard.ZstdDecompressor()
+
+
+def pack_part(part: dict[str, Any]) -> bytes:
+    head = {k: v for k, v in part.items() if k != "body"}
+    body = part.get("body")
+    raw = _unb64(body) if isinstance(body, str) else b""
+    return PACKED_ZSTD + _zstd_in.compress(_dumps(head) + b"\0" + raw)
+
+
+def unpack_part(stored: bytes | str | dict[str, Any]) -> dict[str, Any]:
+    """A part as pack_part stored it, or as older versions did (JSON text, a document)."""
+    if isinstance(stored, dict):
+        return stored
+    if isinstance(stored, (bytes, bytearray, memoryview)) and bytes(stored[:1]) == PACKED_ZSTD:
+        head, _, raw = _zstd_out.decompress(bytes(stored[1:])).partition(b"\0")
+        part: dict[str, Any] = orjson.loads(head)
+        part["body"] = _b64(raw)
+        return part
+    loaded: dict[str, Any] = orjson.loads(stored)
+    return loaded
 
 
 def diff_to_list(diff: list[Difference]) -> list[dict[str, Any]]:

@@ -7,12 +7,20 @@ of its minute and `until` rounds UP to the end of its minute, so a window holds 
 minute it touches, whole, and [since, until) never cuts a minute in two. Bounds on a
 minute boundary stay as they are: `since=11:00:00Z` starts with the 11:00 minute and
 `until=11:00:00Z` ends before it, like the listings' `ts >= since` and `ts < until`.
+
+Older buckets are compacted (FOLDS): minutes older than 2 hours are folded into their hour,
+hours older than 3 days into their day (UTC). A bucket's row then counts its whole hour or
+day, so a window edge that falls in a compacted stretch rounds to that hour or day instead
+(`coarsen`): still exact to the bucket, and the report's window says the rounding it got.
+Whatever has been folded, a sum over whole buckets is the same, so compaction changes no
+report for windows aligned to the coarser bucket, nor for all time.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypedDict
@@ -20,11 +28,22 @@ from typing import TypedDict
 from shadow.errors import ShadowError
 
 BUCKET_S = 60  # the rollups' bucket: one minute
+HOUR_S = 3600
+DAY_S = 86400
+# Compaction levels, finest first: (span of the coarser bucket, how long the finer buckets
+# are kept before they are folded into it).
+FOLDS: tuple[tuple[int, float], ...] = ((HOUR_S, 2 * 3600.0), (DAY_S, 3 * 86400.0))
+
+Marks = Mapping[int, int]
+"""Per coarser span (HOUR_S, DAY_S), a boundary: the buckets before it are (or count as)
+that coarse. Boundaries are multiples of their span."""
 
 ACCEPTED = ("unix seconds, an ISO 8601 time in UTC (2026-12-02T11:00:00Z, "
             "2026-12-02T11:00:00+00:00 or the date 2026-12-02) or a duration ago (90s, 15m, 24h, "
             "7d, 2w)")
-ROUNDING = "since rounds down and until rounds up to the minute (the rollups' bucket)"
+ROUNDING = ("since rounds down and until rounds up to the rollups' bucket: the minute, or the "
+            "hour or day (UTC) where older buckets were compacted (since_bucket_s, "
+            "until_bucket_s)")
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -69,6 +88,39 @@ def bucket_ceil(ts: float) -> int:
     return math.ceil(ts / BUCKET_S) * BUCKET_S
 
 
+def floor_to(ts: float, span: int) -> int:
+    return math.floor(ts / span) * span
+
+
+def span_at(ts: float, marks: Marks) -> int:
+    """The bucket span at `ts`: the coarsest span whose boundary is after it, else a minute."""
+    return max((span for span, below in marks.items() if ts < below), default=BUCKET_S)
+
+
+def bucket_in(ts: float, marks: Marks) -> int:
+    """The start of the bucket `ts` is counted in, buckets before `marks` being coarser."""
+    return floor_to(ts, span_at(ts, marks))
+
+
+def fold_marks(now: float) -> dict[int, int]:
+    """The boundaries compaction moves to at `now` (FOLDS): per span, the start of the span
+    that holds now minus what is kept finer (2 hours of minutes, 3 days of hours)."""
+    return {span: floor_to(now - kept, span) for span, kept in FOLDS}
+
+
+def coarsen(w: Window, marks: Marks) -> Window:
+    """`w` with each edge rounded to the bucket of the stretch it falls in (since down, until
+    up): what the rollups can answer exactly once the buckets before `marks` are compacted."""
+    since, until, lo, hi = w.since, w.until, BUCKET_S, BUCKET_S
+    if since is not None:
+        lo = span_at(since, marks)
+        since = floor_to(since, lo)
+    if until is not None:
+        hi = span_at(until - BUCKET_S, marks)  # the stretch of the window's last minute
+        until = math.ceil(until / hi) * hi
+    return Window(since, until, lo, hi)
+
+
 def iso(ts: float | None) -> str | None:
     """Unix seconds as ISO 8601 UTC (`2026-12-02T11:00:00Z`)."""
     if ts is None:
@@ -84,6 +136,8 @@ class WindowDoc(TypedDict):
     since_ts: int | None
     until_ts: int | None
     bucket_s: int
+    since_bucket_s: int
+    until_bucket_s: int
     rounding: str
 
 
@@ -94,6 +148,8 @@ class Window:
 
     since: int | None = None
     until: int | None = None
+    since_bucket_s: int = BUCKET_S  # the bucket `since` was rounded to (coarsen)
+    until_bucket_s: int = BUCKET_S
 
     @property
     def all_time(self) -> bool:
@@ -106,7 +162,10 @@ class Window:
 
     def doc(self) -> WindowDoc:
         return {"since": iso(self.since), "until": iso(self.until), "since_ts": self.since,
-                "until_ts": self.until, "bucket_s": BUCKET_S, "rounding": ROUNDING}
+                "until_ts": self.until,
+                "bucket_s": max(self.since_bucket_s, self.until_bucket_s),
+                "since_bucket_s": self.since_bucket_s, "until_bucket_s": self.until_bucket_s,
+                "rounding": ROUNDING}
 
 
 ALL_TIME = Window()

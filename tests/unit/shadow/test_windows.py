@@ -67,3 +67,52 @@ def test_parse_window_and_what_a_report_says_about_it() -> None:
     assert ALL_TIME.doc()["since"] is None and ALL_TIME.doc()["until"] is None
     with pytest.raises(WindowError, match="since is after until"):
         parse_window("1h", "2h", NOW)
+
+
+# ---- compaction: older buckets are hours and days ----
+
+def test_compaction_boundaries_follow_the_clock() -> None:
+    from shadow.windows import DAY_S, HOUR_S, fold_marks
+
+    marks = fold_marks(NOW)  # 11:20:45 on DAY
+    assert marks == {HOUR_S: DAY + 9 * 3600, DAY_S: DAY - 3 * 86400}
+    assert fold_marks(NOW + 3600)[HOUR_S] == DAY + 10 * 3600
+
+
+def test_buckets_before_the_marks_are_hours_and_days() -> None:
+    from shadow.windows import DAY_S, HOUR_S, bucket_in, span_at
+
+    marks = {HOUR_S: DAY + 9 * 3600, DAY_S: DAY - 86400}
+    assert span_at(DAY + 9 * 3600, marks) == 60  # on the boundary: minutes from there on
+    assert span_at(DAY + 9 * 3600 - 1, marks) == HOUR_S
+    assert span_at(DAY - 86400 - 1, marks) == DAY_S
+    assert bucket_in(DAY + 9 * 3600 + 75, marks) == DAY + 9 * 3600 + 60
+    assert bucket_in(DAY + 8 * 3600 + 75, marks) == DAY + 8 * 3600
+    assert bucket_in(DAY - 86400 - 5, marks) == DAY - 2 * 86400
+    assert bucket_in(DAY + 75, {}) == DAY + 60
+
+
+def test_a_window_edge_in_a_compacted_stretch_rounds_to_its_hour_or_day() -> None:
+    from shadow.windows import DAY_S, HOUR_S, coarsen
+
+    marks = {HOUR_S: DAY + 9 * 3600, DAY_S: DAY - 86400}
+    recent = window(DAY + 10 * 3600 + 90, NOW)
+    assert coarsen(recent, marks) == recent  # minutes: as it was
+    w = coarsen(window(DAY + 3 * 3600 + 90, DAY + 5 * 3600 + 1), marks)
+    assert w == Window(DAY + 3 * 3600, DAY + 6 * 3600, HOUR_S, HOUR_S)
+    doc = w.doc()
+    assert (doc["since_bucket_s"], doc["until_bucket_s"], doc["bucket_s"]) == (3600, 3600, 3600)
+    assert "hour or day" in doc["rounding"]
+    w = coarsen(window(DAY - 2 * 86400 + 5, NOW), marks)  # 7d-like: the day, then minutes
+    assert w == Window(DAY - 2 * 86400, bucket_ceil_minute(NOW), DAY_S, 60)
+    assert w.doc()["bucket_s"] == DAY_S
+    # until on a boundary stays; until just past the hour mark is in minutes
+    assert coarsen(window(None, DAY + 9 * 3600), marks) == Window(None, DAY + 9 * 3600, 60, HOUR_S)
+    assert coarsen(window(None, DAY + 9 * 3600 + 1), marks) == Window(None, DAY + 9 * 3600 + 60)
+    assert coarsen(window(None, DAY + 8 * 3600 + 1), marks).until == DAY + 9 * 3600
+    assert coarsen(ALL_TIME, marks) == ALL_TIME
+    assert coarsen(w, marks) == w  # once is enough
+
+
+def bucket_ceil_minute(ts: float) -> int:
+    return -int(-ts // 60) * 60
