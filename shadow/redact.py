@@ -352,9 +352,9 @@ def _long_runs(data: bytes, jwt: bool, random: bool) -> list[Span]:
     for lo, hi in _runs(data.translate(_RUN_CLASS), _RUN32, b" "):
         run = data[lo:hi]
         if jwt and b"eyJ" in run:
-            m = _JWT.match(run)
-            if m is not None:  # the run starts with it (a JWT inside a run is judged below)
-                out.append((lo, lo + m.end(), b"jwt_"))
+            m = _JWT.search(run)  # `q=eyJ...`: `=` is a base64 character too
+            if m is not None:
+                out.append((lo + m.start(), lo + m.end(), b"jwt_"))
                 continue
         if random and run.lower() != run and run.upper() != run and \
                 any(_is_random(p) for p in _ALNUM16.findall(run)):
@@ -373,7 +373,7 @@ def _bearers(data: bytes) -> list[Span]:
     for word in _BEARER_WORDS:
         i = lower.find(word)
         while i >= 0:
-            if i == 0 or data[i - 1] not in _WORD_CHARS:
+            if i == 0 or data[i - 1] not in _WORD_CHARS or data[i - 2:i - 1] == b"\\":
                 m = _BEARER.match(data, i)
                 if m is not None:
                     cred = m.group(1)
@@ -400,7 +400,7 @@ _JSON_KEY_NAME = re.compile(rb'"([^"]*)"[ \t\r\n]*:')
 _COLON = re.compile(rb"[ \t\r\n]*:[ \t\r\n]*")
 _NUMBER = re.compile(rb"-?[0-9][0-9.eE+-]*")
 _PAIR_EQ = re.compile(rb"(?<![A-Za-z0-9_.\[\]-])([A-Za-z][A-Za-z0-9_.\[\]-]{0,63})="
-                      rb"(\"[^\"\r\n]*\"|'[^'\r\n]*'|[^&\s\"'<>;,]*)")
+                      rb"(\"[^\"\r\n]*\"|'[^'\r\n]*'|[^&\s\"'<>;,\\]*)")
 _PAIR_JSON = re.compile(rb'"([^"\\\r\n]{1,64})"[ \t]*:[ \t]*("(?:[^"\\\r\n]|\\.)*"?|-?[0-9][0-9.eE+-]*)')
 _PAIR_LINE = re.compile(rb"(?m)^[ \t]*([A-Za-z][A-Za-z0-9_.-]{0,63})[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$")
 _PAIR_XML = re.compile(rb"<([A-Za-z_][A-Za-z0-9_.-]{0,63})(?:[ \t][^<>]*)?>([^<]{1,4096})</\1>")
@@ -744,7 +744,10 @@ class Policy:
                     ) -> list[Edit]:
         out: list[Edit] = []
         for m in pattern.finditer(data):
-            if not self._secret_b(m.group(1)):
+            name = m.group(1)
+            if m.start(1) and data[m.start(1) - 1] == 0x5C:  # `\\npin=`: the n is an escape's
+                name = name[1:]
+            if not self._secret_b(name):
                 continue
             s, e = m.span(2)
             if e > s and data[s] in b"\"'":
@@ -822,36 +825,52 @@ class Policy:
     # ---- bodies ----
 
     def _json(self, body: bytes, ctx: _Ctx) -> bytes:
-        if b"\\" in body or self.action == DROP:
-            return self._json_parsed(body, ctx)
-        words, bearer = self._scan(body)
+        """In place (see the module's doc); parsed and re-serialised when it holds escapes,
+        a secret-named array or object, or the action is drop; a truncated or invalid body is
+        always edited in place."""
+        escaped = b"\\" in body
+        parse = escaped or self.action == DROP
+        if parse:
+            ok, doc = parse_json(body)
+            out = self._json_parsed(body, doc, ctx) if ok else None
+            if out is not None:
+                return out
+        # where the strings are: with escaped quotes and backslashes blanked (same length),
+        # every quote left opens or closes a string
+        scan = body.replace(b"\\\\", b"\x01\x01").replace(b'\\"', b"\x01\x01") \
+            if escaped else body
+        # an escape (`\\n`, `\\u0041`) glues letters to words: every name may be a secret's
+        words, bearer = (_ANY, None) if escaped else self._scan(body)
         spans = self._detect(body, bearer)
         if words is None and not spans:
             return body
         edits: list[Edit] = []
         if words is not None:
-            for i in self._secret_values(body, words):
-                c = body[i]
+            for i in self._secret_values(scan, words):
+                c = scan[i]
                 if c == 0x22:  # a string
-                    j = body.find(b'"', i + 1)
+                    j = scan.find(b'"', i + 1)
                     j = len(body) if j < 0 else j
                     value = body[i + 1:j]
                     if value and not _redacted(value):
                         edits.append((i + 1, 0, j, self._replace(value, b"", ctx)))
                 elif c == 0x2D or 0x30 <= c <= 0x39:  # a number
-                    j = _NUMBER.match(body, i).end()  # type: ignore[union-attr]
+                    j = _NUMBER.match(scan, i).end()  # type: ignore[union-attr]
                     edits.append((i, 0, j, b'"' + self._replace(_number_text(body[i:j]), b"",
                                                                 ctx) + b'"'))
                 elif c in (0x5B, 0x7B):  # an array or object: every value inside
-                    ok, _ = parse_json(body)
-                    if ok:
-                        return self._json_parsed(body, ctx)
-                    j = _container_end(body, i)
+                    if not parse:
+                        ok, doc = parse_json(body)
+                        out = self._json_parsed(body, doc, ctx) if ok else None
+                        if out is not None:
+                            return out
+                        parse = True  # cut, invalid or too deep: one token for it all
+                    j = _container_end(scan, i)
                     edits.append((i, 0, j, b'"' + self._replace(body[i:j], b"", ctx) + b'"'))
             if b"=" in body:
                 edits += self._pair_edits(body, _PAIR_EQ, ctx)
         if spans:
-            edits += self._json_detector_edits(body, spans, ctx)
+            edits += self._json_detector_edits(scan, spans, ctx, body)
         return _apply(body, edits)
 
     def _secret_values(self, body: bytes, words: set[bytes]) -> list[int]:
@@ -872,7 +891,7 @@ class Policy:
                     if s > 0 and e > 0:
                         keys.add(body[s:e])
         for key in keys:
-            if not self._secret_b(key):
+            if not self._secret_b(key) and not (b"\\" in key and self._secret_escaped(key)):
                 continue
             needle = b'"' + key + b'"'
             i = body.find(needle)
@@ -884,6 +903,14 @@ class Policy:
         starts.sort()
         return starts
 
+    def _secret_escaped(self, key: bytes) -> bool:
+        """A key written with escapes (`pass\\u0077ord`), judged as what it spells."""
+        try:
+            name = orjson.loads(b'"' + key.replace(b"\x01\x01", b"\\\\") + b'"')
+        except orjson.JSONDecodeError:
+            return False
+        return isinstance(name, str) and self.is_secret(name)
+
     def _word_pattern(self, word: bytes) -> re.Pattern[bytes]:
         """`password` as written in a lower-cased name: `-` or `_` between letters."""
         pattern = self._patterns.get(word)
@@ -894,14 +921,19 @@ class Policy:
             self._patterns[word] = pattern
         return pattern
 
-    def _json_detector_edits(self, body: bytes, spans: list[Span], ctx: _Ctx) -> list[Edit]:
+    def _json_detector_edits(self, scan: bytes, spans: list[Span], ctx: _Ctx,
+                             body: bytes) -> list[Edit]:
         """Hits inside strings are replaced in place; outside a string only a number can
-        match (a card): it becomes a string."""
+        match (a card): it becomes a string. `scan`: `body` with escapes blanked."""
         out: list[Edit] = []
         quotes, pos = 0, 0
         for s, e, kind in spans:
-            quotes += body.count(b'"', pos, s)
+            quotes += scan.count(b'"', pos, s)
             pos = s
+            if s and scan[s - 1] == 0x5C:  # `\\nada@x.org`: the n is the escape's, not the hit's
+                s += 5 if body[s:s + 1] == b"u" else 1
+                if s >= e:
+                    continue
             if quotes & 1:
                 out += self._detector_edits(body, [(s, e, kind)], ctx)
                 continue
@@ -912,18 +944,16 @@ class Policy:
             out.append((s, 1, e, b'"' + self._replace(body[s:e], kind, None) + b'"'))
         return out
 
-    def _json_parsed(self, body: bytes, ctx: _Ctx) -> bytes:
-        ok, doc = parse_json(body)
-        if not ok:
-            return self._text(body, ctx)  # truncated or invalid: the text rules
-        has_escapes = b"\\u" in body
+    def _json_parsed(self, body: bytes, doc: Any, ctx: _Ctx) -> bytes | None:
+        """The parsed document walked and re-serialised; None if it nests too deep to walk."""
+        has_escapes = b"\\" in body  # raw-text checks would miss what escapes hide
         words, bearer = (_ANY, True) if has_escapes else self._scan(body)
         ctx.pairs = has_escapes or (b"=" in body and words is not None)
         ctx.detect = has_escapes or bool(self._detect(body, bearer))
         try:
             new = self._walk(doc, ctx)
         except RecursionError:
-            return self._text(body, ctx)
+            return None
         finally:
             ctx.detect = ctx.pairs = True
         return body if new is doc else _dump(new)
@@ -1265,11 +1295,9 @@ class Policy:
             new = self._replace(secret, b"", ctx).decode()
             return f'{name}="{new}"' if quoted else f"{name}={new}"
         if len(value) >= 6 and self.detectors:
-            raw = value.encode("utf-8", "surrogatepass")
-            spans = self._detect(raw)
-            if spans:
-                return f"{name}=" + _apply(raw, self._detector_edits(raw, spans, ctx)).decode(
-                    "utf-8", "surrogatepass")
+            new_value = self._query_value(value, ctx, plus=False)  # %-encoded or not
+            if new_value is not value:
+                return f"{name}={new_value}"
         return part
 
     # ---- requests and answers ----

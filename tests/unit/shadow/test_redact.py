@@ -255,6 +255,17 @@ def test_truncated_and_escaped_json() -> None:
     assert b"x1234567" not in POLICY.answer(Answer(200, JSON, deep)).body
 
 
+def test_escapes_never_hide_a_secret_from_the_checks() -> None:
+    """`\\n` glues its `n` to the next word (`nbearer`, `npin`): with any backslash in the
+    body every string gets the full checks, parsed or, when cut, in place."""
+    body = b'{"note": "alpha\\nBearer Q7abcdefgh\\nbeta", "url": "/x?a=1\\npin=12345678"}'
+    doc = orjson.loads(POLICY.answer(Answer(200, JSON, body)).body)
+    assert doc == {"note": f"alpha\nBearer {tok('Q7abcdefgh', 'cred')}\nbeta",
+                   "url": f"/x?a=1\npin={tok('12345678')}"}
+    cut = POLICY.answer(Answer(200, JSON, body[:-3], len(body), body_truncated=True)).body
+    assert b"Q7abcdefgh" not in cut and b"123456" not in cut
+
+
 def test_secret_named_containers_keep_their_shape() -> None:
     body = orjson.dumps({"credentials": {"user": "ada", "keys": ["k1", "k2"], "active": True,
                                          "n": 3}})
