@@ -29,7 +29,15 @@ from shadow.protection import RAW, parse_capture_bodies
 from shadow.rules import RuleSet, load_rules_file
 from shadow.serve import start_site
 from shadow.settings import Settings, check_access, is_loopback
-from shadow.stats import MIN_MATCH_PCT, MIN_SAMPLES, verdict
+from shadow.stats import (
+    LATENCY_FLOOR_MS,
+    MAX_LATENCY_RATIO,
+    MAX_V2_ERROR_RATE,
+    MIN_MATCH_PCT,
+    MIN_SAMPLES,
+    parse_rate,
+    verdict,
+)
 from shadow.suggest import suggest, to_toml
 from shadow.windows import Window, WindowError, parse_window
 
@@ -256,10 +264,30 @@ async def verdict_endpoint(request: web.Request) -> web.Response:
                                        "a whole number"}, 400)
     if not 0 < min_match <= 1 or min_samples < 0:
         return json_response({"error": "min_match must be in (0, 100] and min_samples >= 0"}, 400)
+    try:
+        gates = _verdict_gates(q)
+    except ValueError as e:
+        return json_response({"error": str(e)}, 400)
     window = _window(request)
     evidence = await request.app[STORE_KEY].route_evidence(window)
     return json_response({**verdict(evidence, min_match=min_match, min_samples=min_samples,
-                                    exclude=q.getall("exclude", [])), "window": window.doc()})
+                                    exclude=q.getall("exclude", []), **gates),
+                          "window": window.doc()})
+
+
+def _verdict_gates(q: Any) -> dict[str, float]:
+    """The verdict's error and latency gates from the query (defaults: shadow.stats)."""
+    gates = {"max_v2_error_rate": parse_rate(q.get("max_v2_error_rate", str(MAX_V2_ERROR_RATE)))}
+    for name, default in (("max_latency_ratio", MAX_LATENCY_RATIO),
+                          ("latency_floor_ms", LATENCY_FLOOR_MS)):
+        try:
+            value = float(q.get(name, str(default)))
+        except ValueError:
+            raise ValueError(f"{name} must be a number") from None
+        if not value >= 0 or value == float("inf"):
+            raise ValueError(f"{name} must be a number >= 0")
+        gates[name] = value
+    return gates
 
 
 async def exchange(request: web.Request) -> web.Response:

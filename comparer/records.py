@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shadow import codec
-from shadow.compare import class_shape
+from shadow.compare import OTHER_ERROR, class_shape, error_kind_of
 from shadow.errors import StoreError
 from shadow.filters import Filters
 from shadow.model import (
@@ -415,21 +415,32 @@ def _route(key: RouteKey, n: dict[str, int], hist: Mapping[tuple[str, str, str],
 def evidence(summary: Summary, classes: Sequence[MismatchClass],
              mismatches: Iterable[tuple[str | None, str | None, str | None, int]],
              ) -> list[RouteEvidence]:
-    """Per-route evidence for the verdict from the summary, the class statuses and the
-    mismatch counts per (method, route, signature): accepted classes count as matches, and
-    compare errors as failures."""
-    status = {c["signature"]: c["status"] for c in classes}
-    failing: dict[RouteKey, dict[str, int]] = {
-        (r["method"], r["route"]): {COMPARE_ERROR: r["compare_errors"]}
-        for r in summary["routes"] if r.get("compare_errors")}
+    """Per-route evidence for the verdict from the summary (counts and latency percentiles),
+    the class statuses and the counts per (method, route, signature) of mismatches and V2
+    errors (a V2 error's signature names its kind: V2_ERROR_PREFIX + kind): accepted
+    classes count as matches; V2 errors and compare errors as failures."""
+    triage = {c["signature"]: (c["status"], c.get("ticket")) for c in classes}
+    failing: dict[RouteKey, dict[str, int]] = {}
+    errors: dict[RouteKey, dict[str, int]] = {}
     accepted: dict[RouteKey, int] = {}
     for method, route, sig, n in mismatches:
         key = (method or "?", route or "?")
-        if status.get(sig or "") == CLASS_ACCEPTED:
+        kind = error_kind_of(sig)
+        if kind is not None:
+            errors.setdefault(key, {})[kind] = errors.get(key, {}).get(kind, 0) + n
+        elif triage.get(sig or "", (None,))[0] == CLASS_ACCEPTED:
             accepted[key] = accepted.get(key, 0) + n
         else:
             failing.setdefault(key, {})[sig or "?"] = n
-    return [RouteEvidence(r["method"], r["route"], r["compared"], r["matched"],
-                          accepted.get((r["method"], r["route"]), 0),
-                          failing.get((r["method"], r["route"]), {}))
-            for r in summary["routes"]]
+    out = []
+    for r in summary["routes"]:
+        key = (r["method"], r["route"])
+        kinds = errors.get(key, {})
+        if sum(kinds.values()) < r["v2_errors"]:  # recorded before errors had a kind
+            kinds[OTHER_ERROR] = kinds.get(OTHER_ERROR, 0) + r["v2_errors"] - sum(kinds.values())
+        out.append(RouteEvidence(
+            r["method"], r["route"], r["compared"], r["matched"], accepted.get(key, 0),
+            failing.get(key, {}), v2_errors=kinds, compare_errors=r["compare_errors"],
+            v1_latency_ms=dict(r["v1_latency_ms"]), v2_latency_ms=dict(r["v2_latency_ms"]),
+            triage={sig: triage.get(sig, (CLASS_NEW, None)) for sig in failing.get(key, {})}))
+    return out

@@ -67,11 +67,14 @@ class Proxy:
     """`async with Proxy(settings, publisher) as p:` serves on `p.port`."""
 
     def __init__(self, settings: Settings, publisher: Publisher | Discard, *,
-                 sock: socket.socket | None = None, protection: Protection | None = None) -> None:
+                 sock: socket.socket | None = None, protection: Protection | None = None,
+                 digest_key: bytes | None = None) -> None:
         settings.require("v1")
         assert settings.v1 is not None
         self.settings = settings
         self.publisher = publisher
+        # keys the digest of V1's whole answer (shadow.http.Capture): the subscriber's key
+        self.digest_key = digest_key
         # None: events leave unredacted (only tests and the benchmark's reference do that)
         self.protection = protection
         self._v1_base = settings.v1.rstrip("/")
@@ -283,7 +286,7 @@ class Proxy:
                                          headers=CIMultiDict(downstream_response_headers(
                                              v1_headers, self._rid_header, request_id)))
         client = _Client(request, response)
-        captured = Capture(self._cap)
+        captured = Capture(self._cap, self.digest_key)
         length = upstream.content_length
         held = length is not None and length <= self._cap  # small: head and body in one write
         error: str | None = None
@@ -325,7 +328,7 @@ class Proxy:
                 answer=Answer(status=upstream.status, headers=v1_headers, body=captured.bytes(),
                               body_size=captured.size, body_truncated=captured.truncated,
                               latency_ms=(time.perf_counter() - started) * 1000, error=error,
-                              incomplete=incomplete)), mode)
+                              incomplete=incomplete, digest=captured.digest)), mode)
         if error is not None and not response.prepared:
             status = 504 if error.startswith("V1 timed out") else 502
             return self._answer_error(status, error, request_id)

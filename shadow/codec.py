@@ -137,6 +137,8 @@ def _answer_head(a: Answer) -> dict[str, Any]:
         out["target"] = a.target
     if a.incomplete is not None:
         out["incomplete"] = a.incomplete
+    if a.digest is not None:
+        out["digest"] = a.digest
     return out
 
 
@@ -154,6 +156,7 @@ def answer_from_dict(d: dict[str, Any]) -> Answer:
         skipped=d.get("skipped"),
         target=d.get("target"),
         incomplete=d.get("incomplete"),
+        digest=_optional_str(d.get("digest")),
     )
 
 

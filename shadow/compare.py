@@ -75,6 +75,46 @@ def answer_flags(side: str, answer: Answer, method: str | None) -> list[str]:
     return flags
 
 
+# A V2 error's signature names its kind ("v2_error:timeout"), so the rollups count errors
+# per (route, kind) as they count mismatches per class; mismatch signatures are hex.
+V2_ERROR_PREFIX = "v2_error:"
+OTHER_ERROR = "other"
+# (what the error text holds, the kind): the subscriber's texts ("V2 timed out", "V2
+# unreachable: ServerDisconnectedError: ...") name aiohttp's exception and the OS error
+_ERROR_KINDS = (
+    ("timed out", "timeout"),
+    ("timeout", "timeout"),
+    ("reset by peer", "connection reset"),
+    ("connectionreseterror", "connection reset"),
+    ("connection refused", "connection refused"),
+    ("serverdisconnectederror", "connection closed"),
+    ("clientconnectorerror", "cannot connect"),
+    ("clientpayloaderror", "body cut off"),
+    ("transferencodingerror", "body cut off"),
+    ("contentlengtherror", "body cut off"),
+    ("brokenpipeerror", "connection reset"),
+    ("broken pipe", "connection reset"),
+)
+
+
+def error_kind(answer: Answer) -> str:
+    """What kind of failure a V2 answer that is an error was (pure; from its text)."""
+    if answer.error is None:
+        return "no status" if answer.status is None else OTHER_ERROR
+    text = answer.error.lower()
+    for needle, kind in _ERROR_KINDS:
+        if needle in text:
+            return kind
+    return OTHER_ERROR
+
+
+def error_kind_of(signature: str | None) -> str | None:
+    """The error kind a stored signature names (None: not a V2 error's)."""
+    if signature and signature.startswith(V2_ERROR_PREFIX):
+        return signature[len(V2_ERROR_PREFIX):] or OTHER_ERROR
+    return None
+
+
 def replay_delay_ms(v1_ts: float | None, v2_ts: float | None, v2: Answer) -> float | None:
     """How long after V1's answer V2 was called (V2's answer time minus its latency)."""
     if v1_ts is None or v2_ts is None or v2.skipped:
@@ -103,7 +143,7 @@ def compare(request: Request | None, v1: Answer, v2: Answer, route: str | None,
         return Comparison(SKIPPED, [], None, flags)
     flags += answer_flags("v2", v2, method)
     if v2.error or v2.status is None:
-        return Comparison(V2_ERROR, [], None, flags)
+        return Comparison(V2_ERROR, [], V2_ERROR_PREFIX + error_kind(v2), flags)
     diff, body_flags = _differences(v1, v2, rules, method, suppressed)
     flags += body_flags
     noise: list[Difference] = []
@@ -206,11 +246,56 @@ def _differences(a: Answer, b: Answer, rules: Sequence[Rule], method: str | None
     diff += header_differences(a.headers, b.headers, include=include, exclude=exclude)
     flags: list[str] = []
     if method != "HEAD":
+        whole = whole_bodies_equal(a, b)
+        if whole:  # the same bytes, past the capture cap too: nothing to diff
+            return diff, ["whole_body_equal"] if a.body_truncated or b.body_truncated else []
         body_diff, flags = body_differences(
             a, b, lambda x, y: apply_rules(x, y, rules, suppressed) if rules
             else json_differences(x, y))
+        if not body_diff and whole is False:  # the captured prefixes are all that is equal
+            body_diff = [beyond_capture(a, b)]
         diff += body_diff
     return diff, flags
+
+
+def _encoding(answer: Answer) -> str:
+    return (answer.header("content-encoding") or "identity").strip().lower() or "identity"
+
+
+def whole_bodies_equal(a: Answer, b: Answer) -> bool | None:
+    """Whether two whole bodies are equal, from their lengths and digests (pure): True when
+    the digests (same scheme and key) and lengths are equal; False when a body was cut at
+    the capture cap and the digests or lengths differ; None when unknown (no comparable
+    digests, or nothing was cut: the captured bodies are the whole bodies). Digests are of
+    the raw bytes: with different content encodings they say nothing, and with the same
+    compressed one only equality counts (the same content compresses differently)."""
+    encoding = _encoding(a)
+    if encoding != _encoding(b):
+        return None
+    digests = a.digest is not None and b.digest is not None and \
+        a.digest.partition(":")[0] == b.digest.partition(":")[0]
+    if digests and a.digest == b.digest and a.body_size == b.body_size:
+        return True
+    if encoding != "identity" or not (a.body_truncated or b.body_truncated):
+        return None
+    if a.body_size != b.body_size or digests:
+        return False
+    return None
+
+
+def _size(n: int) -> str:
+    return f"{n // 1024} KiB" if n and n % 1024 == 0 else f"{n} bytes"
+
+
+def beyond_capture(a: Answer, b: Answer) -> Difference:
+    """The body difference past what was captured: equal prefixes, different whole bodies."""
+    where = f"differs after the first {_size(min(len(a.body), len(b.body)))}"
+
+    def side(x: Answer) -> str:
+        digest = f", digest {x.digest.partition(':')[2][:16]}" if x.digest else ""
+        return f"{where}: {x.body_size} bytes{digest}"
+
+    return Difference("$", "body", side(a), side(b))
 
 
 # ---- rules over JSON bodies ----

@@ -3,6 +3,7 @@ aiohttp client session both use towards V1/V2 (header rules live in shadow/forwa
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import aiohttp
@@ -12,21 +13,45 @@ CHUNK = 64 * 1024
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
+DIGEST_BYTES = 16  # BLAKE2b-128: collisions out of reach for telling two answers apart
+
+
+def digest_scheme(key: bytes | None) -> str:
+    """The prefix of a digest: the algorithm, and with a key a short fingerprint of it (a
+    keyed digest is comparable only with one made with the same key: a key rotation that
+    reaches the proxy before the subscriber must not look like a difference)."""
+    if not key:
+        return "b2"
+    return "b2k-" + hashlib.blake2b(b"shadow body digest key", key=key[:64],
+                                    digest_size=4).hexdigest()
+
+
 class Capture:
     """Keeps the first `cap` bytes of a body and counts the rest. `whole` is false while a
-    streamed body has not been read to its end; `cut` when its sender broke it off."""
+    streamed body has not been read to its end; `cut` when its sender broke it off. Every
+    byte, past the cap too, goes into a BLAKE2b digest of the whole body (keyed with
+    `digest_key`, so a digest says nothing about a secret in the body to whoever reads the
+    store without the key): `digest` is "<scheme>:<hex>" (scheme: digest_scheme)."""
 
-    __slots__ = ("cap", "cut", "kept", "parts", "size", "whole")
+    __slots__ = ("_hash", "_scheme", "cap", "cut", "kept", "parts", "size", "whole")
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, digest_key: bytes | None = None) -> None:
         self.cap = cap
         self.parts: list[bytes] = []
         self.kept = 0
         self.size = 0
         self.whole = True
         self.cut = False
+        self._hash = hashlib.blake2b(digest_size=DIGEST_BYTES, key=(digest_key or b"")[:64])
+        self._scheme = digest_scheme(digest_key)
+
+    @property
+    def digest(self) -> str:
+        """The digest of every byte added so far."""
+        return f"{self._scheme}:{self._hash.hexdigest()}"
 
     def add(self, chunk: bytes) -> None:
+        self._hash.update(chunk)
         self.size += len(chunk)
         room = self.cap - self.kept
         if room > 0:
@@ -43,12 +68,14 @@ class Capture:
         return b"".join(self.parts) if len(self.parts) != 1 else self.parts[0]
 
 
-async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, int]:
-    """Keep the first `cap` bytes; read (and count) the rest so the connection is reusable."""
-    captured = Capture(cap)
+async def read_capped(resp: aiohttp.ClientResponse, cap: int,
+                      digest_key: bytes | None = None) -> Capture:
+    """Keep the first `cap` bytes; read (count and digest) the rest, so the connection is
+    reusable and the whole body has a length and a digest."""
+    captured = Capture(cap, digest_key)
     async for chunk in resp.content.iter_chunked(CHUNK):
         captured.add(chunk)
-    return b"".join(captured.parts), captured.size
+    return captured
 
 
 def client_session(connect_timeout_s: float | None, read_timeout_s: float | None,

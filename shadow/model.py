@@ -71,6 +71,9 @@ class Answer:
     # V1 only: the body is not V1's whole answer. "client_aborted": the client left before the
     # proxy captured it; "v1_aborted": V1 failed after its head was sent (see `error`)
     incomplete: str | None = None
+    # of the whole body as received (raw bytes, before any redaction, past the capture cap
+    # too): "<scheme>:<hex>" (shadow.http.Capture); None: not computed (an older event)
+    digest: str | None = None
 
     def header(self, name: str) -> str | None:
         lname = name.lower()

@@ -51,8 +51,10 @@ class ReplayClient:
     """One HTTP session; `call` turns any failure into data on the answer."""
 
     def __init__(self, settings: Settings, policy: Policy | None = None,
-                 concurrency: int | None = None) -> None:
+                 concurrency: int | None = None, digest_key: bytes | None = None) -> None:
         self.settings = settings
+        # keys the digest of each answer's whole body (shadow.http.Capture): the proxy's key
+        self.digest_key = digest_key
         self.policy = policy or Policy.from_settings(settings)
         self.concurrency = concurrency or settings.replay_concurrency
         self._session: aiohttp.ClientSession | None = None
@@ -101,12 +103,14 @@ class ReplayClient:
                     data=request.body if request.body_size else None,
                     allow_redirects=False, compress=None) as resp:
                 answered = True
-                body, size = await read_capped(resp, self.settings.capture_cap_bytes)
+                captured = await read_capped(resp, self.settings.capture_cap_bytes,
+                                             self.digest_key)
                 latency = (time.perf_counter() - started) * 1000
                 metrics.REPLAY_DURATION.observe(latency / 1000)
-                return Answer(status=resp.status, headers=list(resp.headers.items()), body=body,
-                              body_size=size, body_truncated=size > len(body),
-                              latency_ms=latency, target=base), False
+                return Answer(status=resp.status, headers=list(resp.headers.items()),
+                              body=captured.bytes(), body_size=captured.size,
+                              body_truncated=captured.truncated, latency_ms=latency,
+                              target=base, digest=captured.digest), False
         except TimeoutError:
             error, retry = f"{name} timed out", False
         except (aiohttp.ClientError, OSError) as e:

@@ -530,8 +530,9 @@ class MongoStore:
             repeats=await self._counted("repeats")), window)
 
     async def route_evidence(self, window: Window = ALL_TIME) -> list[RouteEvidence]:
+        # mismatches per class and V2 errors per kind (their signatures name it)
         rows = await self._rolled("counts", window, ("method", "route", "signature"),
-                                  {"outcome": model.MISMATCH})
+                                  {"outcome": {"$in": [model.MISMATCH, model.V2_ERROR]}})
         return records.evidence(await self.summary(window), await self.classes(window=window),
                                 [(*k, n) for k, (n, _) in rows.items() if n > 0])
 

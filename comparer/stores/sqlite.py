@@ -31,6 +31,7 @@ from shadow.model import (
     MISMATCH,
     PENDING,
     UNDECIDED,
+    V2_ERROR,
     Comparison,
     Event,
     Exchange,
@@ -595,7 +596,8 @@ class SQLiteStore:
             repeats=await self._rows("SELECT method, route, n FROM repeats")), window)
 
     async def route_evidence(self, window: Window = ALL_TIME) -> list[RouteEvidence]:
-        table, where, args = _counted(window, [f"outcome = '{MISMATCH}'"])
+        # mismatches per class and V2 errors per kind (their signatures name it)
+        table, where, args = _counted(window, [f"outcome IN ('{MISMATCH}', '{V2_ERROR}')"])
         rows = await self._rows(f"SELECT method, route, signature, sum(n) FROM {table} {where} "
                                 "GROUP BY 1, 2, 3 HAVING sum(n) > 0", args)
         return records.evidence(await self.summary(window), await self.classes(window=window),

@@ -10,7 +10,14 @@ import argparse
 from shadow import __version__
 from shadow.model import CLASS_STATUSES, LIVE
 from shadow.settings import env_only_names, options
-from shadow.stats import MIN_MATCH_PCT, MIN_SAMPLES
+from shadow.stats import (
+    LATENCY_FLOOR_MS,
+    MAX_LATENCY_RATIO,
+    MAX_V2_ERROR_RATE,
+    MIN_MATCH_PCT,
+    MIN_SAMPLES,
+    parse_rate,
+)
 
 DESCRIPTIONS = {
     "up": "Run everything on one machine: Redis (embedded unless --redis), the proxy in front "
@@ -50,6 +57,13 @@ class _Secret(argparse.Action):
         setattr(namespace, self.dest, values)
         seen = getattr(namespace, SECRET_VALUES, None) or []
         setattr(namespace, SECRET_VALUES, [*seen, (self.dest, str(values))])
+
+
+def _rate(text: str) -> float:
+    try:
+        return parse_rate(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _add_window(parser: argparse.ArgumentParser) -> None:
@@ -177,14 +191,31 @@ def build_parser() -> argparse.ArgumentParser:
                     help="list (default): the rules in force; suggest: print proposed rules as "
                          "TOML, from noise evidence and UUID/timestamp detectors (never applied)")
     vd = reader("verdict", "can we cut over? exit 0 = ready, 1 = not ready",
-                "Ready only when every route seen has at least --min-samples compared "
-                "exchanges and the lower bound of the 95%% Wilson interval of its match rate "
-                "is at least --min-match. Classes marked accepted count as matches. Prints the "
+                "Ready only when every route seen has at least --min-samples clean samples, "
+                "the lower bound of the 95%% Wilson interval of its match rate is at least "
+                "--min-match (V2 errors and compare errors count as failures, classes marked "
+                "accepted as matches), its V2 error rate is at most --max-v2-error-rate, and "
+                "V2's p99 latency is at most --max-latency-ratio times V1's. Prints the "
                 "routes that hold the cutover back and why.")
     vd.add_argument("--min-match", type=float, default=MIN_MATCH_PCT, metavar="PCT",
                     help=f"required match rate, percent (default {MIN_MATCH_PCT:g})")
     vd.add_argument("--min-samples", type=int, default=MIN_SAMPLES, metavar="N",
-                    help=f"compared exchanges required per route (default {MIN_SAMPLES})")
+                    help="clean samples (matches and accepted classes) required per route "
+                         f"(default {MIN_SAMPLES})")
+    vd.add_argument("--max-v2-error-rate", type=_rate, default=MAX_V2_ERROR_RATE,
+                    metavar="RATE",
+                    help="most V2 errors (timeouts, connections dropped, ...) per V2 error or "
+                         "clean sample, as a fraction or a percentage: 0.001 or 0.1%% "
+                         f"(default {MAX_V2_ERROR_RATE:g})")
+    vd.add_argument("--max-latency-ratio", type=float, default=MAX_LATENCY_RATIO, metavar="X",
+                    help="most V2 p99 latency as a multiple of V1's p99 "
+                         f"(default {MAX_LATENCY_RATIO:g})")
+    vd.add_argument("--latency-floor-ms", type=float, default=LATENCY_FLOOR_MS, metavar="MS",
+                    help="the latency gate is ignored while V2's p99 is under this "
+                         f"(default {LATENCY_FLOOR_MS:g})")
+    vd.add_argument("--markdown", action="store_true",
+                    help="print a Markdown report per route (samples, match rate and its "
+                         "bound, errors, latency, open classes, window), to paste in a ticket")
     vd.add_argument("--exclude", action="append", default=[], metavar="ROUTE",
                     help="leave a route out ('/health' or 'GET /health'); repeatable")
     _add_window(vd)

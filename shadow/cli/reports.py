@@ -23,6 +23,7 @@ from shadow.cli.views import (
     rules_table,
     show_exchange,
     verdict_lines,
+    verdict_markdown,
 )
 from shadow.errors import ShadowError
 from shadow.safetext import visible
@@ -213,11 +214,18 @@ def cmd_rules(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verdict(args: argparse.Namespace, settings: Settings) -> int:
+    if args.json and args.markdown:
+        raise ShadowError("shadow verdict: --json or --markdown, not both")
     query = [("min_match", str(args.min_match)), ("min_samples", str(args.min_samples)),
+             ("max_v2_error_rate", repr(args.max_v2_error_rate)),
+             ("max_latency_ratio", repr(args.max_latency_ratio)),
+             ("latency_floor_ms", repr(args.latency_floor_ms)),
              *(("exclude", r) for r in args.exclude)]
     data = fetch_json(_with_window(f"{_api_url(args, settings)}/api/verdict", args, query),
                       settings.api_token)
-    if args.json:
+    if args.markdown:
+        sys.stdout.write(verdict_markdown(data))
+    elif args.json:
         print_json({"ready": data["ready"],
                      "routes": [{k: r[k] for k in ("method", "route", "ready", "reason")}
                                 for r in data["routes"]],

@@ -172,8 +172,93 @@ def verdict_lines(v: dict[str, Any]) -> list[Text]:
     head = (("READY for cutover", "bold green") if v["ready"] else
             ("NOT ready for cutover", "bold red"))
     return [*lines, _t(head, ": no traffic compared yet" if not v["routes"] else "",
-                       f" (min match {v['min_match'] * 100:g}% at 95% confidence, "
-                       f"min samples {v['min_samples']})")]
+                       f" ({gates_text(v)})")]
+
+
+def gates_text(v: dict[str, Any]) -> str:
+    """The verdict's gates, for people."""
+    text = (f"min match {v['min_match'] * 100:g}% at 95% confidence, "
+            f"min samples {v['min_samples']}")
+    if v.get("max_v2_error_rate") is not None:
+        text += f", max V2 errors {v['max_v2_error_rate'] * 100:g}%"
+    if v.get("max_latency_ratio") is not None:
+        text += (f", V2 p99 latency at most {v['max_latency_ratio']:g}× V1's "
+                 f"(from {v.get('latency_floor_ms', 0):g} ms)")
+    return text
+
+
+# Markdown: traffic-derived text (routes, signatures, tickets, reasons) has its control
+# characters escaped (visible) and every character Markdown or a table could act on escaped
+_MD = str.maketrans({c: f"\\{c}" for c in "\\`*_[]<>|~#&{}!"})
+
+
+def _md(value: object) -> str:
+    return visible(value).translate(_MD)
+
+
+def _md_ticket(ticket: str) -> str:
+    plain = visible(ticket)
+    if plain.startswith(("https://", "http://")) and not any(c in plain for c in " <>|\\`"):
+        return f"<{plain}>"  # an autolink: clickable where the ticket is pasted
+    return _md(ticket)
+
+
+def _md_ms(value: float | None) -> str:
+    return "?" if value is None else f"{value:.3g}" if value < 100 else f"{value:.0f}"
+
+
+def verdict_markdown(v: dict[str, Any]) -> str:
+    """The verdict as Markdown a lead can paste into a ticket: per route, samples, match
+    rate and its 95% Wilson lower bound, errors, V2/V1 latency, open classes (status,
+    ticket), and the window the figures cover."""
+    w = v.get("window") or {}
+    since, until = w.get("since"), w.get("until")
+    covered = "all time" if since is None and until is None else \
+        f"{since or 'the beginning'} to {until or 'now'} (UTC, by arrival, to the minute)"
+    verdict = "READY" if v["ready"] else "NOT ready"
+    out = [f"## shadow verdict: {verdict} for cutover", "",
+           f"Window: {_md(covered)}" + (f" ({_md(w['note'])})" if w.get("note") else ""),
+           "", f"Gates: {_md(gates_text(v))}.", ""]
+    if not v["routes"]:
+        out.append("No traffic compared in this window.")
+        return "\n".join(out) + "\n"
+    out += ["| Route | Ready | Samples | Match rate (95% lower bound) | V2 errors "
+            "| Compare errors | Latency p99 V2/V1 | Open classes |",
+            "|---|---|--:|---|---|--:|---|--:|"]
+    for r in v["routes"]:
+        rate = r.get("match_rate")
+        match = "-" if rate is None else \
+            f"{rate * 100:.3f}% (≥ {r['match_rate_lower_bound'] * 100:.3f}%)"
+        errors = str(r.get("v2_errors", 0))
+        if r.get("v2_errors"):
+            errors += f" ({r['v2_error_rate'] * 100:.3g}%: " + ", ".join(
+                f"{_md(kind)} ×{n}" for kind, n in sorted(
+                    r["v2_error_kinds"].items(), key=lambda kv: (-kv[1], kv[0]))) + ")"
+        lat = r.get("latency") or {}
+        ratio = lat.get("p99_ratio")
+        latency = "-" if ratio is None else (
+            f"{ratio:.2f}× ({_md_ms(lat['v2_ms'].get('p99'))} / "
+            f"{_md_ms(lat['v1_ms'].get('p99'))} ms)")
+        out.append(f"| {_md(r['method'])} {_md(r['route'])} | "
+                   f"{'yes' if r['ready'] else '**no**'} | {r.get('samples', r['compared'])} | "
+                   f"{match} | {errors} | {r.get('compare_errors', 0)} | {latency} | "
+                   f"{len(r.get('classes', []))} |")
+    for r in v["routes"]:
+        if r["ready"] and not r.get("classes"):
+            continue
+        out += ["", f"### {_md(r['method'])} {_md(r['route'])}: "
+                    f"{'ready' if r['ready'] else 'not ready'}", ""]
+        if not r["ready"]:
+            out += [f"- {_md(reason)}" for reason in str(r["reason"]).split("; ")]
+        classes = r.get("classes", [])
+        if classes:
+            out.append("- Open classes:")
+            for c in classes:
+                ticket = f", {_md_ticket(c['ticket'])}" if c.get("ticket") else ""
+                sig = visible(c["signature"]).replace("`", "")  # a code span: no escapes
+                out.append(f"  - `{sig}` ×{c['count']}: "
+                           f"{_md(c['status'])}{ticket}")
+    return "\n".join(out) + "\n"
 
 
 def _pretty_body(part: dict[str, Any] | None) -> str:

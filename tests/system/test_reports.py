@@ -82,8 +82,10 @@ async def test_mismatches_show_classes_mark_and_verdict(demo_pipeline):
                              "/status"}
     assert by_route["/products/{id}"]["paths"] == [{"path": "$.id", "kind": "type"}]
 
+    # latency on a shared machine is not what this test is about: the gate is off
+    no_latency = ("--latency-floor-ms", "3600000")
     verdict = await run("verdict", "--api", api, "--json", "--min-samples", "1",
-                        "--min-match", "50")
+                        "--min-match", "50", *no_latency)
     assert verdict.returncode == 1
     routes = {r["route"]: r for r in json.loads(verdict.stdout)["routes"]}
     assert not routes["/users/{id}"]["ready"]
@@ -95,6 +97,6 @@ async def test_mismatches_show_classes_mark_and_verdict(demo_pipeline):
         marked = await run("mark", c["signature"], "accepted", "--api", api, "--ticket", "DEMO-1")
         assert marked.returncode == 0 and "accepted DEMO-1" in marked.stdout
     ready = await run("verdict", "--api", api, "--min-samples", "1", "--min-match", "50",
-                      "--exclude", "POST /orders")
+                      "--exclude", "POST /orders", *no_latency)
     assert ready.returncode == 0, ready.stdout
     assert "READY for cutover" in ready.stdout
