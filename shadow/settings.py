@@ -139,6 +139,23 @@ def _positive(value: float, flag: str) -> None:
         raise ConfigError(f"{flag} must be positive, got {value}")
 
 
+def _not_negative(value: float, flag: str) -> None:
+    if value < 0:
+        raise ConfigError(f"{flag} must be 0 or more, got {value}")
+
+
+def _fraction(value: float, flag: str) -> None:
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{flag} must be a fraction from 0 to 1 (0.001 keeps one in a "
+                          f"thousand), got {value:g}")
+
+
+def _keep_mode(value: str, flag: str) -> None:
+    if value not in ("sampled", "all"):
+        raise ConfigError(f"{flag}: expected sampled (examples per class, sampled matches) or "
+                          f"all (every exchange document), got {value!r}")
+
+
 def _redis_url(value: str, flag: str) -> None:
     if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(f"{flag}: expected redis://, rediss:// or unix:// URL, got "
@@ -378,6 +395,16 @@ class Settings:
         None, "delete exchanges older than this (default: keep)", _positive)
     retention_max_docs: int | None = setting(
         None, "keep at most this many exchanges, deleting the oldest (default: all)", _positive)
+    keep: str = setting(
+        "sampled", "which exchange documents are kept as evidence (every exchange is counted "
+        "either way): sampled (per class and hour, errors capped alike, a fraction of matches, "
+        "new and reopened classes always) or all", _keep_mode, metavar="sampled|all")
+    keep_per_class_hour: int = setting(
+        20, "documents kept per mismatch class (and per route and error outcome) each hour "
+        "before sampling (default 20)", _not_negative, metavar="N")
+    keep_matches: float = setting(
+        0.001, "fraction of matching exchanges whose documents are kept, besides the first of "
+        "each route each hour (default 0.001)", _fraction, metavar="FRACTION")
     api_token: str | None = setting(
         None, "bearer token for the reports API (required off loopback)", _api_token,
         env_only=True)

@@ -49,6 +49,7 @@ def settings_factory(redis_server: EmbeddedRedis, keys: Keys, tmp_path: Path) ->
             "redis": redis_server.url, "stream_prefix": keys.prefix,
             "store": f"sqlite:///{tmp_path / 'shadow.db'}", "listen": "127.0.0.1:0",
             "api": "127.0.0.1:0", "claim_idle_s": 60.0,
+            "keep": "all",  # tests look at single exchanges; the keep policy's own set "sampled"
         }
         values.update(overrides)
         return load_settings(values, env={}, config_file=None)

@@ -71,6 +71,7 @@ async def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     settings = replace(settings, v1=v1, v2=v2, v1_secondary=v1_again,
                        listen="127.0.0.1:0", api="127.0.0.1:0",
                        store=f"sqlite:///{data_dir / 'shadow.db'}", data_dir=str(data_dir),
+                       keep="all",  # a demo's every exchange can be opened
                        join_timeout_s=min(settings.join_timeout_s, 10.0),
                        log_level="warning" if settings.log_level == "info" else settings.log_level)
     console.print(f"sample V1 at {v1} (and a second V1 at {v1_again} for noise), "
