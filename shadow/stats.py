@@ -205,11 +205,11 @@ def verdict(routes: list[RouteEvidence], *, min_match: float = MIN_MATCH,
             text = (f"V2 slower: p99 {_ms(v2_p99)} vs V1 {_ms(r.v1_latency_ms.get('p99'))} "
                     f"({p99:.2f}× > {max_latency_ratio:g}×)")
             if p95 is not None:
-                text += (f"; p95 {_ms(r.v2_latency_ms.get('p95'))} vs "
+                text += (f", p95 {_ms(r.v2_latency_ms.get('p95'))} vs "
                          f"{_ms(r.v1_latency_ms.get('p95'))} ({p95:.2f}×)")
             reasons.append(text)
         out.append({"method": r.method, "route": r.route, "ready": not reasons,
-                    "reason": "; ".join(reasons) or "ok", "samples": samples,
+                    "reason": "; ".join(reasons) or "ok", "reasons": reasons, "samples": samples,
                     "compared": r.compared, "matched": r.matched, "accepted": r.accepted,
                     "match_rate": round(good / samples, 6) if samples else None,
                     "match_rate_lower_bound": round(lower, 6),

@@ -78,6 +78,8 @@ def totals_line(summary: dict[str, Any]) -> str:  # figures only; print it as _t
             f"{summary['v2_errors']} V2 errors, {summary['pending']} pending, "
             f"{summary.get('v1_only', 0)} without V2 answer"
             + (f", {summary['v1_missing']} without V1 answer" if summary.get("v1_missing") else "")
+            + (f"; {summary['kept']} kept as documents (the evidence; every exchange is counted)"
+               if summary.get("kept") is not None else "")
             + f"; {'unknown' if dropped is None else dropped} events dropped by the proxy"
             + _behind(summary.get("streams"))
             + (f"; {summary['routes_overflowed']} exchanges counted as route (other): "
@@ -189,7 +191,7 @@ def gates_text(v: dict[str, Any]) -> str:
 
 # Markdown: traffic-derived text (routes, signatures, tickets, reasons) has its control
 # characters escaped (visible) and every character Markdown or a table could act on escaped
-_MD = str.maketrans({c: f"\\{c}" for c in "\\`*_[]<>|~#&{}!"})
+_MD = str.maketrans({c: f"\\{c}" for c in "\\`*_[]<|~#&{}!"})
 
 
 def _md(value: object) -> str:
@@ -249,7 +251,7 @@ def verdict_markdown(v: dict[str, Any]) -> str:
         out += ["", f"### {_md(r['method'])} {_md(r['route'])}: "
                     f"{'ready' if r['ready'] else 'not ready'}", ""]
         if not r["ready"]:
-            out += [f"- {_md(reason)}" for reason in str(r["reason"]).split("; ")]
+            out += [f"- {_md(reason)}" for reason in r.get("reasons") or [r["reason"]]]
         classes = r.get("classes", [])
         if classes:
             out.append("- Open classes:")

@@ -16,8 +16,9 @@ from shadow.stats import RouteEvidence, parse_rate, verdict
 
 
 def one(r: RouteEvidence, **gates: Any) -> dict[str, Any]:
-    [route] = verdict([r], **gates)["routes"]  # type: ignore[misc]
-    return route  # type: ignore[no-any-return]
+    routes: list[dict[str, Any]] = verdict([r], **gates)["routes"]  # type: ignore[assignment]
+    assert len(routes) == 1
+    return routes[0]
 
 
 def test_v2_errors_are_failures_reported_by_kind() -> None:
@@ -55,7 +56,7 @@ def test_latency_gate_at_p99_with_the_figures_and_a_floor() -> None:
                          v2_latency_ms={"p50": 30.0, "p95": 60.0, "p99": 90.0})
     route = one(slow)
     assert route["ready"] is False
-    assert "V2 slower: p99 90 ms vs V1 30 ms (3.00× > 1.5×); p95 60 ms vs 20 ms (3.00×)" \
+    assert "V2 slower: p99 90 ms vs V1 30 ms (3.00× > 1.5×), p95 60 ms vs 20 ms (3.00×)" \
         in route["reason"]
     assert route["latency"]["p99_ratio"] == 3.0 and route["latency"]["judged"] is True
     assert one(slow, max_latency_ratio=3.5)["ready"] is True
@@ -114,6 +115,8 @@ def evidence(draw: st.DrawFn) -> RouteEvidence:
     compare_errors = draw(st.integers(0, 20))
     errors = draw(st.dictionaries(st.sampled_from(KINDS), st.integers(1, 60)))
     latency = draw(st.none() | st.tuples(st.floats(0.1, 500), st.floats(0.1, 500)))
+    v1: dict[str, float | None]
+    v2: dict[str, float | None]
     v1, v2 = ({}, {}) if latency is None else ({"p95": latency[0], "p99": latency[0]},
                                                {"p95": latency[1], "p99": latency[1]})
     compared = matched + accepted + sum(failing.values()) + compare_errors
@@ -181,7 +184,7 @@ def test_adding_a_failure_never_makes_a_route_readier(case: tuple[RouteEvidence,
 def test_adding_a_clean_sample_never_makes_a_route_less_ready(
         case: tuple[RouteEvidence, dict[str, Any]], accepted: bool) -> None:
     r, g = case
-    better = dataclasses.replace(r, compared=r.compared + 1, **(
-        {"accepted": r.accepted + 1} if accepted else {"matched": r.matched + 1}))
+    better = dataclasses.replace(r, compared=r.compared + 1, matched=r.matched + int(not accepted),
+                                 accepted=r.accepted + int(accepted))
     assert not ready(r, g) or ready(better, g)
     assert one(better, **g)["match_rate_lower_bound"] >= one(r, **g)["match_rate_lower_bound"]
