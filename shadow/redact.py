@@ -169,13 +169,14 @@ def _words(data: bytes) -> set[bytes]:
 @dataclass(frozen=True, slots=True)
 class _Names:
     """Normalised exact names and globs, plus what the word pre-check needs: the words of the
-    exact names and, per glob, its longest run of letters (a name matching the glob holds
-    it inside one word)."""
+    exact names and, per glob, its longest run of letters (a name matching the glob holds it
+    inside one word; at that word's end when the glob ends with it, as `*key`, at its start
+    when the glob starts with it, as `csrf*`): (run, at the start, at the end)."""
 
     exact: frozenset[str] = frozenset()
     globs: re.Pattern[str] | None = None
     exact_words: frozenset[bytes] = frozenset()
-    fragments: tuple[bytes, ...] = ()
+    fragments: tuple[tuple[bytes, bool, bool], ...] = ()
     anything: bool = False  # a pattern without letters: every text may hold a match
 
     @classmethod
@@ -183,7 +184,7 @@ class _Names:
         exact: set[str] = set()
         globs: list[str] = []
         words: set[bytes] = set()
-        fragments: set[bytes] = set()
+        fragments: set[tuple[bytes, bool, bool]] = set()
         anything = False
         for raw in patterns:
             p = normalise(raw.strip())
@@ -194,7 +195,8 @@ class _Names:
                 literal = re.sub(r"\[[^\]]*\]?", " ", p).replace("*", " ").replace("?", " ")
                 runs = re.findall(r"[a-z]+", literal)
                 if runs:
-                    fragments.add(max(runs, key=len).encode())
+                    run = max(runs, key=len)
+                    fragments.add((run.encode(), p.startswith(run), p.endswith(run)))
                 else:
                     anything = True
             else:
@@ -515,15 +517,18 @@ class Policy:
     _kinds: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _clear_words: set[bytes] = field(default_factory=set, init=False, repr=False)
     _maybe_words: set[bytes] = field(default_factory=set, init=False, repr=False)
-    _tokens: dict[bytes, bytes] = field(default_factory=dict, init=False, repr=False)
+    # recent secrets' tokens (bounded): the same session, address or card recurs
+    _tokens: dict[tuple[bytes, bytes], bytes] = field(default_factory=dict, init=False,
+                                                      repr=False)
     _mac: Any = field(default=None, init=False, repr=False)
-    _fragments: tuple[bytes, ...] = field(default=(), init=False, repr=False)
+    _fragments: re.Pattern[bytes] | None = field(default=None, init=False, repr=False)
     _patterns: dict[bytes, re.Pattern[bytes]] = field(default_factory=dict, init=False,
                                                       repr=False)
     _clean_values: dict[str, bool] = field(default_factory=dict, init=False, repr=False)
     _clean_urls: dict[str, bool] = field(default_factory=dict, init=False, repr=False)
     _exact_words: frozenset[bytes] = field(default=frozenset(), init=False, repr=False)
     _any_name: bool = field(default=False, init=False, repr=False)
+    _enabled: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -534,12 +539,20 @@ class Policy:
                 raise ConfigError("the redaction key must be at least 16 bytes")
             object.__setattr__(self, "_mac", hmac.new(self.key, digestmod="sha256"))
         frags = set(self.explicit.fragments + self.listed.fragments)
-        # a fragment holding another is implied by it: keep the shortest ones
-        object.__setattr__(self, "_fragments", tuple(sorted(
-            f for f in frags if not any(g != f and g in f for g in frags))))
+        # one pattern for all (fast on the short strings it sees: a word, or the new words of
+        # a text joined by spaces); a fragment holding a shorter unanchored one is implied
+        free = {run for run, start, end in frags if not start and not end}
+        kept = sorted(f for f in frags if not any(g != f[0] and g in f[0] for g in free))
+        if kept:
+            object.__setattr__(self, "_fragments", re.compile(b"|".join(
+                (b"(?<![^ ])" if start else b"") + re.escape(run) + (b"(?![^ ])" if end else b"")
+                for run, start, end in kept)))
         object.__setattr__(self, "_exact_words",
                            self.explicit.exact_words | self.listed.exact_words)
         object.__setattr__(self, "_any_name", self.explicit.anything or self.listed.anything)
+        object.__setattr__(self, "_enabled", bool(
+            self.detectors or self.explicit.exact or self.explicit.globs or self.listed.exact
+            or self.listed.globs))
 
     # ---- construction ----
 
@@ -578,8 +591,7 @@ class Policy:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.detectors or self.explicit.exact or self.explicit.globs or
-                    self.listed.exact or self.listed.globs)
+        return self._enabled
 
     # ---- names ----
 
@@ -632,13 +644,13 @@ class Policy:
         if len(self._maybe_words) >= _WORD_CACHE_MAX:
             self._maybe_words.clear()
         frags, exact = self._fragments, self._exact_words
-        joined = b" ".join(unknown)
-        if exact.isdisjoint(unknown) and not any(f in joined for f in frags):
+        if exact.isdisjoint(unknown) and (frags is None or
+                                          frags.search(b" ".join(unknown)) is None):
             self._clear_words.update(w for w in unknown
                                      if len(w) <= 32 and w not in _BEARER_WORDS)
             return
         for w in unknown:
-            if w in exact or any(f in w for f in frags):
+            if w in exact or (frags is not None and frags.search(w) is not None):
                 self._maybe_words.add(w)
             elif len(w) <= 32 and w not in _BEARER_WORDS:
                 self._clear_words.add(w)
@@ -658,15 +670,15 @@ class Policy:
             ctx.echoes.add(value)
         if self.action != TOKEN or self._mac is None:
             return _MASK_B
-        token = self._tokens.get(value)
+        token = self._tokens.get((value, kind))
         if token is None:
             h = self._mac.copy()
             h.update(value)
-            token = b"tok_" + h.digest()[:8].hex().encode()
+            token = b"tok_" + kind + h.digest()[:8].hex().encode()
             if len(self._tokens) >= 4096:
                 self._tokens.clear()
-            self._tokens[value] = token
-        return token if not kind else token[:4] + kind + token[4:]
+            self._tokens[(value, kind)] = token
+        return token
 
     def token(self, value: str | bytes, kind: str = "") -> str:
         """What the policy turns this secret into (a token, or the mask)."""
@@ -1010,14 +1022,14 @@ class Policy:
         return chunk if new is content else head + sep + new + tail
 
     def _body(self, headers: Headers, body: bytes, ctx: _Ctx) -> bytes:
-        media = (ctx.media or "").split(";", 1)[0].strip().lower()
-        if _binary(media):
-            return body
-        if "json" in media or (not media and body.lstrip()[:1] in (b"{", b"[")):
+        kind = _body_kind(ctx.media)
+        if kind == "json" or (kind == "" and body.lstrip()[:1] in (b"{", b"[")):
             return self._json(body, ctx)
-        if media == _FORM:
+        if kind == "binary":
+            return body
+        if kind == "form":
             return self._form(body, ctx)
-        if media == _MULTIPART:
+        if kind == "multipart":
             return self._multipart(headers, body, ctx)
         if _is_text(body):
             return self._text(body, ctx)
@@ -1294,61 +1306,74 @@ class Policy:
                 return part
             new = self._replace(secret, b"", ctx).decode()
             return f'{name}="{new}"' if quoted else f"{name}={new}"
-        if len(value) >= 6 and self.detectors:
+        if len(value) >= 6 and self.detectors and value not in self._clean_values:
             new_value = self._query_value(value, ctx, plus=False)  # %-encoded or not
             if new_value is not value:
                 return f"{name}={new_value}"
+            _remember(self._clean_values, value)
         return part
 
     # ---- requests and answers ----
 
     def request(self, r: Request) -> Request:
         """A redacted copy of `r`, or `r` itself when nothing needed redacting."""
-        return self.redact_request(r)[0]
+        if not self._enabled:
+            return r
+        return self._request(r, _Ctx())[0]
 
     def redact_request(self, r: Request, *, echoes: bool = False) -> tuple[Request, Changes]:
         """(redacted request, what changed); `echoes`: also collect the secrets found by name
         (Changes.echoes) to redact them from the answers."""
-        if not self.enabled:
+        if not self._enabled:
             return r, UNCHANGED
         ctx = _Ctx(collect=echoes)
+        out, names = self._request(r, ctx)
+        return out, _changes(out.url is not r.url, out.body is not r.body, names, ctx)
+
+    def _request(self, r: Request, ctx: _Ctx) -> tuple[Request, set[str]]:
         url = self._url(r.url, ctx)
         headers, names = self._headers(r.headers, ctx)
         body, headers, truncated = self._whole_body(headers, r.body, r.body_truncated, ctx)
         if body is not r.body and len(headers) < len(r.headers):
             names.add("content-encoding")
         if url is r.url and headers is r.headers and body is r.body:
-            return r, _changes(False, False, names, ctx)
+            return r, names
         out = _copy(r)
         out.url, out.headers, out.body, out.body_truncated = url, headers, body, truncated
-        return out, _changes(url is not r.url, body is not r.body, names, ctx)
+        return out, names
 
     def answer(self, a: Answer, echoes: Iterable[bytes] = ()) -> Answer:
-        """A redacted copy of `a` (V1's or V2's answer), or `a` itself when nothing needed
-        redacting. `echoes` (Changes.echoes of its request): secrets the client sent, replaced
-        wherever the answer repeats them."""
-        return self.redact_answer(a, echoes)[0]
+        """A redacted copy of `a` (V1's or V2's answer, its error message included), or `a`
+        itself when nothing needed redacting. `echoes` (Changes.echoes of its request):
+        secrets the client sent, replaced wherever the answer repeats them."""
+        if not self._enabled:
+            return a
+        return self._answer(a, _Ctx(), echoes)[0]
 
     def redact_answer(self, a: Answer, echoes: Iterable[bytes] = ()) -> tuple[Answer, Changes]:
-        if not self.enabled:
+        """(redacted answer, what changed)."""
+        if not self._enabled:
             return a, UNCHANGED
         ctx = _Ctx()
+        out, names = self._answer(a, ctx, echoes)
+        return out, _changes(False, out.body is not a.body, names, ctx)
+
+    def _answer(self, a: Answer, ctx: _Ctx, echoes: Iterable[bytes]) -> tuple[Answer, set[str]]:
         headers, names = self._headers(a.headers, ctx)
         body, headers, truncated = self._whole_body(headers, a.body, a.body_truncated, ctx)
+        error = self.text(a.error) if a.error else a.error
+        if echoes:
+            echo = sorted({e for e in echoes if len(e) >= ECHO_MIN_BYTES}, key=len, reverse=True)
+            if echo:
+                body, headers, error, more = self._echoes(echo, body, headers, error, a)
+                names |= more
         if body is not a.body and len(headers) < len(a.headers):
             names.add("content-encoding")
-        error = self.text(a.error) if a.error else a.error
-        echo = sorted({e for e in echoes if len(e) >= ECHO_MIN_BYTES}, key=len, reverse=True)
-        if echo:
-            body, headers, error, more = self._echoes(echo, body, headers, error, a)
-            names |= more
-            if body is not a.body and len(headers) < len(a.headers):
-                names.add("content-encoding")
         if headers is a.headers and body is a.body and error is a.error:
-            return a, UNCHANGED
+            return a, names
         out = _copy(a)
         out.headers, out.body, out.body_truncated, out.error = headers, body, truncated, error
-        return out, _changes(False, body is not a.body, names, ctx)
+        return out, names
 
     def _echoes(self, echoes: list[bytes], body: bytes, headers: Headers, error: str | None,
                 a: Answer) -> tuple[bytes, Headers, str | None, set[str]]:
@@ -1427,6 +1452,24 @@ def _redacted(value: bytes) -> bool:
 
 def _binary(media: str) -> bool:
     return media in _BINARY_TYPES or media.startswith(_BINARY_MEDIA)
+
+
+_BODY_KINDS: dict[str | None, str] = {}
+
+
+def _body_kind(content_type: str | None) -> str:
+    """A Content-Type as the body redaction it calls for: json, form, multipart, binary, text
+    (judged by the bytes) or "" (none given: JSON if it looks like it, else text)."""
+    kind = _BODY_KINDS.get(content_type)
+    if kind is None:
+        media = (content_type or "").split(";", 1)[0].strip().lower()
+        kind = ("" if not media else "binary" if _binary(media) else "json" if "json" in media
+                else "form" if media == _FORM else "multipart" if media == _MULTIPART
+                else "text")
+        if len(_BODY_KINDS) >= 1024:
+            _BODY_KINDS.clear()
+        _BODY_KINDS[content_type] = kind
+    return kind
 
 
 def _requote(new: bytes, decoded: bytes, original: str) -> str:

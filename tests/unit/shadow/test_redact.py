@@ -266,6 +266,17 @@ def test_escapes_never_hide_a_secret_from_the_checks() -> None:
     assert b"Q7abcdefgh" not in cut and b"123456" not in cut
 
 
+def test_names_split_by_dots_or_digits_are_still_found_by_the_word_pre_check() -> None:
+    """The pre-check reads letters only; `*sid` and `*key` must end a word, `csrf*` start one:
+    a name that matches still shows it, whatever else the text holds."""
+    doc = {"connect.sid": "s1", "x.private_key": "k1", "v2.session.token": "t1",
+           "app.2csrf": "c1", "inside": "side", "keyboard": "ok", "user.monkey": "m1"}
+    out = orjson.loads(POLICY.request(request("/", JSON, orjson.dumps(doc))).body)
+    assert out == {"connect.sid": tok("s1"), "x.private_key": tok("k1"),
+                   "v2.session.token": tok("t1"), "app.2csrf": tok("c1"), "inside": "side",
+                   "keyboard": "ok", "user.monkey": tok("m1")}
+
+
 def test_secret_named_containers_keep_their_shape() -> None:
     body = orjson.dumps({"credentials": {"user": "ada", "keys": ["k1", "k2"], "active": True,
                                          "n": 3}})
