@@ -866,8 +866,9 @@ class Policy:
                     value = body[i + 1:j]
                     if value and not _redacted(value):
                         edits.append((i + 1, 0, j, self._replace(value, b"", ctx)))
-                elif c == 0x2D or 0x30 <= c <= 0x39:  # a number
-                    j = _NUMBER.match(scan, i).end()  # type: ignore[union-attr]
+                elif c == 0x2D or 0x30 <= c <= 0x39:  # a number (or a cut one: `-`)
+                    number = _NUMBER.match(scan, i)
+                    j = i + 1 if number is None else number.end()
                     edits.append((i, 0, j, b'"' + self._replace(_number_text(body[i:j]), b"",
                                                                 ctx) + b'"'))
                 elif c in (0x5B, 0x7B):  # an array or object: every value inside
@@ -957,11 +958,26 @@ class Policy:
         return out
 
     def _json_parsed(self, body: bytes, doc: Any, ctx: _Ctx) -> bytes | None:
-        """The parsed document walked and re-serialised; None if it nests too deep to walk."""
-        has_escapes = b"\\" in body  # raw-text checks would miss what escapes hide
-        words, bearer = (_ANY, True) if has_escapes else self._scan(body)
-        ctx.pairs = has_escapes or (b"=" in body and words is not None)
-        ctx.detect = has_escapes or bool(self._detect(body, bearer))
+        """The parsed document walked and re-serialised; None if it nests too deep to walk.
+        With escapes the raw text says little (`\\u0040` is an `@`, `\\n` glues its `n` to
+        the next word): the cheap checks then read orjson's own serialisation of the document
+        (UTF-8, escapes only for quotes, backslashes and control characters), blanked."""
+        flat = body
+        if b"\\" in body:
+            flat = _dump(doc)
+            if b"\\" in flat:
+                flat = flat.replace(b"\\\\", b"  ").replace(b'\\"', b"  ")
+                for escape in (b"\\n", b"\\r", b"\\t", b"\\b", b"\\f"):
+                    flat = flat.replace(escape, b"  ")
+        if b"\\" in flat:  # `\\u001f`: judge every string
+            ctx.pairs = ctx.detect = True
+        else:
+            words, bearer = self._scan(flat)
+            ctx.pairs = b"=" in flat and words is not None
+            spans = self._detect(flat, bearer)
+            if words is None and not spans:
+                return body  # no secret name, no detector hit: nothing to walk
+            ctx.detect = bool(spans)
         try:
             new = self._walk(doc, ctx)
         except RecursionError:
