@@ -21,8 +21,10 @@ from comparer.store import Store
 from shadow import codec, metrics
 from shadow.bus import stream_health
 from shadow.codec import exchange_for_display
+from shadow.deploys import TARGETS, Deploy, DeployError, deploy, since_deploy
 from shadow.filters import FilterError, Filters, parse_filters
 from shadow.firehose import wanted
+from shadow.ids import new_id
 from shadow.keys import COMPARERS, DROPPED_EVENTS, TRIMMED_UNPROCESSED, TRIMMED_UNREAD, Keys
 from shadow.model import CLASS_STATUSES, LIVE
 from shadow.protection import RAW, parse_capture_bodies
@@ -39,7 +41,7 @@ from shadow.stats import (
     verdict,
 )
 from shadow.suggest import suggest, to_toml
-from shadow.windows import Window, WindowError, parse_window
+from shadow.windows import Window, WindowError, parse_instant, parse_window
 
 log = logging.getLogger("shadow.api")
 
@@ -268,11 +270,63 @@ async def verdict_endpoint(request: web.Request) -> web.Response:
         gates = _verdict_gates(q)
     except ValueError as e:
         return json_response({"error": str(e)}, 400)
-    window = _window(request)
+    window, since = await _verdict_window(request)
     evidence = await request.app[STORE_KEY].route_evidence(window)
     return json_response({**verdict(evidence, min_match=min_match, min_samples=min_samples,
                                     exclude=q.getall("exclude", []), **gates),
-                          "window": window.doc()})
+                          "window": {**window.doc(), "from_deploy": since}})
+
+
+async def _verdict_window(request: web.Request) -> tuple[Window, Deploy | None]:
+    """The verdict's window: `since`/`until` when given, all time with `all_time=true`,
+    else from the latest V2 deploy marker on (all time when there is none), and that deploy."""
+    q = request.query
+    if q.get("since") or q.get("until") or q.get("all_time", "").lower() in ("1", "true", "yes"):
+        return _window(request), None
+    latest = await request.app[STORE_KEY].deploys("v2", limit=1)
+    if not latest:
+        return _window(request), None
+    return since_deploy(latest[0]), latest[0]
+
+
+async def add_deploy(request: web.Request) -> web.Response:
+    """A deploy marker: {"target": "v2", "version": "2.4.1", "note": "...", "at": "..."}
+    (target v2 by default; `at`: when it went live, as `since` takes it, default now)."""
+    if request.content_type != "application/json":  # no cross-site form posts (set_class)
+        return json_response({"error": "send the body as Content-Type: application/json"}, 415)
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return json_response({"error": "expected a JSON body such as {\"target\": \"v2\", "
+                                       "\"version\": \"2.4.1\", \"note\": \"fixes the totals\"}"},
+                             400)
+    now = time.time()
+    try:
+        at = body.get("at")
+        ts = now if at is None else parse_instant(str(at), now, "at")
+        if ts > now + 60:
+            raise DeployError("a deploy marker cannot be in the future (at)")
+        marker = deploy(new_id(), ts, str(body.get("target") or "v2"), body.get("version"),
+                        body.get("note"))
+    except (DeployError, WindowError) as e:
+        return json_response({"error": str(e)}, 400)
+    await request.app[STORE_KEY].add_deploy(marker)
+    return json_response(marker, 201)
+
+
+async def list_deploys(request: web.Request) -> web.Response:
+    target = request.query.get("target") or None
+    if target is not None and target not in TARGETS:
+        return json_response({"error": f"target must be one of {', '.join(TARGETS)}"}, 400)
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        limit = -1
+    if not 0 < limit <= 10_000:
+        return json_response({"error": "limit must be a whole number from 1 to 10000"}, 400)
+    return json_response({"deploys": await request.app[STORE_KEY].deploys(target, limit)})
 
 
 def _verdict_gates(q: Any) -> dict[str, float]:
@@ -403,6 +457,8 @@ def build_app(settings: Settings, store: Store, redis: aioredis.Redis, keys: Key
     app.router.add_get("/api/classes", classes)
     app.router.add_post("/api/classes/{signature}", set_class)
     app.router.add_get("/api/verdict", verdict_endpoint)
+    app.router.add_get("/api/deploys", list_deploys)
+    app.router.add_post("/api/deploys", add_deploy)
     app.router.add_get("/api/rules", rules_endpoint)
     app.router.add_get("/api/suggestions", suggestions_endpoint)
     app.router.add_get("/api/exchanges/{id}", exchange)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from shadow.credentials import mask_url
+from shadow.deploys import Deploy
 from shadow.errors import ConfigError
 from shadow.filters import Filters
 from shadow.model import Comparison, Event, Exchange, RouteKey
@@ -82,6 +83,12 @@ class Store(Protocol):
 
     async def set_class_status(self, signature: str, status: str, ticket: str | None = None,
                                note: str | None = None) -> MismatchClass | None: ...
+
+    async def add_deploy(self, d: Deploy) -> None:
+        """Record a deploy marker (shadow.deploys); the same id twice is recorded once."""
+
+    async def deploys(self, target: str | None = None, limit: int = 100) -> list[Deploy]:
+        """Deploy markers (of `target`), latest first (by the time they went live)."""
 
     async def summary(self, window: Window = ALL_TIME) -> Summary:
         """The /api/summary object for the window. Noise and suspected-noise figures are

@@ -28,6 +28,7 @@ from typing import Any
 from comparer import records
 from shadow import codec, model
 from shadow.credentials import mask_url
+from shadow.deploys import Deploy, deploy
 from shadow.errors import StoreError
 from shadow.filters import Filters
 from shadow.model import Comparison, Difference, Event, Exchange, RouteKey
@@ -134,6 +135,7 @@ class MongoStore:
             for name, fields in _ROLLUPS.items():
                 await self._db[name].create_index([(f, 1) for f in fields], unique=True)
             await self._ensure_rollups()
+            await self._db.deploys.create_index([("target", 1), ("ts", -1)])
             if await self._db.meta.find_one({"_id": _ROUTES_COUNT}) is None:
                 await self._count_existing_routes()
         except StoreError:
@@ -409,7 +411,18 @@ class MongoStore:
             return None
         return next(iter(await self.classes(signature=signature)), None)
 
+    async def add_deploy(self, d: Deploy) -> None:
+        doc = {"_id": d["id"], "ts": d["ts"], "target": d["target"], "version": d["version"],
+               "note": d["note"]}
+        await self.db.deploys.update_one({"_id": d["id"]}, {"$setOnInsert": doc}, upsert=True)
+
     # ---- reads ----
+
+    async def deploys(self, target: str | None = None, limit: int = 100) -> list[Deploy]:
+        query = {"target": target} if target is not None else {}
+        cursor = self.db.deploys.find(query).sort([("ts", -1), ("_id", -1)]).limit(int(limit))
+        return [deploy(d["_id"], d["ts"], d["target"], d.get("version"), d.get("note"))
+                async for d in cursor]
 
     async def add_suspected(self, observed: dict[tuple[str, str], int],
                             paths: dict[tuple[str, str, str], int]) -> None:

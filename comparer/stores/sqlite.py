@@ -23,6 +23,7 @@ import aiosqlite
 
 from comparer import records
 from shadow import codec
+from shadow.deploys import Deploy, deploy
 from shadow.errors import StoreError
 from shadow.filters import Filters
 from shadow.model import (
@@ -205,6 +206,12 @@ def _text(obj: Any) -> str:
     return codec.dumps(obj).decode("utf-8")
 
 
+# deploy markers (shadow.deploys): a table of their own, created by any version that opens
+# the store (it touches nothing else)
+_DEPLOYS_TABLE = """CREATE TABLE IF NOT EXISTS deploys (
+    id TEXT PRIMARY KEY, ts REAL NOT NULL, target TEXT NOT NULL, version TEXT, note TEXT)"""
+
+
 class SQLiteStore:
     migrate_batch = 50_000  # exchanges counted per step when migrating an older store
 
@@ -224,6 +231,7 @@ class SQLiteStore:
             await self._db.execute("PRAGMA synchronous=NORMAL")
             await self._db.execute("PRAGMA busy_timeout=10000")
             await self._schema(self._db)
+            await self._db.execute(_DEPLOYS_TABLE)  # apart from the versioned schema: any store
             # routes counted before the routes table existed keep their place under the cap
             await self._db.execute(
                 "INSERT OR IGNORE INTO routes (route) SELECT DISTINCT route FROM route_counts "
@@ -480,7 +488,19 @@ class SQLiteStore:
             return None
         return next(iter(await self.classes(signature=signature)), None)
 
+    async def add_deploy(self, d: Deploy) -> None:
+        async with self._writing:
+            await self.db.execute("INSERT OR IGNORE INTO deploys (id, ts, target, version, note) "
+                                  "VALUES (?, ?, ?, ?, ?)",
+                                  (d["id"], d["ts"], d["target"], d["version"], d["note"]))
+
     # ---- reads ----
+
+    async def deploys(self, target: str | None = None, limit: int = 100) -> list[Deploy]:
+        where, args = ("WHERE target = ?", [target]) if target is not None else ("", [])
+        rows = await self._rows(f"SELECT id, ts, target, version, note FROM deploys {where} "
+                                "ORDER BY ts DESC, id DESC LIMIT ?", [*args, int(limit)])
+        return [deploy(*row) for row in rows]
 
     async def add_suspected(self, observed: dict[tuple[str, str], int],
                             paths: dict[tuple[str, str, str], int]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from shadow import __version__
+from shadow.deploys import TARGETS
 from shadow.model import CLASS_STATUSES, LIVE
 from shadow.settings import env_only_names, options
 from shadow.stats import (
@@ -219,6 +220,24 @@ def build_parser() -> argparse.ArgumentParser:
     vd.add_argument("--exclude", action="append", default=[], metavar="ROUTE",
                     help="leave a route out ('/health' or 'GET /health'); repeatable")
     _add_window(vd)
+    vd.add_argument("--all-time", action="store_true",
+                    help="judge all the evidence; by default the verdict starts at the latest V2 "
+                         "deploy marker (`shadow deploy mark v2`), and --since/--until override it")
+    dp = reader("deploy", "mark a V2 release: the verdict's window starts there",
+                "Mark a deploy: `shadow deploy mark v2 --version 2.4.1` records that this V2 "
+                "release went live now (or --at T). The verdict's default window starts at the "
+                "latest V2 deploy, so a bug fixed in it stops counting once the fix is live "
+                "(`shadow verdict --all-time` still shows everything). `shadow deploy list` "
+                "shows the markers.", json_help="print JSON")
+    dp.add_argument("action", choices=("mark", "list"))
+    dp.add_argument("target", nargs="?", choices=TARGETS, default=None,
+                    help="which service was deployed (mark: default v2; list: default all)")
+    dp.add_argument("--version", dest="deploy_version", default=None, metavar="X",
+                    help="the release's version, e.g. a tag or a commit")
+    dp.add_argument("--note", default=None, help="free text, e.g. what the release fixes")
+    dp.add_argument("--at", default=None, metavar="T",
+                    help="when it went live, if not now: a time or a duration ago, as --since "
+                         "takes them")
     tl = reader("tail", "the live firehose: one line per compared exchange",
                 "Follow the comparisons as they happen (redacted: secrets named by "
                 "--redact-headers / --redact-fields on the comparer are masked). One line per "

@@ -25,6 +25,7 @@ from shadow.cli.views import (
     verdict_lines,
     verdict_markdown,
 )
+from shadow.deploys import describe
 from shadow.errors import ShadowError
 from shadow.safetext import visible
 from shadow.settings import Settings
@@ -221,6 +222,8 @@ def cmd_verdict(args: argparse.Namespace, settings: Settings) -> int:
              ("max_latency_ratio", repr(args.max_latency_ratio)),
              ("latency_floor_ms", repr(args.latency_floor_ms)),
              *(("exclude", r) for r in args.exclude)]
+    if args.all_time:
+        query.append(("all_time", "true"))
     data = fetch_json(_with_window(f"{_api_url(args, settings)}/api/verdict", args, query),
                       settings.api_token)
     if args.markdown:
@@ -232,7 +235,36 @@ def cmd_verdict(args: argparse.Namespace, settings: Settings) -> int:
                      "window": data.get("window")})
     else:
         _print_window(data)
+        since = (data.get("window") or {}).get("from_deploy")
+        if since:
+            print(visible(f"from the latest deploy: {describe(since)} (--all-time: everything)"))
         console = make_console()
         for line in verdict_lines(data):
             console.print(line)
     return 0 if data["ready"] else 1
+
+
+def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
+    url = f"{_api_url(args, settings)}/api/deploys"
+    if args.action == "list":
+        query = {"target": args.target} if args.target else {}
+        data = fetch_json(f"{url}?{urllib.parse.urlencode(query)}" if query else url,
+                          settings.api_token)
+        if args.json:
+            print_json(data)
+        else:
+            for d in data["deploys"]:
+                print(visible(describe(d)))
+            if not data["deploys"]:
+                print("no deploys marked yet: `shadow deploy mark v2 --version X` marks one")
+        return 0
+    body = {"target": args.target or "v2", "version": args.deploy_version, "note": args.note,
+            "at": args.at}
+    marked = fetch_json(url, settings.api_token, body={k: v for k, v in body.items()
+                                                       if v is not None})
+    if args.json:
+        print_json(marked)
+    else:
+        print(visible(f"marked: {describe(marked)}; the verdict's default window starts at "
+                      "the first whole minute after it"))
+    return 0

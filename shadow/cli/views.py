@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from shadow.deploys import describe
 from shadow.model import CLASS_ACCEPTED, CLASS_BUG, CLASS_FIXED, CLASS_KNOWN, CLASS_NEW
 from shadow.safetext import visible
 
@@ -219,7 +220,8 @@ def verdict_markdown(v: dict[str, Any]) -> str:
         f"{since or 'the beginning'} to {until or 'now'} (UTC, by arrival, to the minute)"
     verdict = "READY" if v["ready"] else "NOT ready"
     out = [f"## shadow verdict: {verdict} for cutover", "",
-           f"Window: {_md(covered)}" + (f" ({_md(w['note'])})" if w.get("note") else ""),
+           f"Window: {_md(covered)}" + (f", from the latest deploy: {_md(describe(w['from_deploy']))}"
+                                         if w.get("from_deploy") else ""),
            "", f"Gates: {_md(gates_text(v))}.", ""]
     if not v["routes"]:
         out.append("No traffic compared in this window.")
