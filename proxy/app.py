@@ -74,7 +74,8 @@ class Proxy:
         self.settings = settings
         self.publisher = publisher
         # keys the digest of V1's whole answer (shadow.http.Capture): the subscriber's key
-        self.digest_key = digest_key
+        self.digest_key = digest_key if digest_key is not None else \
+            protection.digest_key if protection is not None else None
         # None: events leave unredacted (only tests and the benchmark's reference do that)
         self.protection = protection
         self._v1_base = settings.v1.rstrip("/")

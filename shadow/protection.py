@@ -89,17 +89,20 @@ class Protection:
     sealer: Sealer | None
     bodies: tuple[tuple[str, str], ...] = ()
     restore: frozenset[str] | None = None  # header names the replay gets back; None: all
+    # keys the digests of whole bodies (shadow.http.Capture) in the proxy and the subscriber
+    digest_key: bytes | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, keyring: Keyring) -> Protection:
         """What the proxy and the subscriber apply: the redaction policy keyed by the
         keyring's HMAC subkey, its sealer, the body modes and what the replay gets back."""
         from shadow.redact import Policy
-        from shadow.sealing import Sealer
+        from shadow.sealing import DIGEST_INFO, Sealer
 
         return cls(Policy.from_settings(settings, keyring.hmac_key) if settings.redaction
                    else None, Sealer(keyring), parse_capture_bodies(settings.capture_bodies),
-                   parse_restore(settings.replay_secrets))
+                   parse_restore(settings.replay_secrets),
+                   digest_key=keyring.current.subkey(DIGEST_INFO))
 
     @property
     def raw_globs(self) -> list[str]:

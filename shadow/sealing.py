@@ -40,6 +40,7 @@ TAG_BYTES = 16
 SEAL_INFO = b"shadow/v1/seal/aes-256-gcm"
 HMAC_INFO = b"shadow/v1/redact/hmac-sha256"
 KEY_ID_INFO = b"shadow/v1/key-id"
+DIGEST_INFO = b"shadow/v1/body-digest/blake2b"
 
 
 def derive(master: bytes, info: bytes, length: int = KEY_BYTES) -> bytes:

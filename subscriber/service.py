@@ -153,7 +153,8 @@ class Subscriber:
         self.drain = StreamDrain.from_settings(redis, self.keys, settings)
         self._slots = asyncio.Semaphore(settings.replay_concurrency)
         self._inflight: dict[bytes, asyncio.Task[None]] = {}
-        self.client = ReplayClient(settings, self.policy)
+        self.client = ReplayClient(settings, self.policy,
+                                   digest_key=protection.digest_key if protection else None)
         self.peak_inflight = 0
         self._order_locks: dict[str, asyncio.Lock] = {}
         self._order_users: dict[str, int] = {}

@@ -126,9 +126,13 @@ async def test_canaries_are_nowhere_shadow_writes_and_v2_gets_the_real_credentia
                         served += await r.read()
                 async with client.get(f"{api}/api/mismatches?outcome=match&limit=5") as r:
                     ids = [x["id"] for x in (await r.json())["items"]]
+                assert ids
                 for ident in ids:
                     async with client.get(f"{api}/api/exchanges/{ident}") as r:
-                        served += await r.read()
+                        shown = await r.read()
+                    # whole-body digests are keyed (a digest of a short secret is no leak)
+                    assert shown.count(b'"digest":"b2k-') == 2, shown
+                    served += shown
         finally:
             proc.send_signal(signal.SIGINT)
             await asyncio.wait_for(proc.wait(), 60)
