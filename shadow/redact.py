@@ -201,7 +201,7 @@ class _Names:
                     anything = True
             else:
                 exact.add(p)
-                w = _words(p.encode())
+                w = _words(_enc(p))
                 words |= w
                 anything = anything or not w
         pattern = re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs)) \
@@ -682,7 +682,7 @@ class Policy:
 
     def token(self, value: str | bytes, kind: str = "") -> str:
         """What the policy turns this secret into (a token, or the mask)."""
-        raw = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
+        raw = _enc(value) if isinstance(value, str) else value
         return self._replace(raw, kind.encode() + b"_" if kind else b"", None).decode()
 
     # ---- detectors ----
@@ -727,9 +727,9 @@ class Policy:
         with a secret name replaced. The same object when nothing is."""
         if not self.enabled or not s:
             return s
-        raw = s.encode("utf-8", "surrogatepass")
+        raw = _enc(s)
         out = self._text(raw, None)
-        return s if out is raw else out.decode("utf-8", "surrogatepass")
+        return s if out is raw else _dec(out)
 
     def _text(self, data: bytes, ctx: _Ctx | None, *, json_string: bool = False) -> bytes:
         """Detectors plus name/value pairs (only `name=value` inside a JSON string)."""
@@ -812,15 +812,15 @@ class Policy:
     def _string(self, s: str, ctx: _Ctx | None) -> str:
         if len(s) < 3:
             return s
-        raw = s.encode("utf-8", "surrogatepass")
+        raw = _enc(s)
         out = self._text(raw, ctx, json_string=True)
-        return s if out is raw else out.decode("utf-8", "surrogatepass")
+        return s if out is raw else _dec(out)
 
     def _secret_value(self, v: Any, ctx: _Ctx | None) -> Any:
         """Every string and number inside `v` replaced; booleans and null hold no secret."""
         t = type(v)
         if t is str:
-            raw = v.encode("utf-8", "surrogatepass")
+            raw = _enc(v)
             if not raw or _redacted(raw):
                 return v
             return self._replace(raw, b"", ctx).decode()
@@ -987,9 +987,9 @@ class Policy:
         return body if new is doc else _dump(new)
 
     def _form(self, body: bytes, ctx: _Ctx) -> bytes:
-        text = body.decode("latin-1")
+        text = _dec(body)
         out = self._query(text, ctx, plus=True)
-        return body if out is text else out.encode("latin-1")
+        return body if out is text else _enc(out)
 
     def _multipart(self, headers: Headers, body: bytes, ctx: _Ctx) -> bytes:
         ctype = (ctx.media or "").encode("latin-1", "replace")
@@ -1082,7 +1082,7 @@ class Policy:
         if url in self._clean_urls:
             return url
         if "%" not in url and "+" not in url and "@" not in url:
-            raw = url.encode("utf-8", "surrogatepass")
+            raw = _enc(url)
             words, bearer = self._scan(raw) if "=" in url else (None, False)
             if words is None and not self._detect(raw, bearer):
                 _remember(self._clean_urls, url)
@@ -1116,9 +1116,9 @@ class Policy:
         userinfo = head[start:at]
         user, colon, password = userinfo.partition(":")
         secret = password if colon else user
-        if not secret or _redacted(secret.encode()):
+        if not secret or _redacted(_enc(secret)):
             return head
-        new = self._replace(unquote_to_bytes(secret), b"", ctx).decode()
+        new = self._replace(unquote_to_bytes(_enc(secret)), b"", ctx).decode()
         if self.action == DROP:
             new = ""
         return head[:start] + (f"{user}:{new}" if colon else new) + head[at:]
@@ -1126,9 +1126,9 @@ class Policy:
     def _path(self, path: str, ctx: _Ctx | None) -> str:
         if len(path) < 6 or not self.detectors:
             return path
-        raw = path.encode("utf-8", "surrogatepass")
+        raw = _enc(path)
         if "%" in path:
-            decoded = unquote_to_bytes(path)
+            decoded = unquote_to_bytes(raw)
             spans = self._detect(decoded)
             if spans:
                 new = _apply(decoded, self._detector_edits(decoded, spans, ctx))
@@ -1136,15 +1136,14 @@ class Policy:
         spans = self._detect(raw)
         if not spans:
             return path
-        return _apply(raw, self._detector_edits(raw, spans, ctx)).decode("utf-8",
-                                                                         "surrogatepass")
+        return _dec(_apply(raw, self._detector_edits(raw, spans, ctx)))
 
     def _query(self, query: str, ctx: _Ctx | None, *, plus: bool) -> str:
         """`a=1&token=x`: parameters with secret names lose their values (or themselves, with
         drop); detector hits in values are replaced; every other byte is kept."""
         if not query:
             return query
-        raw = query.encode("utf-8", "surrogatepass")
+        raw = _enc(query)
         encoded = "%" in query or (plus and "+" in query)
         words, bearer = self._scan(raw)
         names = words is not None or encoded
@@ -1161,7 +1160,7 @@ class Policy:
                     if self.action == DROP:
                         changed = True
                         continue
-                    secret = unquote_to_bytes(value.replace("+", " ") if plus else value)
+                    secret = unquote_to_bytes(_enc(value.replace("+", " ") if plus else value))
                     if eq and value and not _redacted(secret):
                         new = self._replace(secret, b"", ctx).decode()
                         out.append(f"{name}={new}")
@@ -1179,9 +1178,9 @@ class Policy:
     def _query_value(self, value: str, ctx: _Ctx | None, plus: bool) -> str:
         """Detector hits in a query value: read with `+` as itself (an e-mail address's) and,
         failing that, as a space (a form's)."""
-        readings = [unquote_to_bytes(value)]
+        readings = [unquote_to_bytes(_enc(value))]
         if plus and "+" in value:
-            readings.append(unquote_to_bytes(value.replace("+", " ")))
+            readings.append(unquote_to_bytes(_enc(value.replace("+", " "))))
         for decoded in readings:
             spans = self._detect(decoded)
             if spans:
@@ -1244,7 +1243,7 @@ class Policy:
                     detect = [i] if detect is None else [*detect, i]
                 continue
             if kind == "secret":
-                raw = v.encode("utf-8", "surrogatepass")
+                raw = _enc(v)
                 if self.action == DROP:
                     new: str | None = None
                 elif not raw or _redacted(raw):
@@ -1253,7 +1252,7 @@ class Policy:
                     new = self._replace(raw, b"", ctx).decode()
                     _, space, cred = v.partition(" ")
                     if space and ctx.echoes is not None and len(cred) >= ECHO_MIN_BYTES:
-                        ctx.echoes.add(cred.strip().encode("utf-8", "surrogatepass"))
+                        ctx.echoes.add(_enc(cred.strip()))
             elif kind == "cookie":
                 new = self._cookies(v, ctx)
             elif kind == "set-cookie":
@@ -1268,15 +1267,14 @@ class Policy:
             changed.add(k.lower())
         for i in detect or ():
             k, v = headers[i]
-            raw = v.encode("utf-8", "surrogatepass")
+            raw = _enc(v)
             spans = self._detect(raw)
             if not spans:
                 _remember(self._clean_values, v)
                 continue
             if out is None:
                 out = list(headers)
-            out[i] = (k, _apply(raw, self._detector_edits(raw, spans, ctx)).decode(
-                "utf-8", "surrogatepass"))
+            out[i] = (k, _dec(_apply(raw, self._detector_edits(raw, spans, ctx))))
             changed.add(k.lower())
         if out is None:
             return headers, changed
@@ -1317,7 +1315,7 @@ class Policy:
                 return None
             inner = value.strip()
             quoted = len(inner) >= 2 and inner[0] == inner[-1] == '"'
-            secret = (inner[1:-1] if quoted else inner).encode("utf-8", "surrogatepass")
+            secret = _enc(inner[1:-1] if quoted else inner)
             if not secret or _redacted(secret):
                 return part
             new = self._replace(secret, b"", ctx).decode()
@@ -1409,23 +1407,23 @@ class Policy:
                     headers = [(k, v) for k, v in headers if k.lower() != "content-encoding"]
         out: Headers | None = None
         for i, (k, v) in enumerate(headers):
-            raw = v.encode("utf-8", "surrogatepass")
+            raw = _enc(v)
             new_raw = raw
             for e in echoes:
                 if e in new_raw:
                     new_raw = new_raw.replace(e, self._replace(e, b"", None))
             if new_raw is not raw:
                 out = list(headers) if out is None else out
-                out[i] = (k, new_raw.decode("utf-8", "surrogatepass"))
+                out[i] = (k, _dec(new_raw))
                 names.add(k.lower())
         if error:
-            raw = error.encode("utf-8", "surrogatepass")
+            raw = _enc(error)
             new_raw = raw
             for e in echoes:
                 if e in new_raw:
                     new_raw = new_raw.replace(e, self._replace(e, b"", None))
             if new_raw is not raw:
-                error = new_raw.decode("utf-8", "surrogatepass")
+                error = _dec(new_raw)
         return body, headers if out is None else out, error, names
 
 
@@ -1450,6 +1448,23 @@ def _changes(url: bool, body: bool, names: set[str], ctx: _Ctx) -> Changes:
     if not url and not body and not names and not echoes:
         return UNCHANGED
     return Changes(url, body, frozenset(names), echoes)
+
+
+def _enc(text: str) -> bytes:
+    """str -> UTF-8, losslessly whatever it holds: bytes that were not UTF-8 (decoded with
+    surrogateescape, as servers do with headers and paths) or lone surrogates (from JSON)."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
+def _dec(data: bytes) -> str:
+    """The inverse of _enc()."""
+    try:
+        return data.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "surrogateescape")
 
 
 def _remember(clean: dict[str, bool], value: str) -> None:
@@ -1490,8 +1505,8 @@ def _body_kind(content_type: str | None) -> str:
 
 def _requote(new: bytes, decoded: bytes, original: str) -> str:
     """A query value after redaction, percent-encoded again only where it was."""
-    if original.encode("utf-8", "surrogatepass") == decoded:
-        return new.decode("utf-8", "surrogatepass")
+    if _enc(original) == decoded:
+        return _dec(new)
     return quote_from_bytes(new, safe="")
 
 

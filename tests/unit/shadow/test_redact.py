@@ -364,6 +364,25 @@ def test_compressed_bodies_are_redacted_decoded() -> None:
     assert decoded_body(kept) == b'{"user":"ada"}'
 
 
+def test_bytes_that_are_not_utf8_never_make_redaction_fail() -> None:
+    """Servers hand over undecodable header and path bytes as surrogate escapes (and JSON can
+    hold lone surrogates): redaction keeps them as they are and never raises (the proxy would
+    drop the event)."""
+    odd = b"caf\xe9 \xff".decode("utf-8", "surrogateescape")
+    r = request(f"/p/{odd}?q={odd}&token={odd}%41&n=%FF",
+                [("X-Note", f"{odd} ada@example.com"), ("Cookie", f"a={odd}; sid={odd}"),
+                 ("Content-Type", "application/x-www-form-urlencoded")],
+                b"a=caf\xe9&password=\xff\xfe&b=%E9")
+    out = POLICY.request(r)
+    assert out.url.startswith(f"/p/{odd}?q={odd}&token=tok_") and out.url.endswith("&n=%FF")
+    assert out.headers[0] == ("X-Note", f"{odd} {tok('ada@example.com', 'email')}")
+    assert out.headers[1][1].startswith(f"a={odd}; sid=tok_")
+    assert out.body.startswith(b"a=caf\xe9&password=tok_") and out.body.endswith(b"&b=%E9")
+    assert POLICY.text("lone \ud800 surrogate and a@b.example") == \
+        f"lone \ud800 surrogate and {tok('a@b.example', 'email')}"
+    assert POLICY.request(out) is out
+
+
 def test_errors_logs_and_diff_paths() -> None:
     a = Answer(None, error=f"Cannot connect to host v2:80 for /x?token={SECRET}")
     assert POLICY.answer(a).error == f"Cannot connect to host v2:80 for /x?token={tok(SECRET)}"
