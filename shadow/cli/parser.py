@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "TOML, from noise evidence and UUID/timestamp detectors (never applied)")
     vd = reader("verdict", "can we cut over? exit 0 = ready, 1 = not ready",
                 "Ready only when every route seen has at least --min-samples clean samples, "
-                "the lower bound of the 95%% Wilson interval of its match rate is at least "
+                "the lower bound of the 95% Wilson interval of its match rate is at least "
                 "--min-match (V2 errors and compare errors count as failures, classes marked "
                 "accepted as matches), its V2 error rate is at most --max-v2-error-rate, and "
                 "V2's p99 latency is at most --max-latency-ratio times V1's. Prints the "
