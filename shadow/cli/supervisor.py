@@ -46,7 +46,15 @@ from shadow.errors import BusError, ShadowError, StoreError
 from shadow.private import ensure_private_dir
 from shadow.rules import load_rules_file
 from shadow.secretkey import configured, data_dir_key, load_keyring
-from shadow.settings import Settings, check_access, parse_hostport, replace, to_args, to_env
+from shadow.settings import (
+    Settings,
+    available_cores,
+    check_access,
+    parse_hostport,
+    replace,
+    to_args,
+    to_env,
+)
 
 log = logging.getLogger("shadow.up")
 start_log = logging.getLogger("shadow.start")
@@ -373,7 +381,8 @@ class Supervisor:
         name = f"{socket.gethostname()}-up{os.getpid()}"
         proxy_args = [*common, "--listen", self.proxy_address, "--listen-fd", str(listen.fileno())]
         await self.group.start([
-            *(Child("proxy", proxy_args, (listen.fileno(),)) for _ in range(s.workers)),
+            *(Child("proxy", proxy_args, (listen.fileno(),))
+              for _ in range(s.workers or available_cores())),
             Child("subscriber", [*common, "--consumer", f"subscriber-{name}"]),
             Child("comparer", [*common, "--consumer", f"comparer-{name}", "--api",
                                self.api_address, "--api-fd", str(api.fileno())], (api.fileno(),)),
