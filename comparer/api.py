@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from comparer.firehose import FirehoseHub
 from comparer.store import Store
+from comparer.timeline import TimelineError, parse_step, view
 from shadow import codec, metrics
 from shadow.bus import stream_health
 from shadow.codec import exchange_for_display
@@ -329,6 +330,18 @@ async def list_deploys(request: web.Request) -> web.Response:
     return json_response({"deploys": await request.app[STORE_KEY].deploys(target, limit)})
 
 
+async def timeline_endpoint(request: web.Request) -> web.Response:
+    """The window's counts over time (comparer.timeline): `step` (300, 5m, 1h; default about
+    120 points), `route` (/users/{id} or GET /users/{id}: only that route's series and
+    classes)."""
+    try:
+        step = parse_step(request.query.get("step"))
+    except TimelineError as e:
+        raise _bad_request(str(e)) from e
+    data = await request.app[STORE_KEY].timeline(_window(request), step)
+    return json_response(view(data, request.query.get("route") or None))
+
+
 def _verdict_gates(q: Any) -> dict[str, float]:
     """The verdict's error and latency gates from the query (defaults: shadow.stats)."""
     gates = {"max_v2_error_rate": parse_rate(q.get("max_v2_error_rate", str(MAX_V2_ERROR_RATE)))}
@@ -458,6 +471,7 @@ def build_app(settings: Settings, store: Store, redis: aioredis.Redis, keys: Key
     app.router.add_post("/api/classes/{signature}", set_class)
     app.router.add_get("/api/verdict", verdict_endpoint)
     app.router.add_get("/api/deploys", list_deploys)
+    app.router.add_get("/api/timeline", timeline_endpoint)
     app.router.add_post("/api/deploys", add_deploy)
     app.router.add_get("/api/rules", rules_endpoint)
     app.router.add_get("/api/suggestions", suggestions_endpoint)

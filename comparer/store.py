@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+from comparer.timeline import Timeline
 from shadow.credentials import mask_url
 from shadow.deploys import Deploy
 from shadow.errors import ConfigError
@@ -97,6 +98,12 @@ class Store(Protocol):
     async def route_evidence(self, window: Window = ALL_TIME) -> list[RouteEvidence]:
         """The verdict's evidence per route (in the window): compared, matched, and the
         mismatches per class (accepted classes apart)."""
+
+    async def timeline(self, window: Window = ALL_TIME, step_s: int | None = None, *,
+                       now: float | None = None) -> Timeline:
+        """The window's counts per step of `step_s` seconds (None: about 120 points; raised
+        past comparer.timeline.MAX_POINTS), overall, per route and per mismatch class (with
+        the class's own first and last sighting), from the rollups (comparer.timeline)."""
 
 
 def open_store(url: str, *, retention_max_age_s: float | None = None) -> Store:

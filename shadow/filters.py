@@ -23,6 +23,7 @@ class Filters:
     v1_status: int | None = None
     v2_status: int | None = None
     path: str | None = None  # a differing JSON path contains this text
+    url: str | None = None  # the request's URL (path and query, as stored) contains this text
     signature: str | None = None
     since: float | None = None
     until: float | None = None
@@ -30,8 +31,9 @@ class Filters:
     limit: int = 50
 
 
-KNOWN = ("outcome", "route", "method", "v1_status", "v2_status", "path", "signature", "since",
-         "until", "cursor", "limit")
+KNOWN = ("outcome", "route", "method", "v1_status", "v2_status", "path", "url", "signature",
+         "since", "until", "cursor", "limit")
+MAX_URL_TEXT = 2000
 MAX_LIMIT = 1000
 
 
@@ -77,6 +79,9 @@ def parse_filters(query: Mapping[str, str], now: float, *,
         raise FilterError(f"limit: expected a number 1-{MAX_LIMIT}, got {limit_text!r}") from None
     if not 1 <= limit <= MAX_LIMIT:
         raise FilterError(f"limit: expected a number 1-{MAX_LIMIT}, got {limit}")
+    url = query.get("url") or None
+    if url is not None and len(url) > MAX_URL_TEXT:
+        raise FilterError(f"url: expected at most {MAX_URL_TEXT} characters of the URL")
     cursor = query.get("cursor")
     if cursor is not None and not re.fullmatch(r"[0-9A-Za-z_-]{1,64}", cursor):
         raise FilterError("cursor: not a cursor this API returned")
@@ -90,5 +95,5 @@ def parse_filters(query: Mapping[str, str], now: float, *,
         outcome=outcome, route=query.get("route") or None, method=method,
         v1_status=_status("v1_status", query["v1_status"]) if "v1_status" in query else None,
         v2_status=_status("v2_status", query["v2_status"]) if "v2_status" in query else None,
-        path=query.get("path") or None, signature=signature, since=since, until=until,
+        path=query.get("path") or None, url=url, signature=signature, since=since, until=until,
         cursor=cursor, limit=limit)

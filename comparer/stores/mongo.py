@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from comparer import records
+from comparer.timeline import Timeline, frame, shape
 from shadow import codec, model
 from shadow.credentials import mask_url
 from shadow.deploys import Deploy, deploy
@@ -493,6 +494,8 @@ class MongoStore:
         query: dict[str, Any] = dict(records.filter_fields(f))
         if f.path is not None:
             query["diff_paths"] = {"$regex": re.escape(f.path)}
+        if f.url is not None:
+            query["url"] = {"$regex": re.escape(f.url)}
         if f.since is not None or f.until is not None:
             query["ts"] = {k: v for k, v in (("$gte", f.since), ("$lt", f.until)) if v is not None}
         if f.cursor is not None:
@@ -548,6 +551,28 @@ class MongoStore:
                                   {"outcome": {"$in": [model.MISMATCH, model.V2_ERROR]}})
         return records.evidence(await self.summary(window), await self.classes(window=window),
                                 [(*k, n) for k, (n, _) in rows.items() if n > 0])
+
+    async def timeline(self, window: Window = ALL_TIME, step_s: int | None = None, *,
+                       now: float | None = None) -> Timeline:
+        """The dashboard's time series (comparer.timeline): the window's rollup counts per
+        step (default: about 120 points), overall, per route and per mismatch class."""
+        window = await self.resolve(window)
+        span = {k: v for k, v in (("$gte", window.since), ("$lt", window.until)) if v is not None}
+        match = {"$match": {"bucket": span} if span else {}}
+        extent = await self.db.roll_counts.aggregate([match, {"$group": {
+            "_id": None, "first": {"$min": "$bucket"}, "last": {"$max": "$bucket"}}}]).to_list(1)
+        first, last = (extent[0]["first"], extent[0]["last"]) if extent else (None, None)
+        lo, hi, step = frame(window, first, last, step_s, time.time() if now is None else now)
+        by = ("method", "route", "outcome", "signature")
+        rows = []
+        async for row in self.db.roll_counts.aggregate([match, {"$group": {
+                "_id": {"ts": {"$subtract": ["$bucket", {"$mod": ["$bucket", step]}]},
+                        **{f: f"${f}" for f in by}},
+                "n": {"$sum": "$n"}}}]):
+            if row["n"] > 0:
+                key = row["_id"]
+                rows.append((int(key["ts"]), *(key.get(f) for f in by), row["n"]))
+        return shape(rows, await self.classes(), window, step, lo, hi)
 
 
 def _exchange(d: dict[str, Any]) -> Exchange:

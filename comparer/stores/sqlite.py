@@ -22,6 +22,7 @@ from typing import Any
 import aiosqlite
 
 from comparer import records
+from comparer.timeline import Timeline, frame, shape
 from shadow import codec
 from shadow.deploys import Deploy, deploy
 from shadow.errors import StoreError
@@ -553,6 +554,9 @@ class SQLiteStore:
         if f.path is not None:
             where.append("instr(diff_paths, ?) > 0")
             args.append(f.path)
+        if f.url is not None:
+            where.append("instr(url, ?) > 0")
+            args.append(f.url)
         if f.since is not None:
             where.append("ts >= ?")
             args.append(f.since)
@@ -622,6 +626,21 @@ class SQLiteStore:
                                 "GROUP BY 1, 2, 3 HAVING sum(n) > 0", args)
         return records.evidence(await self.summary(window), await self.classes(window=window),
                                 rows)
+
+    async def timeline(self, window: Window = ALL_TIME, step_s: int | None = None, *,
+                       now: float | None = None) -> Timeline:
+        """The dashboard's time series (comparer.timeline): the window's rollup counts per
+        step (default: about 120 points), overall, per route and per mismatch class."""
+        window = await self.resolve(window)
+        where, args = _bucketed(window)
+        async with self.db.execute(f"SELECT min(bucket), max(bucket) FROM roll_counts {where}",
+                                   args) as cur:
+            first, last = await cur.fetchone() or (None, None)
+        lo, hi, step = frame(window, first, last, step_s, time.time() if now is None else now)
+        rows = await self._rows(f"SELECT bucket - bucket % ?, method, route, outcome, signature, "
+                                f"sum(n) FROM roll_counts {where} GROUP BY 1, 2, 3, 4, 5 "
+                                "HAVING sum(n) > 0", [step, *args])
+        return shape(rows, await self.classes(), window, step, lo, hi)
 
 
 def _bucketed(window: Window, where: list[str] | None = None) -> tuple[str, list[Any]]:
