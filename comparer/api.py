@@ -154,7 +154,9 @@ def _bad_request(message: str) -> web.HTTPBadRequest:
 
 def _window(request: web.Request) -> Window:
     """The report window asked for with `since`/`until` (shadow.windows: exact to the
-    minute); none: all time. A bad value is a 400 that says what is accepted."""
+    minute; the store rounds an edge in a compacted stretch to its hour or day, and each
+    report says the window it covers); none: all time. A bad value is a 400 that says what
+    is accepted."""
     try:
         return parse_window(request.query.get("since"), request.query.get("until"), time.time())
     except WindowError as e:
@@ -208,7 +210,7 @@ async def exchanges(request: web.Request) -> web.Response:
 
 
 async def classes(request: web.Request) -> web.Response:
-    window = _window(request)
+    window = await request.app[STORE_KEY].resolve(_window(request))  # as compacted
     return json_response({"classes": await request.app[STORE_KEY].classes(window=window),
                           "window": window.doc()})
 

@@ -46,7 +46,7 @@ from shadow.reports_model import (
 from shadow.routes import route_template
 from shadow.rules import OTHER_ROUTE
 from shadow.stats import RouteEvidence, latency_bucket, percentiles
-from shadow.windows import ALL_TIME, BUCKET_S, Window, bucket_of
+from shadow.windows import ALL_TIME, Marks, Window, bucket_in, floor_to, span_at
 
 COUNT_KEYS = {MATCH: "matched", MISMATCH: "mismatched", SKIPPED: "skipped", V2_ERROR: "v2_errors",
               PENDING: "pending", V1_ONLY: "v1_only", V1_MISSING: "v1_missing",
@@ -216,8 +216,10 @@ ROLLUP_COUNTS: dict[str, tuple[str, ...]] = {
 @dataclass(slots=True)
 class Rollup:
     """Counter deltas: `add(doc, +1)` for an exchange's state after a write, `add(doc, -1)`
-    for its state before. Entries that cancel out are left out of `items`."""
+    for its state before. Entries that cancel out are left out of `items`. An exchange
+    before the `folded` marks (compaction's) is counted in its hour or day bucket."""
 
+    folded: Marks = field(default_factory=dict)
     counts: dict[CountKey, list[int]] = field(default_factory=dict)  # key -> [n, stale]
     latency: dict[LatencyKey, int] = field(default_factory=dict)
     statuses: dict[StatusKey, int] = field(default_factory=dict)
@@ -226,7 +228,7 @@ class Rollup:
         if doc is None:
             return
         ts = doc.get("ts")
-        bucket = bucket_of(ts) if isinstance(ts, (int, float)) else 0
+        bucket = bucket_in(ts, self.folded) if isinstance(ts, (int, float)) else 0
         method, route = doc.get("method") or "?", doc.get("route") or "?"
         outcome = doc.get("outcome") or PENDING
         key = (bucket, method, route, outcome, doc.get("signature") or "")
@@ -269,23 +271,40 @@ class Rollup:
                 for name, rows in out.items()}
 
 
+def fold(rows: Iterable[tuple[tuple[Any, ...], Sequence[int]]], span: int,
+         ) -> list[tuple[tuple[Any, ...], tuple[int, ...]]]:
+    """Compaction: rollup rows (key with the bucket first, counts) summed into the bucket of
+    `span` each falls in, as increments to add there (none that sum to nothing)."""
+    out: dict[tuple[Any, ...], list[int]] = {}
+    for key, counts in rows:
+        coarse = (floor_to(key[0], span), *key[1:])
+        current = out.setdefault(coarse, [0] * len(counts))
+        for i, n in enumerate(counts):
+            current[i] += n
+    return [(k, tuple(v)) for k, v in out.items() if any(v)]
+
+
 def window_classes(counted: Iterable[tuple[str, int, int, int]], classes: Iterable[MismatchClass],
-                   ) -> list[MismatchClass]:
+                   marks: Marks | None = None) -> list[MismatchClass]:
     """The classes seen in a window, from their counts there: (signature, n, first bucket,
     last bucket) each, and their triage from the class book. `count` is the window's;
     `first_seen`/`last_seen` are the class's own sightings when they fall in the first/last
-    bucket it was counted in, else that bucket's start/end (exact to the minute)."""
+    bucket it was counted in, else that bucket's start/end (exact to the bucket: a minute,
+    or the hour or day of a compacted stretch, before `marks`)."""
     book = {c["signature"]: c for c in classes}
     out: list[MismatchClass] = []
     for sig, n, first, last in counted:
         c = book.get(sig)
         if c is None or n <= 0:
             continue
+        first = floor_to(first, span_at(first, marks or {}))
+        last_span = span_at(last, marks or {})
+        last = floor_to(last, last_span)
         own_first, own_last = c["first_seen"], c["last_seen"]
-        first_seen = own_first if own_first is not None and first <= own_first < first + BUCKET_S \
-            else float(first)
-        last_seen = own_last if own_last is not None and last <= own_last < last + BUCKET_S \
-            else float(last + BUCKET_S)
+        first_seen = own_first if own_first is not None and \
+            first <= own_first < first + span_at(first, marks or {}) else float(first)
+        last_seen = own_last if own_last is not None and last <= own_last < last + last_span \
+            else float(last + last_span)
         out.append({**c, "count": n, "first_seen": first_seen, "last_seen": last_seen})
     return sorted(out, key=lambda c: (-c["count"], c["signature"]))
 

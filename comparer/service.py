@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from comparer.firehose import FirehosePublisher
+from comparer.housekeeping import Housekeeper, Limits
 from comparer.store import Store
 from shadow import metrics
 from shadow.aio import Backoff, cancel_and_wait, raise_if_cancelling
@@ -59,6 +60,8 @@ class Comparer:
         self.noise_refresh_s = 5.0
         self._task: asyncio.Task[None] | None = None
         self._next_sweep = 0.0
+        # compaction and retention: a task of their own, off the ingest path
+        self.housekeeper = Housekeeper(store, Limits.from_settings(settings))
         self._routes: set[str] = set()  # routes the store counts apart (--max-routes)
         self._overflow_logged = False
 
@@ -86,10 +89,12 @@ class Comparer:
             await self.reader.ensure_groups()
             self._task = asyncio.create_task(self._run(), name="shadow-comparer")
             await self.drain.start()
+            await self.housekeeper.start()
 
     async def stop(self) -> None:
         """Stop reading; a batch being stored finishes first (shielded). Idempotent."""
         task, self._task = self._task, None
+        await self.housekeeper.stop()
         await self.drain.stop()
         await cancel_and_wait(task)
 
@@ -278,8 +283,3 @@ class Comparer:
             log.info("%d exchanges still missed a part after %.0f s (--join-timeout-s): "
                      "v1_only when V2's answer is missing, v1_missing when V1's is", expired,
                      s.join_timeout_s)
-        if s.retention_max_age_s is not None or s.retention_max_docs is not None:
-            deleted = await self.store.retain(max_age_s=s.retention_max_age_s,
-                                              max_docs=s.retention_max_docs)
-            if deleted:
-                log.info("retention: deleted %d old exchanges", deleted)

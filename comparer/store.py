@@ -5,7 +5,13 @@ Counts are rollups: every exchange is counted by the minute of its `ts` (its arr
 proxy) in the same write as its document, an exchange that changes (pending -> match,
 v1_only -> match...) moves its count in that minute, and deleting a document (retention)
 never changes a count. Every report reads the rollups, for all time or for a `Window`
-(shadow.windows: exact to the minute), never the exchanges."""
+(shadow.windows: exact to the minute), never the exchanges.
+
+Housekeeping (comparer/housekeeping.py runs it, off the ingest path): `compact` folds minute
+buckets older than 2 hours into hours and hours older than 3 days into days, so a window edge
+there is exact to the hour or day (`resolve` says which); `retain` deletes documents by age,
+count and disk budget and rollup buckets by age, oldest first, in short batches, never a
+class's last example and never a count."""
 
 from __future__ import annotations
 
@@ -60,9 +66,27 @@ class Store(Protocol):
         while fewer than `max_routes` are known (atomically, across every process sharing
         the store). The others count as OTHER_ROUTE."""
 
-    async def retain(self, *, max_age_s: float | None, max_docs: int | None) -> int:
-        """Delete the oldest exchange documents beyond the limits (their counts stay).
-        Returns how many."""
+    async def retain(self, *, max_age_s: float | None = None, max_docs: int | None = None,
+                     max_bytes: int | None = None, rollup_max_age_s: float | None = None,
+                     now: float | None = None) -> int:
+        """Delete the oldest exchange documents beyond the limits: older than `max_age_s`,
+        past `max_docs`, and while the store is over `max_bytes` (size_bytes); and rollup
+        buckets (whole days) older than `rollup_max_age_s`. Counts stay (all-time ones always,
+        windows up to the rollup age), and so does each class's last example. In small
+        batches, yielding to the comparer's writes between them. Returns documents deleted."""
+
+    async def compact(self, now: float | None = None, *, settle_s: float = 60.0) -> int:
+        """Fold old per-minute rollup rows into hours and days (shadow.windows.FOLDS), in
+        small batches; boundaries move first and rows are folded below one only `settle_s`
+        after it moved. Every report for a window aligned to the coarser buckets, and for
+        all time, stays the same. Returns the rows folded."""
+
+    async def resolve(self, window: Window) -> Window:
+        """The window the rollups answer exactly: an edge in a compacted stretch rounded to
+        its hour or day (what every report for `window` covers and says)."""
+
+    async def size_bytes(self) -> int:
+        """What the store holds, as the disk budget counts it."""
 
     async def get(self, key: str) -> Exchange | None:
         """By exchange id, or by request id (newest first)."""
@@ -106,7 +130,7 @@ class Store(Protocol):
         the class's own first and last sighting), from the rollups (comparer.timeline)."""
 
 
-def open_store(url: str, *, retention_max_age_s: float | None = None) -> Store:
+def open_store(url: str) -> Store:
     if url.startswith("sqlite:///"):
         from comparer.stores.sqlite import SQLiteStore
 
@@ -114,6 +138,6 @@ def open_store(url: str, *, retention_max_age_s: float | None = None) -> Store:
     if url.startswith(("mongodb://", "mongodb+srv://")):
         from comparer.stores.mongo import MongoStore
 
-        return MongoStore(url, retention_max_age_s=retention_max_age_s)
+        return MongoStore(url)
     raise ConfigError(f"unsupported store {mask_url(url)!r}: use sqlite:///path/to/shadow.db or "
                       "mongodb://...")

@@ -201,19 +201,6 @@ def _ordered_by(value: str, flag: str) -> None:
                           "(letters, digits and !#$%&'*+-.^_`|~, no spaces)")
 
 
-def _niceness(value: int, flag: str) -> None:
-    if not 0 <= value <= 19:
-        raise ConfigError(f"{flag}: a niceness from 0 (as the proxy) to 19 (lowest), got {value}")
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 def _capture_bodies(value: str, flag: str) -> None:
     protection.parse_capture_bodies(value)  # raises a ConfigError naming the bad item
 
@@ -304,13 +291,9 @@ class Settings:
         128 * 1024 * 1024, "bytes of encoded events the proxy buffers for Redis (default "
         "128 MiB): with big captured bodies this bound comes before --max-queue", _positive)
     publish_batch: int = setting(256, "events per pipelined XADD batch", _positive)
-    workers: int | None = setting(
-        None, "proxy processes sharing the listening port (default: one per available core "
-        "under `shadow up`, 1 for `shadow proxy`)", _positive, main=("up", "proxy"))
-    pipeline_nice: int = setting(
-        10, "niceness `shadow up` gives its subscriber and comparer, every thread of them "
-        "(0-19, default 10): on shared cores the client path gets the CPU first, and the "
-        "comparison catches up when the proxy is less busy", _niceness)
+    workers: int = setting(
+        1, "proxy processes sharing the listening port (use the cores you have)", _positive,
+        main=("up", "proxy"))
     metrics_listen: str | None = setting(  # proxy and subscriber; the comparer serves them on --api
         None, "HOST:PORT where the proxy or the subscriber serves Prometheus /metrics (under "
         "`shadow up`, the reports API's /metrics has every process's)", parse_hostport)
@@ -409,9 +392,19 @@ class Settings:
         False, "hide differences at paths where V1's answers to identical requests change over "
         "time (suspected noise); off by default: they are only shown")
     retention_max_age_s: float | None = setting(
-        None, "delete exchanges older than this (default: keep)", _positive)
+        14 * 86400.0, "delete exchange documents older than this many seconds (default 1209600 "
+        "= 14 days; 0 keeps them); their counts stay, and so does each class's last example",
+        _not_negative)
     retention_max_docs: int | None = setting(
         None, "keep at most this many exchanges, deleting the oldest (default: all)", _positive)
+    rollup_max_age_s: float = setting(
+        90 * 86400.0, "delete the counts by minute/hour/day older than this many seconds "
+        "(default 7776000 = 90 days; 0 keeps them): windows reach back that far; all-time "
+        "counts stay", _not_negative)
+    store_max_bytes: int = setting(
+        10 * 1024**3, "disk budget of the store (default 10 GiB; 0: none): past it the oldest "
+        "exchange documents are deleted (counts and each class's last example stay). SQLite: "
+        "pages in use plus the WAL; MongoDB: dbStats dataSize + indexSize", _not_negative)
     keep: str = setting(
         "sampled", "which exchange documents are kept as evidence (every exchange is counted "
         "either way): sampled (per class and hour, errors capped alike, a fraction of matches, "

@@ -18,10 +18,12 @@ Reports read only the rollups.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +38,7 @@ from shadow.model import Comparison, Difference, Event, Exchange, RouteKey
 from shadow.reports_model import ExchangeSummary, MismatchClass, Summary
 from shadow.rules import OTHER_ROUTE
 from shadow.stats import RouteEvidence
-from shadow.windows import ALL_TIME, Window
+from shadow.windows import ALL_TIME, DAY_S, Window, coarsen, floor_to, fold_marks
 
 log = logging.getLogger("shadow.store")
 
@@ -47,10 +49,14 @@ _ROUTES_COUNT = "routes"  # the `meta` document counting the admitted routes
 _SCHEMA = "schema"  # the `meta` document with the store's schema version
 SCHEMA_VERSION = 1  # 1: rollups (a store without the document and with exchanges is older)
 _HEARTBEAT_S = 120.0  # a migration silent this long died: the next opener starts it again
+_FOLDS = "folds"  # the `meta` document with compaction's boundaries per level
+_HOUSEKEEPER = "housekeeper"  # the `meta` document naming the process doing housekeeping
+_LEASE_S = 300.0  # a housekeeper silent this long died: another one takes over
 
 # each rollup collection and its key fields (a unique index, bucket first when bucketed)
 _ROLLUPS = records.ROLLUP_KEYS
 _CONTRIBUTION = {f: 1 for f in records.CONTRIBUTION_FIELDS}
+_BUCKETED = [name for name in _ROLLUPS if name.startswith("roll_")]  # compacted, by bucket
 
 # Keys of JSON objects from the traffic (inside diff values) that BSON or MongoDB refuse:
 # a NUL anywhere, a leading `$`, a dot. They are stored percent-escaped (`%` itself too, so
@@ -84,11 +90,14 @@ def _diff_doc(diff: list[Difference]) -> list[dict[str, Any]]:
 def _part_fields(p: records.Part) -> tuple[str, dict[str, Any]]:
     """The part's name in the document (written once: the first copy wins) and its fields."""
     if isinstance(p, records.RequestPart):
-        return "request", {"request": p.request, "request_id": p.request_id, "method": p.method,
-                           "url": p.url, "route": p.route}
-    return p.side, {p.side: p.answer, f"{p.side}_status": p.status,
-                    f"{p.side}_latency_ms": p.latency_ms, f"{p.side}_bucket": p.bucket,
-                    f"{p.side}_ts": p.ts}
+        return "request", {"request": codec.pack_part(p.request), "request_id": p.request_id,
+                           "method": p.method, "url": p.url, "route": p.route}
+    fields = {p.side: codec.pack_part(p.answer), f"{p.side}_status": p.status,
+              f"{p.side}_latency_ms": p.latency_ms, f"{p.side}_bucket": p.bucket,
+              f"{p.side}_ts": p.ts}
+    if p.side == "v2" and p.answer.get("skipped") is not None:
+        fields["v2_skipped"] = True  # what expiry asks of a compressed answer
+    return p.side, fields
 
 
 def _diff_from_doc(raw: list[dict[str, Any]] | None) -> list[Difference]:
@@ -104,14 +113,18 @@ def _database_name(url: str) -> str:
 class MongoStore:
     migrate_batch = 10_000  # exchanges counted per step when migrating an older store
 
-    def __init__(self, url: str, *, client: Any = None, retention_max_age_s: float | None = None,
-                 database: str | None = None) -> None:
+    fold_batch = 2000  # rollup rows folded per step (compaction)
+    delete_batch = 500  # documents (or rollup rows) deleted per step (retention)
+    marks_refresh_s = 5.0  # how stale a writer's copy of compaction's boundaries may be
+
+    def __init__(self, url: str, *, client: Any = None, database: str | None = None) -> None:
         self.url = url
         self._client = client
         self._own_client = client is None
         self.database = database or _database_name(url)
-        self.retention_max_age_s = retention_max_age_s
         self._db: Any = None
+        self._marks_read: tuple[float, dict[int, int]] | None = None  # (monotonic time, marks)
+        self._me = uuid.uuid4().hex  # this handle, as a housekeeper
         # mongomock (the contract suite's in-memory MongoDB) cannot take this pymongo's
         # UpdateOne in bulk_write: there, rollup increments go one by one
         self._bulk = not any(c.__module__.startswith("mongomock") for c in type(client).__mro__)
@@ -131,8 +144,9 @@ class MongoStore:
             await x.create_index([("route", 1), ("method", 1)])
             await x.create_index([("outcome", 1), ("_id", -1)])
             await x.create_index("signature")
-            if self.retention_max_age_s is not None:
-                await x.create_index("created_at", expireAfterSeconds=int(self.retention_max_age_s))
+            if "created_at_1" in await x.index_information():
+                # an older shadow's TTL index: retention deletes now, never a class's last example
+                await x.drop_index("created_at_1")
             for name, fields in _ROLLUPS.items():
                 await self._db[name].create_index([(f, 1) for f in fields], unique=True)
             await self._ensure_rollups()
@@ -224,6 +238,10 @@ class MongoStore:
         await self._db.meta.update_one({"_id": _ROUTES_COUNT}, {"$max": {"n": n}}, upsert=True)
 
     async def close(self) -> None:
+        if self._db is not None:  # another process may take over housekeeping at once
+            with contextlib.suppress(Exception):
+                await self._db.meta.update_one({"_id": _HOUSEKEEPER, "owner": self._me},
+                                               {"$set": {"until": 0.0}})
         self._db = None
         if self._own_client and self._client is not None:
             self._client.close()
@@ -277,7 +295,7 @@ class MongoStore:
 
     async def apply(self, events: list[Event],
                     routes: Mapping[str, str] | None = None) -> list[Exchange]:
-        rollup = records.Rollup()
+        rollup = records.Rollup(await self._folded())
         try:
             for p in records.parts(events, routes):
                 await self._upsert_part(p.id, *_part_fields(p), p.ts, rollup)
@@ -293,7 +311,7 @@ class MongoStore:
     async def complete(self, results: list[tuple[str, Comparison]]) -> list[str]:
         recorded: list[tuple[str, Comparison]] = []
         routes: dict[str, tuple[str | None, str | None]] = {}
-        rollup = records.Rollup()
+        rollup = records.Rollup(await self._folded())
         now = time.time()
         try:
             for ident, c in results:
@@ -341,15 +359,16 @@ class MongoStore:
 
     async def expire(self, older_than_ts: float) -> int:
         expired = 0
-        rollup = records.Rollup()
+        rollup = records.Rollup(await self._folded())
         try:
             for rule in records.EXPIRY:
                 query: dict[str, Any] = {"outcome": model.PENDING, "ts": {"$lt": older_than_ts},
                                          "v1": {"$ne": None} if rule.v1 else None}
                 if rule.v2 is not None:
                     query["v2"] = {"$ne": None} if rule.v2 else None
-                if rule.v2_skipped:
-                    query["v2.skipped"] = {"$ne": None}
+                if rule.v2_skipped:  # stored compressed (v2_skipped) or, before, as a document
+                    query["$or"] = [{"v2_skipped": True},
+                                    {"v2.skipped": {"$exists": True, "$ne": None}}]
                 found = [d["_id"] async for d in self.db.exchanges.find(query, {"_id": 1})]
                 for ident in found:  # one by one: each one's count moves from its state before
                     before = await self.db.exchanges.find_one_and_update(
@@ -385,19 +404,225 @@ class MongoStore:
             known.add(route)
         return known
 
-    async def retain(self, *, max_age_s: float | None, max_docs: int | None,
-                     chunk: int = 5000) -> int:
-        x = self.db.exchanges
+    # ---- housekeeping: compaction and retention, off the ingest path ----
+
+    async def _lead(self) -> bool:
+        """Whether this handle does the housekeeping now: one process at a time (a lease in
+        `meta`, taken over once its holder has been silent for _LEASE_S)."""
+        from pymongo.errors import DuplicateKeyError
+
+        now = time.time()
+        try:
+            await self.db.meta.find_one_and_update(
+                {"_id": _HOUSEKEEPER, "$or": [{"owner": self._me}, {"until": {"$lt": now}}]},
+                {"$set": {"owner": self._me, "until": now + _LEASE_S}}, upsert=True)
+        except DuplicateKeyError:
+            return False  # another process holds it
+        return True
+
+    async def _marks(self, field: str) -> dict[int, int]:
+        """Compaction's boundaries per span: `published` (reports, writes) or `folded`."""
+        doc = await self.db.meta.find_one({"_id": _FOLDS}) or {}
+        return {int(span): int(level[field]) for span, level in doc.get("levels", {}).items()}
+
+    async def _folded(self) -> dict[int, int]:
+        """Where writes count an exchange: in the hour or day bucket before compaction's
+        published boundaries, as read at most `marks_refresh_s` ago (compaction folds only
+        below boundaries published longer ago than that)."""
+        now = time.monotonic()
+        if self._marks_read is None or now - self._marks_read[0] >= self.marks_refresh_s:
+            self._marks_read = (now, await self._marks("published"))
+        return self._marks_read[1]
+
+    async def resolve(self, window: Window) -> Window:
+        if window.all_time:
+            return window
+        return coarsen(window, await self._marks("published"))
+
+    async def compact(self, now: float | None = None, *, settle_s: float = 60.0) -> int:
+        """Fold the rollups' old minute rows into hours and old hours into days
+        (shadow.windows.FOLDS), a batch at a time, each through a journal (`folds`) so that a
+        compaction that dies is finished by the next one, never counted twice. `settle_s`
+        must exceed `marks_refresh_s`. Returns the rows folded."""
+        if not await self._lead():
+            return 0
+        now = time.time() if now is None else now
+        async for journal in self.db.folds.find({}):  # left by a compaction that died
+            await self._finish_fold(journal)
+        levels = (await self.db.meta.find_one({"_id": _FOLDS}) or {}).get("levels", {})
+        todo: dict[int, tuple[int, int]] = {}
+        for span, target in fold_marks(now).items():
+            level = levels.setdefault(str(span), {"published": 0, "published_at": 0.0,
+                                                  "settled": 0, "folded": 0})
+            at = level["published_at"]
+            if target > level["published"] and now - at >= settle_s:
+                level.update(settled=level["published"], published=target, published_at=now)
+            end = level["published"] if now - level["published_at"] >= settle_s \
+                else level["settled"]
+            todo[span] = (int(level["folded"]), int(end))
+        await self.db.meta.update_one({"_id": _FOLDS}, {"$set": {"levels": levels}}, upsert=True)
+        self._marks_read = None
+        folded, floor = 0, 0
+        for span, (start, end) in sorted(todo.items(), reverse=True):  # days first
+            start = max(start, floor)
+            floor = end
+            if start < end:
+                folded += await self._fold_level(span, start, end)
+        return folded
+
+    async def _fold_level(self, span: int, start: int, end: int) -> int:
+        folded = 0
+        for name in _BUCKETED:
+            keys, counts = _ROLLUPS[name], records.ROLLUP_COUNTS[name]
+            lo = start
+            while True:
+                found = await self.db[name].find({"bucket": {"$gte": lo, "$lt": end}}) \
+                    .sort("bucket", 1).limit(self.fold_batch).to_list(self.fold_batch)
+                if not found:
+                    break
+                last = found[-1]["bucket"]
+                # the rows to fold: off a `span` boundary (the rows on one are the coarser ones);
+                # the next batch starts with the last bucket seen, or after it when coarse
+                lo = last if last % span else last + 1
+                rows = [r for r in found if r["bucket"] % span]
+                if not rows:
+                    continue
+                increments = records.fold([(tuple(r.get(k) for k in keys),
+                                            [int(r.get(c) or 0) for c in counts]) for r in rows],
+                                          span)
+                journal = {"_id": uuid.uuid4().hex, "table": name,
+                           "ids": [r["_id"] for r in rows],
+                           "incs": [[list(k), list(by)] for k, by in increments]}
+                await self.db.folds.insert_one(journal)
+                await self._finish_fold(journal)
+                folded += len(rows)
+                await asyncio.sleep(0)  # the comparer's writes go first
+        await self.db.meta.update_one({"_id": _FOLDS}, {"$set": {f"levels.{span}.folded": end}})
+        return folded
+
+    async def _finish_fold(self, journal: dict[str, Any]) -> None:
+        """Apply one fold: add its increments to the coarser rows, each at most once (the
+        row remembers the fold's id until the end), then delete the rows folded. Run again
+        on a fold that died midway, it does what is left."""
+        from pymongo.errors import DuplicateKeyError
+
+        name, jid, ids = journal["table"], journal["_id"], journal["ids"]
+        rows = self.db[name]
+        keys, counts = _ROLLUPS[name], records.ROLLUP_COUNTS[name]
+        targets = [(dict(zip(keys, key, strict=True)), dict(zip(counts, by, strict=True)))
+                   for key, by in journal["incs"]]
+        if await rows.find_one({"_id": {"$in": ids}}, {"_id": 1}) is not None:
+            for q, inc in targets:
+                try:
+                    await rows.update_one({**q, "folds": {"$ne": jid}},
+                                          {"$inc": inc, "$push": {"folds": jid}}, upsert=True)
+                except DuplicateKeyError:
+                    pass  # added before the fold died
+            await rows.delete_many({"_id": {"$in": ids}})
+        for q, _ in targets:
+            await rows.update_one(q, {"$pull": {"folds": jid}})
+        await self.db.folds.delete_one({"_id": jid})
+
+    async def retain(self, *, max_age_s: float | None = None, max_docs: int | None = None,
+                     max_bytes: int | None = None, rollup_max_age_s: float | None = None,
+                     now: float | None = None) -> int:
+        if not await self._lead():
+            return 0  # another process does it
+        now = time.time() if now is None else now
         deleted = 0
         if max_age_s is not None:
-            result = await x.delete_many({"ts": {"$lt": time.time() - max_age_s}})
-            deleted += int(result.deleted_count)
+            deleted += await self._delete_documents({"ts": {"$lt": now - max_age_s}},
+                                                    self.delete_batch)
         if max_docs is not None:
-            edge = await x.find({}, {"_id": 1}).sort("_id", -1).skip(max_docs).limit(1).to_list(1)
-            if edge:
-                result = await x.delete_many({"_id": {"$lte": edge[0]["_id"]}})
-                deleted += int(result.deleted_count)
+            excess = await self.db.exchanges.estimated_document_count() - max_docs
+            if excess > 0:
+                deleted += await self._delete_oldest(excess)
+        if max_bytes is not None and await self.size_bytes() > max_bytes:
+            async def enough() -> bool:
+                return await self.size_bytes() <= max_bytes
+
+            deleted += await self._delete_oldest(enough=enough)
+            if not await enough():
+                log.warning("MongoDB store %s holds %d bytes, over --store-max-bytes %d, with "
+                            "no document left to delete but each class's last example: raise "
+                            "the budget or lower --rollup-max-age-s", self.database,
+                            await self.size_bytes(), max_bytes)
+        if rollup_max_age_s is not None:
+            await self._forget_buckets(floor_to(now - rollup_max_age_s, DAY_S))
         return deleted
+
+    async def _delete_oldest(self, n: int | None = None,
+                             enough: Callable[[], Awaitable[bool]] | None = None) -> int:
+        """Go over the oldest documents (by id), `n` of them or until `enough()`, deleting
+        all but each class's last example, a batch at a time; each batch's edge is found with
+        a skip of a batch plus the examples kept, never an OFFSET over the collection."""
+        deleted = spared = seen = 0
+        step = 1 if enough is not None else self.delete_batch  # the budget: a few first
+        while n is None or seen < n:
+            if enough is not None and await enough():
+                break
+            take = step if n is None else min(step, n - seen)
+            edge = await self.db.exchanges.find({}, {"_id": 1}).sort("_id", 1) \
+                .skip(spared + take - 1).limit(1).to_list(1)
+            got = await self._delete_documents(  # no edge: fewer left than the step, all go
+                {"_id": {"$lte": edge[0]["_id"]}} if edge else {}, self.delete_batch)
+            deleted, spared, seen = deleted + got, spared + take - got, seen + take
+            if not edge:
+                break
+            step = min(step * 2, self.delete_batch)
+            await asyncio.sleep(0)  # the comparer's writes go first
+        return deleted
+
+    async def _forget_buckets(self, before: int) -> None:
+        """Delete the rollups' buckets before `before` (all-time counts stay), in batches."""
+        for name in _BUCKETED:
+            while True:
+                ids = [d["_id"] async for d in self.db[name].find(
+                    {"bucket": {"$lt": before}}, {"_id": 1}).limit(self.delete_batch)]
+                if not ids:
+                    break
+                await self.db[name].delete_many({"_id": {"$in": ids}})
+                await asyncio.sleep(0)
+
+    async def size_bytes(self) -> int:
+        """The database's data and indexes (dbStats dataSize + indexSize: the data before
+        WiredTiger's compression, so somewhat more than the disk holds)."""
+        try:
+            stats = await self.db.command("dbStats")
+        except NotImplementedError:  # mongomock (the contract suite): the documents' BSON
+            import bson
+
+            total = 0
+            for name in await self.db.list_collection_names():
+                async for d in self.db[name].find({}):
+                    total += len(bson.encode(d))
+            return total
+        return int(stats.get("dataSize", 0)) + int(stats.get("indexSize", 0))
+
+    async def _delete_documents(self, query: dict[str, Any], chunk: int = 5000) -> int:
+        """Delete the exchange documents matching `query`, by id, in batches; their counts
+        stay; a class's last example (its newest document, when no other is left) is never
+        deleted. Returns how many."""
+        deleted = 0
+        last: str | None = None
+        while True:
+            q = query if last is None else {"$and": [query, {"_id": {"$gt": last}}]}
+            docs = await self.db.exchanges.find(q, {"_id": 1, "signature": 1}).sort("_id", 1) \
+                .limit(chunk).to_list(chunk)
+            if not docs:
+                return deleted
+            by_class: dict[str, list[str]] = {}
+            for d in docs:
+                if d.get("signature"):
+                    by_class.setdefault(d["signature"], []).append(d["_id"])
+            spared = {max(ids) for sig, ids in by_class.items()
+                      if await self.db.exchanges.find_one(
+                          {"signature": sig, "_id": {"$nin": ids}}, {"_id": 1}) is None}
+            doomed = [d["_id"] for d in docs if d["_id"] not in spared]
+            if doomed:
+                await self.db.exchanges.delete_many({"_id": {"$in": doomed}})
+                deleted += len(doomed)
+            last = docs[-1]["_id"]
 
     async def set_class_status(self, signature: str, status: str, ticket: str | None = None,
                                note: str | None = None) -> MismatchClass | None:
@@ -459,7 +684,7 @@ class MongoStore:
         return sum((await self.outcomes(window)).values())
 
     async def outcomes(self, window: Window = ALL_TIME) -> dict[str, int]:
-        rows = await self._rolled("counts", window, ("outcome",))
+        rows = await self._rolled("counts", await self.resolve(window), ("outcome",))
         return {o: n for (o,), (n, _) in rows.items() if n > 0}
 
     async def _rolled(self, kind: str, window: Window, by: tuple[str, ...],
@@ -510,6 +735,8 @@ class MongoStore:
                       window: Window = ALL_TIME) -> list[MismatchClass]:
         counted: dict[tuple[Any, ...], tuple[int, ...]] = {}
         query: dict[str, Any] = {"_id": signature} if signature is not None else {}
+        marks = await self._marks("published")
+        window = coarsen(window, marks)
         if not window.all_time:
             match: dict[str, Any] = {"outcome": model.MISMATCH, "signature": {"$ne": ""}}
             if signature is not None:
@@ -524,13 +751,15 @@ class MongoStore:
                 for d in docs]
         if not window.all_time:
             return records.window_classes(
-                [(sig, n, first, last) for (sig,), (n, _, first, last) in counted.items()], book)
+                [(sig, n, first, last) for (sig,), (n, _, first, last) in counted.items()], book,
+                marks)
         return sorted(book, key=lambda c: (-c["count"], c["signature"]))
 
     async def summary(self, window: Window = ALL_TIME) -> Summary:
         def mr(key: tuple[Any, ...]) -> tuple[str, str]:
             return key[0] or "?", key[1] or "?"
 
+        window = await self.resolve(window)
         counts = await self._rolled("counts", window, ("method", "route", "outcome"))
         latency = await self._rolled("latency", window, ("method", "route", "side", "latency"))
         statuses = await self._rolled("status", window,
@@ -546,6 +775,7 @@ class MongoStore:
             repeats=await self._counted("repeats")), window)
 
     async def route_evidence(self, window: Window = ALL_TIME) -> list[RouteEvidence]:
+        window = await self.resolve(window)
         # mismatches per class and V2 errors per kind (their signatures name it)
         rows = await self._rolled("counts", window, ("method", "route", "signature"),
                                   {"outcome": {"$in": [model.MISMATCH, model.V2_ERROR]}})
@@ -576,14 +806,16 @@ class MongoStore:
 
 
 def _exchange(d: dict[str, Any]) -> Exchange:
+    request, v1, v2 = (codec.unpack_part(d[p]) if d.get(p) else None
+                       for p in ("request", "v1", "v2"))
     return Exchange(
         id=d["_id"], request_id=d.get("request_id"), ts=d.get("ts"), method=d.get("method"),
         url=d.get("url"), route=d.get("route"),
-        request=codec.request_from_dict(d["request"]) if d.get("request") else None,
-        v1=codec.answer_from_dict(d["v1"]) if d.get("v1") else None,
-        v2=codec.answer_from_dict(d["v2"]) if d.get("v2") else None,
-        v1_secondary=codec.answer_from_dict(d["v2"]["secondary"])
-        if d.get("v2") and d["v2"].get("secondary") else None,
+        request=codec.request_from_dict(request) if request else None,
+        v1=codec.answer_from_dict(v1) if v1 else None,
+        v2=codec.answer_from_dict(v2) if v2 else None,
+        v1_secondary=codec.answer_from_dict(v2["secondary"])
+        if v2 and v2.get("secondary") else None,
         noise=_diff_from_doc(d.get("noise")),
         outcome=d.get("outcome", model.PENDING), diff=_diff_from_doc(d.get("diff")),
         signature=d.get("signature"), flags=d.get("flags") or [],

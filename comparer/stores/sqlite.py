@@ -15,7 +15,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from shadow.reports_model import ExchangeSummary, MismatchClass, Summary
 from shadow.rules import OTHER_ROUTE
 from shadow.settings import sqlite_path
 from shadow.stats import RouteEvidence
-from shadow.windows import ALL_TIME, Window
+from shadow.windows import ALL_TIME, DAY_S, Window, coarsen, floor_to, fold_marks
 
 log = logging.getLogger("shadow.store")
 
@@ -207,6 +207,23 @@ def _text(obj: Any) -> str:
     return codec.dumps(obj).decode("utf-8")
 
 
+def _skipped(stored: bytes | str | None) -> bool:
+    """SQL function shadow_skipped(v2): whether a stored V2 answer is a skip."""
+    return stored is not None and codec.unpack_part(stored).get("skipped") is not None
+
+
+# Compaction's state, one row per coarser span (shadow.windows.FOLDS): reports round to the
+# span before `published`, and writes count there in that span's buckets (moved there at
+# `published_at`; `settled` is where it was before); rollup rows before `folded` are folded.
+# Rows are folded only below a boundary published `settle_s` ago, so a report (or, in
+# MongoDB, a writer) that read the boundaries before the move never sees rows folded under it.
+_FOLDS_TABLE = """CREATE TABLE IF NOT EXISTS rollup_folds (
+    span INTEGER PRIMARY KEY, published INTEGER NOT NULL, published_at REAL NOT NULL,
+    settled INTEGER NOT NULL, folded INTEGER NOT NULL)"""
+WAL_LIMIT_BYTES = 64 * 1024 * 1024  # the WAL file is cut back to this after a checkpoint
+_BUCKETED = tuple(t for t in records.ROLLUP_KEYS if t.startswith("roll_"))  # by bucket
+
+
 # deploy markers (shadow.deploys): a table of their own, created by any version that opens
 # the store (it touches nothing else)
 _DEPLOYS_TABLE = """CREATE TABLE IF NOT EXISTS deploys (
@@ -215,11 +232,16 @@ _DEPLOYS_TABLE = """CREATE TABLE IF NOT EXISTS deploys (
 
 class SQLiteStore:
     migrate_batch = 50_000  # exchanges counted per step when migrating an older store
+    fold_batch = 2000  # rollup rows folded per transaction (compaction)
+    delete_batch = 500  # documents (or rollup buckets) deleted per transaction (retention)
 
     def __init__(self, url: str) -> None:
         self.path = sqlite_path(url)
         self._db: aiosqlite.Connection | None = None
         self._writing = asyncio.Lock()  # one connection: one write transaction at a time
+        # compaction and retention's own connection (their reads never hold up the
+        # comparer's); their writes take `_writing` too, one short transaction at a time
+        self._side: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
         if self._db is not None:
@@ -231,7 +253,10 @@ class SQLiteStore:
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute("PRAGMA synchronous=NORMAL")
             await self._db.execute("PRAGMA busy_timeout=10000")
+            await self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+            await self._db.create_function("shadow_skipped", 1, _skipped, deterministic=True)
             await self._schema(self._db)
+            await self._db.execute(_FOLDS_TABLE)
             await self._db.execute(_DEPLOYS_TABLE)  # apart from the versioned schema: any store
             # routes counted before the routes table existed keep their place under the cap
             await self._db.execute(
@@ -292,8 +317,10 @@ class SQLiteStore:
 
     async def close(self) -> None:
         db, self._db = self._db, None
-        if db is not None:
-            await db.close()
+        side, self._side = self._side, None
+        for conn in (side, db):
+            if conn is not None:
+                await conn.close()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -318,10 +345,10 @@ class SQLiteStore:
         for p in records.parts(events, routes):
             if isinstance(p, records.RequestPart):
                 requests.append((p.id, p.request_id, p.ts, p.method, p.url, p.route,
-                                 _text(p.request)))
+                                 codec.pack_part(p.request)))
             else:
-                answers[p.side].append((p.id, p.ts, _text(p.answer), p.status, p.latency_ms,
-                                        p.bucket, p.ts))
+                answers[p.side].append((p.id, p.ts, codec.pack_part(p.answer), p.status,
+                                        p.latency_ms, p.bucket, p.ts))
         ids = list({e.id for e in events})
         if not ids:
             return []
@@ -335,7 +362,7 @@ class SQLiteStore:
                     if rows:
                         await db.executemany(sql, rows)
                 after = await _states(db, f"id IN ({marks})", ids)
-                rollup = records.Rollup()
+                rollup = records.Rollup(await _folded(db))
                 for ident, state in after.items():
                     if state != before.get(ident):
                         rollup.move(before.get(ident), state)
@@ -366,7 +393,7 @@ class SQLiteStore:
                 "UPDATE exchanges SET outcome = ?, diff = ?, diff_paths = ?, signature = ?, "
                 "flags = ?, compared_at = ?, replay_delay_ms = ?, stale = ?, noise = ? "
                 "WHERE id = ?", rows)
-            rollup = records.Rollup()
+            rollup = records.Rollup(await _folded(db))
             for ident, c in dict(results).items():  # an id twice: the last update stays
                 state = before.get(ident)
                 if state is not None:
@@ -399,14 +426,14 @@ class SQLiteStore:
         expired = 0
         async with self._writing:
             async with _transaction(db):
-                rollup = records.Rollup()
+                rollup = records.Rollup(await _folded(db))
                 for rule in records.EXPIRY:
                     where = [f"outcome = '{PENDING}'", f"v1 IS {'NOT ' if rule.v1 else ''}NULL",
                              "ts < ?"]
                     if rule.v2 is not None:
                         where.append(f"v2 IS {'NOT ' if rule.v2 else ''}NULL")
                     if rule.v2_skipped:
-                        where.append("json_extract(v2, '$.skipped') IS NOT NULL")
+                        where.append("shadow_skipped(v2)")
                     states = await _states(db, " AND ".join(where), [older_than_ts])
                     found = list(states)
                     for i in range(0, len(found), chunk):
@@ -443,38 +470,160 @@ class SQLiteStore:
                                      [(r,) for r in admitted])
         return known | set(admitted)
 
-    async def retain(self, *, max_age_s: float | None, max_docs: int | None,
-                     chunk: int = 5000) -> int:
-        """Delete the oldest exchanges beyond the age and/or count limits, in small chunks."""
-        async with self._writing:
-            return await self._retain(max_age_s, max_docs, chunk)
+    # ---- housekeeping: compaction and retention, off the ingest path ----
 
-    async def _retain(self, max_age_s: float | None, max_docs: int | None, chunk: int) -> int:
-        deleted = 0
+    async def _side_db(self) -> aiosqlite.Connection:
+        """The housekeeping connection (the store's own for an in-memory database)."""
         db = self.db
+        if self.path == ":memory:":
+            return db
+        if self._side is None:
+            side = await aiosqlite.connect(self.path, isolation_level=None)
+            await side.execute("PRAGMA synchronous=NORMAL")
+            await side.execute("PRAGMA busy_timeout=10000")
+            await side.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+            if self._side is None:
+                self._side = side
+            else:
+                await side.close()
+        return self._side
+
+    async def compact(self, now: float | None = None, *, settle_s: float = 60.0) -> int:
+        """Fold the rollups' old minute rows into hours and old hours into days
+        (shadow.windows.FOLDS), a small transaction at a time; reports round their window
+        edges to the hour or day there. Returns the rows folded."""
+        now = time.time() if now is None else now
+        db = await self._side_db()
+        async with self._writing:
+            async with _transaction(db):
+                todo = await _publish(db, now, settle_s)
+        folded, floor = 0, 0
+        for span, (start, end) in sorted(todo.items(), reverse=True):  # days first
+            start = max(start, floor)
+            floor = end
+            if start < end:
+                folded += await self._fold_level(db, span, start, end)
+        return folded
+
+    async def _fold_level(self, db: aiosqlite.Connection, span: int, start: int, end: int,
+                          ) -> int:
+        """Fold every row of [start, end) into its `span` bucket, then move the level's
+        `folded` boundary to `end` (in the transaction that finds nothing left to fold)."""
+        folded = 0
+        while True:
+            for table in _BUCKETED:
+                lo = start
+                while True:
+                    async with self._writing:
+                        async with _transaction(db):
+                            n, lo = await _fold_batch(db, table, span, lo, end, self.fold_batch)
+                    if not n:
+                        break
+                    folded += n
+                    await asyncio.sleep(0)  # the comparer's writes go first
+            async with self._writing:
+                async with _transaction(db):
+                    if not any([await _unfolded(db, t, span, start, end) for t in _BUCKETED]):
+                        await db.execute("UPDATE rollup_folds SET folded = ? WHERE span = ?",
+                                         (end, span))
+                        return folded
+
+    async def resolve(self, window: Window) -> Window:
+        if window.all_time:
+            return window
+        return coarsen(window, await _marks(self.db, "published"))
+
+    async def retain(self, *, max_age_s: float | None = None, max_docs: int | None = None,
+                     max_bytes: int | None = None, rollup_max_age_s: float | None = None,
+                     now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        db = await self._side_db()
+        deleted = 0
         if max_age_s is not None:
-            cutoff = time.time() - max_age_s
-            while True:
-                cur = await db.execute("DELETE FROM exchanges WHERE id IN (SELECT id FROM "
-                                       "exchanges WHERE ts < ? ORDER BY ts LIMIT ?)",
-                                       (cutoff, chunk))
-                n = max(cur.rowcount, 0)
-                deleted += n
-                if n < chunk:
-                    break
+            deleted += await self._delete_oldest(db, before_ts=now - max_age_s)
         if max_docs is not None:
-            async with db.execute("SELECT id FROM exchanges ORDER BY id DESC LIMIT 1 OFFSET ?",
-                                  (max_docs,)) as cur:
+            async with db.execute("SELECT count(*) FROM exchanges") as cur:
                 row = await cur.fetchone()
-            while row is not None:
-                cur = await db.execute("DELETE FROM exchanges WHERE id IN (SELECT id FROM "
-                                       "exchanges WHERE id <= ? ORDER BY id LIMIT ?)",
-                                       (row[0], chunk))
-                n = max(cur.rowcount, 0)
-                deleted += n
-                if n < chunk:
-                    break
+            excess = (int(row[0]) if row else 0) - max_docs
+            if excess > 0:
+                deleted += await self._delete_oldest(db, limit=excess)
+        if max_bytes is not None and await self.size_bytes() > max_bytes:
+            async def enough() -> bool:
+                return await self.size_bytes() <= max_bytes
+
+            deleted += await self._delete_oldest(db, enough=enough)
+            if not await enough():
+                log.warning("SQLite store %s holds %d bytes, over --store-max-bytes %d, with no "
+                            "document left to delete but each class's last example: raise the "
+                            "budget or lower --rollup-max-age-s", self.path,
+                            await self.size_bytes(), max_bytes)
+        if rollup_max_age_s is not None:
+            await self._forget_buckets(db, floor_to(now - rollup_max_age_s, DAY_S))
         return deleted
+
+    async def _delete_oldest(self, db: aiosqlite.Connection, *, before_ts: float | None = None,
+                             limit: int | None = None,
+                             enough: Callable[[], Awaitable[bool]] | None = None) -> int:
+        """Delete documents oldest first (by ts before `before_ts`, else by id), a batch per
+        short transaction from where the last one stopped (a key range, no OFFSET), until
+        `limit` were gone over or `enough()`; never a class's last example."""
+        cursor: tuple[Any, ...] = (float("-inf"), -1) if before_ts is not None else ("",)
+        deleted, seen, step = 0, 0, 1
+        while limit is None or seen < limit:
+            if enough is not None and await enough():
+                break
+            take = self.delete_batch if limit is None else min(self.delete_batch, limit - seen)
+            if enough is not None:  # a few first, more while still over: never far past it
+                take, step = min(take, step), step * 2
+            async with self._writing:
+                async with _transaction(db):
+                    if before_ts is not None:
+                        rows = await _fetch(db, "SELECT id, signature, ts, rowid FROM exchanges "
+                                            "WHERE ts >= ? AND ts < ? AND NOT (ts = ? AND rowid "
+                                            "<= ?) ORDER BY ts, rowid LIMIT ?",
+                                            [cursor[0], before_ts, *cursor, take])
+                    else:
+                        rows = await _fetch(db, "SELECT id, signature, id FROM exchanges WHERE "
+                                            "id > ? ORDER BY id LIMIT ?", [*cursor, take])
+                    if not rows:
+                        break
+                    spared = await _last_examples(db, rows)
+                    doomed = [row[0] for row in rows if row[0] not in spared]
+                    if doomed:
+                        await db.execute(f"DELETE FROM exchanges WHERE id IN "
+                                         f"({','.join('?' * len(doomed))})", doomed)
+            cursor = tuple(rows[-1][2:])
+            deleted, seen = deleted + len(doomed), seen + len(rows)
+            await asyncio.sleep(0)  # the comparer's writes go first
+        return deleted
+
+    async def _forget_buckets(self, db: aiosqlite.Connection, before: int) -> None:
+        """Delete the rollups' buckets before `before` (all-time counts stay), in batches."""
+        for table in _BUCKETED:
+            while True:
+                async with self._writing:
+                    async with _transaction(db):
+                        cur = await db.execute(
+                            f"DELETE FROM {table} WHERE bucket IN (SELECT bucket FROM {table} "
+                            "WHERE bucket < ? ORDER BY bucket LIMIT ?)",
+                            (before, self.delete_batch))
+                if cur.rowcount <= 0:
+                    break
+                await asyncio.sleep(0)
+
+    async def size_bytes(self) -> int:
+        """The store's pages in use (free pages left by deletions are reused, not counted)
+        and the write-ahead log's pages not yet copied into the file (a passive checkpoint
+        first: it never waits for the comparer's writes). The WAL file itself is truncated to
+        WAL_LIMIT_BYTES after checkpoints."""
+        db = await self._side_db()
+        page_size, pages, free = [int((await _fetch(db, f"PRAGMA {pragma}", []))[0][0])
+                                  for pragma in ("page_size", "page_count", "freelist_count")]
+        used = (pages - free) * page_size
+        if self.path != ":memory:":
+            _, frames, copied = (await _fetch(db, "PRAGMA wal_checkpoint(PASSIVE)", []))[0]
+            used += max(0, int(frames) - int(copied)) * (page_size + 24)  # 24: frame header
+        return used
 
     async def set_class_status(self, signature: str, status: str, ticket: str | None = None,
                                note: str | None = None) -> MismatchClass | None:
@@ -535,14 +684,14 @@ class SQLiteStore:
         return None if row is None else _exchange(row)
 
     async def count(self, window: Window = ALL_TIME) -> int:
-        table, where, args = _counted(window)
+        table, where, args = _counted(await self.resolve(window))
         async with self.db.execute(f"SELECT coalesce(sum(n), 0) FROM {table} {where}",
                                    args) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
     async def outcomes(self, window: Window = ALL_TIME) -> dict[str, int]:
-        table, where, args = _counted(window)
+        table, where, args = _counted(await self.resolve(window))
         async with self.db.execute(f"SELECT outcome, sum(n) FROM {table} {where} GROUP BY "
                                    "outcome HAVING sum(n) > 0", args) as cur:
             return {o: int(n) async for o, n in cur}
@@ -589,16 +738,19 @@ class SQLiteStore:
                                ticket, note, reopened) in cur]
         if window.all_time:
             return book
-        where, args = _bucketed(window, [f"outcome = '{MISMATCH}'", "signature != ''"])
+        marks = await _marks(self.db, "published")
+        where, args = _bucketed(coarsen(window, marks),
+                                [f"outcome = '{MISMATCH}'", "signature != ''"])
         if signature is not None:
             where += " AND signature = ?"
             args.append(signature)
         counted = await self._rows(f"SELECT signature, sum(n), min(bucket), max(bucket) "
                                    f"FROM roll_counts {where} GROUP BY signature "
                                    "HAVING sum(n) > 0", args)
-        return records.window_classes(counted, book)
+        return records.window_classes(counted, book, marks)
 
     async def summary(self, window: Window = ALL_TIME) -> Summary:
+        window = await self.resolve(window)
         counts, where, args = _counted(window)
         by_minute = not window.all_time
         latency = "roll_latency" if by_minute else "route_latency"
@@ -620,6 +772,7 @@ class SQLiteStore:
             repeats=await self._rows("SELECT method, route, n FROM repeats")), window)
 
     async def route_evidence(self, window: Window = ALL_TIME) -> list[RouteEvidence]:
+        window = await self.resolve(window)
         # mismatches per class and V2 errors per kind (their signatures name it)
         table, where, args = _counted(window, [f"outcome IN ('{MISMATCH}', '{V2_ERROR}')"])
         rows = await self._rows(f"SELECT method, route, signature, sum(n) FROM {table} {where} "
@@ -689,6 +842,84 @@ async def _count(db: aiosqlite.Connection, rollup: records.Rollup) -> None:
             await db.executemany(_ROLLUP_UPSERTS[table], [(*key, *by) for key, by in rows])
 
 
+async def _fetch(db: aiosqlite.Connection, sql: str, args: list[Any]) -> list[Any]:
+    async with db.execute(sql, args) as cur:
+        return list(await cur.fetchall())
+
+
+async def _marks(db: aiosqlite.Connection, column: str) -> dict[int, int]:
+    """Compaction's boundaries per span: `published` (reports) or `folded` (writes)."""
+    return {int(span): int(mark)
+            for span, mark in await _fetch(db, f"SELECT span, {column} FROM rollup_folds", [])}
+
+
+async def _folded(db: aiosqlite.Connection) -> dict[int, int]:
+    """Where writes count an exchange: in the hour or day bucket before the published
+    boundaries (what compaction folds next)."""
+    return await _marks(db, "published")
+
+
+async def _publish(db: aiosqlite.Connection, now: float, settle_s: float,
+                   ) -> dict[int, tuple[int, int]]:
+    """Move each level's published boundary to where `now` wants it (once the one before
+    has settled); per span, the stretch [folded, end) that may be folded now."""
+    rows = {int(r[0]): r[1:] for r in await _fetch(
+        db, "SELECT span, published, published_at, settled, folded FROM rollup_folds", [])}
+    todo: dict[int, tuple[int, int]] = {}
+    for span, target in fold_marks(now).items():
+        published, at, settled, folded = rows.get(span, (0, float("-inf"), 0, 0))
+        if target > published and now - at >= settle_s:
+            settled, published, at = published, target, now
+        end = published if now - at >= settle_s else settled
+        await db.execute("INSERT OR REPLACE INTO rollup_folds (span, published, published_at, "
+                         "settled, folded) VALUES (?, ?, ?, ?, ?)",
+                         (span, published, at, settled, folded))
+        todo[span] = (int(folded), int(end))
+    return todo
+
+
+def _unfolded_where(table: str) -> str:
+    return f"FROM {table} WHERE bucket >= ? AND bucket < ? AND bucket % ? != 0"
+
+
+async def _unfolded(db: aiosqlite.Connection, table: str, span: int, start: int, end: int,
+                    ) -> bool:
+    return bool(await _fetch(db, f"SELECT 1 {_unfolded_where(table)} LIMIT 1",
+                             [start, end, span]))
+
+
+async def _fold_batch(db: aiosqlite.Connection, table: str, span: int, lo: int, end: int,
+                      limit: int) -> tuple[int, int]:
+    """Fold up to `limit` rows of [lo, end) not on a `span` boundary into their `span`
+    bucket (in the caller's transaction). Returns how many, and where the next batch starts."""
+    keys, counts = records.ROLLUP_KEYS[table], records.ROLLUP_COUNTS[table]
+    rows = await _fetch(db, f"SELECT {', '.join((*keys, *counts))} {_unfolded_where(table)} "
+                        "ORDER BY bucket LIMIT ?", [lo, end, span, limit])
+    if not rows:
+        return 0, lo
+    k = len(keys)
+    increments = records.fold([(tuple(row[:k]), row[k:]) for row in rows], span)
+    await db.executemany(_ROLLUP_UPSERTS[table], [(*key, *by) for key, by in increments])
+    await db.executemany(f"DELETE FROM {table} WHERE {' AND '.join(f'{c} = ?' for c in keys)}",
+                         [tuple(row[:k]) for row in rows])
+    return len(rows), floor_to(rows[-1][0], span)
+
+
+async def _last_examples(db: aiosqlite.Connection, rows: list[Any]) -> set[str]:
+    """Of the documents about to be deleted ((id, signature, ...) rows), the ones to keep:
+    per class (signature), the newest, when no other document of the class is left."""
+    by_class: dict[str, list[str]] = {}
+    for ident, signature, *_ in rows:
+        if signature:
+            by_class.setdefault(signature, []).append(ident)
+    spared: set[str] = set()
+    for signature, ids in by_class.items():
+        if not await _fetch(db, f"SELECT 1 FROM exchanges WHERE signature = ? AND id NOT IN "
+                            f"({','.join('?' * len(ids))}) LIMIT 1", [signature, *ids]):
+            spared.add(max(ids))
+    return spared
+
+
 async def _user_version(db: aiosqlite.Connection) -> int:
     async with db.execute("PRAGMA user_version") as cur:
         row = await cur.fetchone()
@@ -706,12 +937,12 @@ def _decision(ident: str, c: Comparison, now: float) -> tuple[Any, ...]:
 def _exchange(row: Any) -> Exchange:
     (ident, request_id, ts, method, url, route, request, v1, v2, outcome, diff, signature, flags,
      compared_at, v1_ts, v2_ts, replay_delay_ms, noise) = row
-    v2_doc = codec.loads(v2) if v2 else None
+    v2_doc = codec.unpack_part(v2) if v2 else None
     secondary = v2_doc.get("secondary") if v2_doc else None
     return Exchange(
         id=ident, request_id=request_id, ts=ts, method=method, url=url, route=route,
-        request=codec.request_from_dict(codec.loads(request)) if request else None,
-        v1=codec.answer_from_dict(codec.loads(v1)) if v1 else None,
+        request=codec.request_from_dict(codec.unpack_part(request)) if request else None,
+        v1=codec.answer_from_dict(codec.unpack_part(v1)) if v1 else None,
         v2=codec.answer_from_dict(v2_doc) if v2_doc else None,
         outcome=outcome, diff=codec.diff_from_list(codec.loads(diff)) if diff else [],
         signature=signature, flags=codec.loads(flags) if flags else [], compared_at=compared_at,
