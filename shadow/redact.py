@@ -46,13 +46,25 @@ parts by detectors), other text (detectors, plus `"name": value`, `name=value`,
 truncated or invalid JSON body gets); binary bodies are kept as they are.
 
 Byte fidelity: a body with nothing to redact is returned as is (the same bytes object). A
-JSON body is edited in place (only the secret spans change) unless it holds backslash
-escapes, a secret-named object or array, or the action is drop: then it is parsed and
-re-serialised compactly (same JSON value, other bytes). A compressed body (Content-Encoding
-gzip, deflate, br) is decoded (bounded, shadow.diff.decoded_body); when redaction changes
-it, the copy keeps the redacted *decoded* body (at most `decoded_cap_bytes`, beyond which it
-is cut and marked truncated) and loses its Content-Encoding header; `body_size` stays the
-size of the original body. An undecodable or stacked encoding is kept as is.
+JSON body is edited in place (only the secret spans change) unless it parses and holds
+backslash escapes, a secret-named object or array, or the action is drop: then it is
+re-serialised compactly by orjson (the same JSON value, other bytes). A truncated or invalid
+body is always edited in place (a secret-named object or array it cuts becomes one token). A
+compressed body (Content-Encoding gzip, deflate, br) is decoded (bounded,
+shadow.diff.decoded_body); when redaction changes it, the copy keeps the redacted *decoded*
+body (at most `decoded_cap_bytes`, beyond which it is cut and marked truncated) and loses its
+Content-Encoding header; `body_size` stays the size of the original body. An undecodable or
+stacked encoding is kept as is.
+
+Cost: this runs on the proxy's client path, so every text is first judged by C-speed passes
+(bytes.translate, find, set operations on its words) and parsed or matched by a regular
+expression only where a secret may be. Bounded caches, in the process's memory only, make
+repeated traffic cheap: name verdicts, the words met in traffic (clear, or possibly part of a
+secret name), header values and URLs found clean, and the tokens of recent secrets.
+
+Limits: secrets hidden inside other encodings (base64 blobs, JSON nested as an escaped string
+inside text that is not JSON, `\\uXXXX` escapes in a truncated body) are only caught by
+their names; undecodable or stacked Content-Encodings are kept as they are.
 """
 
 from __future__ import annotations
