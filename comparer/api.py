@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from comparer import export, openapi
 from comparer.firehose import FirehoseHub
 from comparer.store import Store
 from comparer.timeline import TimelineError, parse_step, view
@@ -367,6 +368,16 @@ async def exchange(request: web.Request) -> web.Response:
     return json_response(exchange_for_display(x))
 
 
+async def openapi_endpoint(request: web.Request) -> web.Response:
+    """This API described in OpenAPI 3.1 (comparer/openapi.py)."""
+    return web.Response(body=openapi.document_bytes(), content_type="application/json")
+
+
+async def export_endpoint(request: web.Request) -> web.StreamResponse:
+    """Stored exchanges as HAR or JSON lines, streamed (comparer/export.py)."""
+    return await export.respond(request, request.app[STORE_KEY])
+
+
 async def firehose_endpoint(request: web.Request) -> web.StreamResponse:
     """Server-sent events: one `data:` line per compared exchange (redacted), live.
 
@@ -478,6 +489,8 @@ def build_app(settings: Settings, store: Store, redis: aioredis.Redis, keys: Key
     app.router.add_get("/api/rules", rules_endpoint)
     app.router.add_get("/api/suggestions", suggestions_endpoint)
     app.router.add_get("/api/exchanges/{id}", exchange)
+    app.router.add_get("/api/export", export_endpoint)
+    app.router.add_get("/api/openapi.json", openapi_endpoint)
     app.router.add_get("/api/firehose", firehose_endpoint)
     app.router.add_get("/metrics", metrics_endpoint)
     return app

@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from shadow.cli import demo, keygen, replay, reports, run
+from shadow.cli import demo, export, keygen, replay, reports, run
 from shadow.cli.parser import SECRET_VALUES, build_parser
 from shadow.credentials import has_credentials
 from shadow.errors import ConfigError, ShadowError
@@ -41,6 +41,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "report": reports.cmd_report, "mismatches": reports.cmd_mismatches, "show": reports.cmd_show,
     "classes": reports.cmd_classes, "mark": reports.cmd_mark, "rules": reports.cmd_rules,
     "verdict": reports.cmd_verdict, "tail": reports.cmd_tail, "deploy": reports.cmd_deploy,
+    "export": export.cmd_export,
 }
 
 

@@ -9,7 +9,7 @@ import argparse
 
 from shadow import __version__
 from shadow.deploys import TARGETS
-from shadow.model import CLASS_STATUSES, LIVE
+from shadow.model import CLASS_STATUSES, LIVE, OUTCOMES
 from shadow.settings import env_only_names, options
 from shadow.stats import (
     LATENCY_FLOOR_MS,
@@ -238,6 +238,31 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--at", default=None, metavar="T",
                     help="when it went live, if not now: a time or a duration ago, as --since "
                          "takes them")
+    ex = sub.add_parser(
+        "export", help="stored exchanges as a HAR file or JSON lines",
+        description="Write the stored exchanges (those the keep policy kept; all with --keep "
+                    "all) as a HAR 1.2 file, for browser devtools, load generators and mocking "
+                    "tools (V1's answer as each entry's response, V2's in `_v2`, the "
+                    "differences in `_shadow`), or as JSON lines (one exchange per line, both "
+                    "answers). Filters as `shadow mismatches`, every outcome unless --outcome. "
+                    "Streamed: any number of exchanges in constant memory. Secrets are exported "
+                    "as stored: redacted.")
+    ex.add_argument("--format", choices=("har", "jsonl"), default=None,
+                    help="har (default; jsonl when -o ends in .jsonl or .ndjson) or jsonl")
+    ex.add_argument("-o", "--output", metavar="FILE",
+                    help="write to FILE, replaced only once the export is complete (default: "
+                         "standard output)")
+    ex.add_argument("--outcome", choices=OUTCOMES, help="only this outcome (default: every one)")
+    ex.add_argument("--route", help="only this route template, e.g. /users/{id}")
+    ex.add_argument("--method", help="only this HTTP method")
+    ex.add_argument("--signature", help="only this mismatch class")
+    ex.add_argument("--path", help="only exchanges with a differing path containing this text")
+    _add_window(ex)
+    ex.add_argument("--limit", type=int, default=None, metavar="N",
+                    help="at most N exchanges, newest first (default: every one)")
+    ex.add_argument("--api", dest="api_url", default=None, metavar="URL",
+                    help="reports API URL (default http://<api setting>, 127.0.0.1:8081)")
+    ex.add_argument("--config", default=None, metavar="FILE", help="TOML settings file")
     tl = reader("tail", "the live firehose: one line per compared exchange",
                 "Follow the comparisons as they happen (redacted: secrets named by "
                 "--redact-headers / --redact-fields on the comparer are masked). One line per "
