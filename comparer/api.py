@@ -21,7 +21,7 @@ from comparer.firehose import FirehoseHub
 from comparer.store import Store
 from comparer.timeline import TimelineError, parse_step, view
 from shadow import codec, metrics
-from shadow.bus import stream_health
+from shadow.bus import keys_for, stats_totals, stream_health, streams_health
 from shadow.codec import exchange_for_display
 from shadow.deploys import TARGETS, Deploy, DeployError, deploy, since_deploy
 from shadow.filters import FilterError, Filters, parse_filters
@@ -172,16 +172,18 @@ async def summary(request: web.Request) -> web.Response:
     data["raw_bodies"] = request.app[RAW_BODIES_KEY]
     try:
         r = request.app[REDIS_KEY]
-        raw: dict[bytes, bytes] = await r.hgetall(keys.stats)  # type: ignore[assignment]
-        stats = {k.decode(): int(v) for k, v in raw.items()}
+        stats = await stats_totals(r, keys)  # every shard's counters, added up
         data["dropped_events"] = stats.get(DROPPED_EVENTS, 0)
         data["trimmed_unprocessed"] = {k.removeprefix(TRIMMED_UNPROCESSED): v
                                        for k, v in stats.items()
                                        if k.startswith(TRIMMED_UNPROCESSED)}
         data["trimmed_unread"] = {label: stats.get(TRIMMED_UNREAD + label, 0)
-                                  for label in keys.streams}
-        data["streams"] = {"v1": await stream_health(r, keys.v1),
-                           "v2": await stream_health(r, keys.v2)}
+                                  for label in ("v1", "v2")}
+        # over all shards (lengths and pending added up, the furthest behind), and each shard's
+        data["streams"], shards = await streams_health(r, keys)
+        data["stream_shards"] = keys.shards
+        if keys.shards > 1:
+            data["shards"] = shards
     except (RedisError, OSError):
         data["dropped_events"] = None
         data["warnings"] = ["Redis is unreachable: dropped_events unknown"]
@@ -429,7 +431,7 @@ async def firehose_endpoint(request: web.Request) -> web.StreamResponse:
 async def metrics_endpoint(request: web.Request) -> web.Response:
     r, keys = request.app[REDIS_KEY], request.app[KEYS_KEY]
     try:
-        for stream in (keys.v1, keys.v2):
+        for stream in keys.event_streams:  # labelled by stream: each shard's apart
             health = await stream_health(r, stream)
             metrics.STREAM_LENGTH.labels(stream).set(health["length"])
             for name, g in health["groups"].items():
@@ -504,7 +506,7 @@ class ReportsApi:
                  rules: Callable[[], RuleSet] | None = None) -> None:
         check_access(settings)
         self.settings = settings
-        self.app = build_app(settings, store, redis, keys or Keys(settings.stream_prefix), rules)
+        self.app = build_app(settings, store, redis, keys or keys_for(settings), rules)
         self._sock = sock
         self._runner: web.AppRunner | None = None
         self.port: int | None = None

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from shadow import codec, firehose
 from shadow.aio import Backoff, cancel_and_wait, raise_if_cancelling
+from shadow.bus import listeners
 from shadow.model import Comparison, Exchange
 from shadow.redact import Policy
 
@@ -61,8 +62,7 @@ class FirehosePublisher:
         now = time.monotonic()
         if now >= self._next_check:
             self._next_check = now + _LISTENERS_CHECK_S
-            counts = await self.redis.pubsub_numsub(self.channel)
-            self._listeners = int(counts[0][1]) if counts else 0
+            self._listeners = await listeners(self.redis, self.channel)  # every cluster node
         return self._listeners > 0
 
 

@@ -16,7 +16,14 @@ from comparer.housekeeping import Housekeeper, Limits
 from comparer.store import Store
 from shadow import metrics
 from shadow.aio import Backoff, cancel_and_wait, raise_if_cancelling
-from shadow.bus import Entry, GroupReader, StreamDrain, default_consumer_name
+from shadow.bus import (
+    Entry,
+    GroupReader,
+    StreamDrain,
+    default_consumer_name,
+    ensure_layout,
+    keys_for,
+)
 from shadow.codec import decode_event
 from shadow.compare import Judgement, judge, refused
 from shadow.errors import EventError, ShadowError
@@ -40,13 +47,12 @@ class Comparer:
         self.settings = settings
         self.redis = redis
         self.store = store
-        self.keys = keys or Keys(settings.stream_prefix)
+        self.keys = keys or keys_for(settings)
         self.reader = GroupReader(
-            redis, [self.keys.v1, self.keys.v2], COMPARERS,
-            settings.consumer or default_consumer_name("comparer"),
+            redis, self.keys.event_streams, COMPARERS,
+            settings.consumer or default_consumer_name("comparer"), keys=self.keys,
             count=batch, block_ms=200, claim_idle_s=settings.claim_idle_s,
-            dead_stream=self.keys.dead, max_deliveries=settings.max_deliveries,
-            maxlen=settings.stream_maxlen, stats_key=self.keys.stats)
+            max_deliveries=settings.max_deliveries, maxlen=settings.stream_maxlen)
         self.drain = StreamDrain.from_settings(redis, self.keys, settings)
         self.rules = load_rules_file(settings.rules)
         self._warn_expired()
@@ -86,6 +92,7 @@ class Comparer:
 
     async def start(self) -> None:
         if self._task is None:
+            await ensure_layout(self.redis, self.keys)  # another shard count: a ConfigError
             await self.reader.ensure_groups()
             self._task = asyncio.create_task(self._run(), name="shadow-comparer")
             await self.drain.start()
@@ -138,8 +145,7 @@ class Comparer:
             except EventError as e:
                 metrics.POISON_EVENTS.labels(COMPARERS).inc()
                 log.warning("dead-lettering entry %s of %s: %s", entry.id, entry.stream, e)
-                await self.reader.dead_letter(self.keys.dead, entry, str(e),
-                                              self.settings.stream_maxlen)
+                await self.reader.dead_letter(entry, str(e))
         events = [event for _, event in decoded]
         ready, stored = await self._apply(decoded, await self._route_names(events))
         done += stored

@@ -75,7 +75,9 @@ class Summary(Counts):
     trimmed_unprocessed: NotRequired[dict[str, int]]
     raw_bodies: NotRequired[list[str]]  # --capture-bodies globs whose bodies are stored raw
     trimmed_unread: NotRequired[dict[str, int]]  # by stream label: deleted by a safety limit unread
-    streams: NotRequired[dict[str, Any]]
+    streams: NotRequired[dict[str, Any]]  # by label (v1, v2), over every shard
+    stream_shards: NotRequired[int]  # --stream-shards
+    shards: NotRequired[list[dict[str, Any]]]  # with several shards: each one's streams
     warnings: NotRequired[list[str]]
 
 

@@ -25,6 +25,7 @@ from shadow import protection, redact
 from shadow.credentials import mask_url
 from shadow.errors import ConfigError
 from shadow.private import read_private_file
+from shadow.redisurl import parse_redis_url
 
 ENV_PREFIX = "SHADOW_"
 DEFAULT_CONFIG_FILE = "shadow.toml"
@@ -157,9 +158,15 @@ def _keep_mode(value: str, flag: str) -> None:
 
 
 def _redis_url(value: str, flag: str) -> None:
-    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(f"{flag}: expected redis://, rediss:// or unix:// URL, got "
-                          f"{mask_url(value)!r}")
+    try:
+        parse_redis_url(value)
+    except ConfigError as e:
+        raise ConfigError(f"{flag}: {e}") from None
+
+
+def _stream_shards(value: int, flag: str) -> None:
+    if not 1 <= value <= 256:
+        raise ConfigError(f"{flag}: 1-256 shards, got {value}")
 
 
 def _store_url(value: str, flag: str) -> None:
@@ -255,7 +262,9 @@ class Settings:
     api: str = setting("127.0.0.1:8081", "HOST:PORT of the reports API (default 127.0.0.1:8081)",
                        parse_hostport, main=("up", "comparer"))
     redis: str | None = setting(  # None: start the embedded Redis
-        None, "Redis URL (redis://, rediss://, unix://); default: start an embedded Redis",
+        None, "Redis URL: redis://, rediss://, unix://, a cluster as redis+cluster://HOST:PORT"
+        "[,HOST:PORT...], a Sentinel-watched master as redis+sentinel://HOST:PORT[,...]/SERVICE "
+        "(TLS: rediss+cluster://, rediss+sentinel://); default: start an embedded Redis",
         _redis_url, main=("up", "proxy", "subscriber", "comparer", "demo"), secret=True)
     store: str = setting(
         "sqlite:///.shadow/shadow.db", "sqlite:///path/to/shadow.db (default "
@@ -290,7 +299,11 @@ class Settings:
     max_queue_bytes: int = setting(
         128 * 1024 * 1024, "bytes of encoded events the proxy buffers for Redis (default "
         "128 MiB): with big captured bodies this bound comes before --max-queue", _positive)
-    publish_batch: int = setting(256, "events per pipelined XADD batch", _positive)
+    publish_batch: int = setting(256, "events per pipelined XADD batch (per shard)", _positive)
+    publish_wait_replicas: int = setting(
+        0, "replicas that must have a batch of events before the proxy counts it as published "
+        "(Redis WAIT; default 0). With Sentinel or cluster replicas, 1 means a failover loses "
+        "no event counted as published", _not_negative)
     workers: int = setting(
         1, "proxy processes sharing the listening port (use the cores you have)", _positive,
         main=("up", "proxy"))
@@ -320,6 +333,10 @@ class Settings:
         60.0, "seconds V1 may stay silent before the proxy answers 504", _positive)
     # streams
     stream_prefix: str = setting("shadow", "prefix of every Redis key (default shadow)")
+    stream_shards: int = setting(
+        1, "streams split into this many shards (1-256, default 1), each in one Redis Cluster "
+        "slot; on a cluster use at least as many as it has masters. Every service of a setup "
+        "needs the same count; changing it needs drained streams", _stream_shards)
     stream_maxlen: int = setting(
         1_000_000, "safety cap of entries per stream (default 1000000): past it the oldest are "
         "deleted, read or not (counted when unread); processed entries are deleted anyway",
@@ -363,6 +380,9 @@ class Settings:
     max_replay_rate: float | None = setting(
         None, "at most this many replays per second per subscriber (default: no limit)",
         _positive)
+    max_replay_rate_global: float | None = setting(
+        None, "at most this many replays per second over all subscribers together (a token "
+        "bucket in Redis; default: no limit)", _positive)
     v2_set_headers: str | None = setting(
         None, "headers to set on requests to V2: 'Authorization: Bearer x; X-Env: shadow'",
         _set_headers, secret=True)

@@ -26,7 +26,14 @@ from redis.exceptions import RedisError
 
 from shadow import metrics
 from shadow.aio import Backoff, cancel_and_wait, raise_if_cancelling
-from shadow.bus import Entry, GroupReader, StreamDrain, default_consumer_name
+from shadow.bus import (
+    Entry,
+    GroupReader,
+    StreamDrain,
+    default_consumer_name,
+    ensure_layout,
+    keys_for,
+)
 from shadow.codec import decode_event, encode_event, peek_type
 from shadow.drain import backstop_maxlen
 from shadow.errors import EventError, ShadowError
@@ -35,6 +42,7 @@ from shadow.model import Answer, CandidateEvent, Request, RequestEvent
 from shadow.protection import Protection, restore
 from shadow.settings import Settings
 from subscriber.client import ReplayClient
+from subscriber.globalrate import GlobalRate
 from subscriber.policy import CircuitBreaker, Policy, TokenBucket, ordering_key
 
 log = logging.getLogger("shadow.subscriber")
@@ -136,20 +144,23 @@ class Subscriber:
         # opens the requests' sealed credentials and redacts V2's answers with the proxy's
         # policy and key (None: answers published as received; only tests do that)
         self.protection = protection
-        self.keys = keys or Keys(settings.stream_prefix)
+        self.keys = keys or keys_for(settings)
         self.v2 = settings.v2.rstrip("/")
         self.v1_secondary = settings.v1_secondary.rstrip("/") if settings.v1_secondary else None
         self.policy = Policy.from_settings(settings)
+        # rate limits: --max-replay-rate is this subscriber's own, --max-replay-rate-global is
+        # shared by all (a token bucket in Redis); the breaker is this subscriber's own
         self.rate = TokenBucket(settings.max_replay_rate) if settings.max_replay_rate else None
+        self.global_rate = GlobalRate(redis, self.keys.rate, settings.max_replay_rate_global) \
+            if settings.max_replay_rate_global else None
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
         self.gate = Gate(self.breaker)
         self.reader = GroupReader(
-            redis, [self.keys.v1], REPLAYERS,
-            settings.consumer or default_consumer_name("subscriber"),
+            redis, self.keys.v1_streams, REPLAYERS,
+            settings.consumer or default_consumer_name("subscriber"), keys=self.keys,
             count=min(100, settings.replay_concurrency), block_ms=200,
-            claim_idle_s=settings.claim_idle_s, dead_stream=self.keys.dead,
-            max_deliveries=settings.max_deliveries, maxlen=settings.stream_maxlen,
-            stats_key=self.keys.stats)
+            claim_idle_s=settings.claim_idle_s, max_deliveries=settings.max_deliveries,
+            maxlen=settings.stream_maxlen)
         self.drain = StreamDrain.from_settings(redis, self.keys, settings)
         self._slots = asyncio.Semaphore(settings.replay_concurrency)
         self._inflight: dict[bytes, asyncio.Task[None]] = {}
@@ -177,6 +188,7 @@ class Subscriber:
         if self._task is not None:
             return
         await self.client.start()
+        await ensure_layout(self.redis, self.keys)  # another shard count: a ConfigError
         await self.reader.ensure_groups()
         self._task = asyncio.create_task(self._run(), name="shadow-subscriber")
         await self.drain.start()
@@ -251,8 +263,7 @@ class Subscriber:
             metrics.POISON_EVENTS.labels(REPLAYERS).inc()
             log.warning("dead-lettering entry %s: %s", entry.id, e)
             with contextlib.suppress(RedisError, OSError):
-                await self.reader.dead_letter(self.keys.dead, entry, str(e),
-                                              self.settings.stream_maxlen)
+                await self.reader.dead_letter(entry, str(e))
             return
         if not isinstance(event, RequestEvent):
             with contextlib.suppress(RedisError, OSError):
@@ -320,8 +331,10 @@ class Subscriber:
         return answer, secondary
 
     async def _publish(self, entry: Entry, candidate: CandidateEvent) -> None:
+        """The candidate goes to the shard the request came from (its v2 stream shares the
+        request stream's slot): added and acknowledged in one transaction."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.keys.v2, {EVENT_FIELD: encode_event(candidate)},
+            pipe.xadd(self.keys.owner(entry.stream).v2, {EVENT_FIELD: encode_event(candidate)},
                       maxlen=backstop_maxlen(self.settings.stream_maxlen), approximate=True)
             pipe.xack(entry.stream, REPLAYERS, entry.id)
             await pipe.execute()
@@ -333,6 +346,8 @@ class Subscriber:
         failed probe waits again, never recorded."""
         reason = self.policy.decision(event.request, event.id)
         if reason is None and self.rate is not None and not self.rate.take(time.monotonic()):
+            reason = "rate_limited"
+        if reason is None and self.global_rate is not None and not await self._global_take():
             reason = "rate_limited"
         if reason is not None:
             metrics.REPLAYS.labels("skipped").inc()
@@ -354,6 +369,16 @@ class Subscriber:
                 return answer
             log.info("request %s was V2's probe and failed (%s): it waits for the next one",
                      event.request_id, answer.error)
+
+    async def _global_take(self) -> bool:
+        """A token of --max-replay-rate-global; none while Redis cannot be asked (the candidate
+        could not be published either: the entry stays pending and is replayed later)."""
+        assert self.global_rate is not None
+        try:
+            return await self.global_rate.take()
+        except (RedisError, OSError) as e:
+            log.warning("--max-replay-rate-global: Redis unavailable (%s)", e)
+            return False
 
     async def _touch(self, entry: Entry | None) -> None:
         """Reset the idle time of an entry waiting at the gate (XCLAIM JUSTID: its delivery

@@ -9,8 +9,7 @@ import aiohttp
 
 from comparer import Comparer, ReportsApi, open_store
 from proxy import Proxy, Publisher
-from shadow.bus import connect
-from shadow.keys import Keys
+from shadow.bus import connect, keys_for
 from shadow.protection import Protection
 from shadow.sealing import Keyring, SecretKey
 from shadow.settings import Settings
@@ -27,11 +26,12 @@ class Pipeline:
         assert settings.redis is not None
         protection = protection or Protection.from_settings(settings, TEST_KEYRING)
         self.settings = settings
-        self.keys = Keys(settings.stream_prefix)
+        self.keys = keys_for(settings)  # its shards, hash-tagged on a Redis Cluster
         self.redis = connect(settings.redis, settings.redis_timeout_s)
         self.publisher = Publisher(self.redis, self.keys, max_queue=settings.max_queue,
                                    max_queue_bytes=settings.max_queue_bytes,
-                                   batch=settings.publish_batch, maxlen=settings.stream_maxlen)
+                                   batch=settings.publish_batch, maxlen=settings.stream_maxlen,
+                                   wait_replicas=settings.publish_wait_replicas)
         self.proxy = Proxy(settings, self.publisher, protection=protection)
         self.subscriber = Subscriber(settings, self.redis, keys=self.keys, protection=protection)
         self.store = open_store(settings.store)

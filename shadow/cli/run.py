@@ -17,13 +17,13 @@ import tempfile
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
-from shadow.bus import connect
+from shadow.bus import connect, ensure_layout, keys_for
 from shadow.cli.loop import run_async, until_signal
 from shadow.cli.supervisor import Child, Children, Heartbeat, Supervisor, address, bind, keep_trying
 from shadow.credentials import mask_url
-from shadow.errors import ShadowError
-from shadow.keys import Keys
+from shadow.errors import BusError, ShadowError
 from shadow.metrics_http import MetricsServer
 from shadow.private import make_private_files
 from shadow.protection import Protection
@@ -80,10 +80,14 @@ async def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
             if settings.publish else None
         if redis is not None:
             opened.push_async_callback(redis.aclose)
-        publisher = Publisher(redis, Keys(settings.stream_prefix), max_queue=settings.max_queue,
+        publisher = Publisher(redis, keys_for(settings), max_queue=settings.max_queue,
                               max_queue_bytes=settings.max_queue_bytes,
-                              batch=settings.publish_batch, maxlen=settings.stream_maxlen) \
+                              batch=settings.publish_batch, maxlen=settings.stream_maxlen,
+                              wait_replicas=settings.publish_wait_replicas,
+                              wait_timeout_s=settings.redis_timeout_s / 2) \
             if redis is not None else Discard()
+        if redis is not None:
+            await _check_layout(redis, settings)
         sock = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
         proxy = Proxy(settings, publisher, sock=sock,
                       protection=protection_for(settings) if settings.publish else None)
@@ -100,6 +104,17 @@ async def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
                  f"; /metrics on port {exporter.port}" if exporter is not None else "")
         await until_signal()
     return 0
+
+
+async def _check_layout(redis: aioredis.Redis, settings: Settings) -> None:
+    """A proxy started with another --stream-shards than the streams were written with stops
+    here, saying what to do. Redis unreachable: the proxy serves anyway (fail-open), and its
+    publisher checks before its first batch."""
+    try:
+        await asyncio.wait_for(ensure_layout(redis, keys_for(settings)), settings.redis_timeout_s)
+    except (RedisError, OSError, TimeoutError, BusError) as e:
+        log.warning("the stream shard count could not be checked now (%s); the publisher "
+                    "checks it before its first batch", mask_url(str(e)) or type(e).__name__)
 
 
 async def run_proxy_workers(args: argparse.Namespace, settings: Settings) -> int:
