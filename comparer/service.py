@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from comparer.firehose import FirehosePublisher
 from comparer.housekeeping import Housekeeper, Limits
+from comparer.notifier import Notifier
 from comparer.store import Store
 from shadow import metrics
 from shadow.aio import Backoff, cancel_and_wait, raise_if_cancelling
@@ -70,6 +71,8 @@ class Comparer:
         self.housekeeper = Housekeeper(store, Limits.from_settings(settings))
         self._routes: set[str] = set()  # routes the store counts apart (--max-routes)
         self._overflow_logged = False
+        # new and reopened classes, the verdict per route, lag: gauges and --notify-url
+        self.notifier = Notifier(settings, redis, store, self.keys)
 
     def _warn_expired(self) -> None:
         for rule in self.rules.expired(datetime.date.today()):
@@ -94,6 +97,7 @@ class Comparer:
         if self._task is None:
             await ensure_layout(self.redis, self.keys)  # another shard count: a ConfigError
             await self.reader.ensure_groups()
+            await self.notifier.start()  # before any batch: it reads the classes known so far
             self._task = asyncio.create_task(self._run(), name="shadow-comparer")
             await self.drain.start()
             await self.housekeeper.start()
@@ -104,6 +108,7 @@ class Comparer:
         await self.housekeeper.stop()
         await self.drain.stop()
         await cancel_and_wait(task)
+        await self.notifier.stop()
 
     async def _run(self) -> None:
         backoff = Backoff()
@@ -161,6 +166,7 @@ class Comparer:
         new = [(x, recorded[x.id]) for x, _ in compared if x.id in recorded]  # not re-deliveries
         for _, r in new:
             metrics.COMPARISONS.labels(r.outcome).inc()
+        self.notifier.recorded(new)  # never waits: notices go to bounded queues
         await self.reader.ack(done)
         try:
             await self.firehose.publish(new)

@@ -78,6 +78,7 @@ class Proxy:
             protection.digest_key if protection is not None else None
         # None: events leave unredacted (only tests and the benchmark's reference do that)
         self.protection = protection
+        self._publishing = not isinstance(publisher, Discard)
         self._v1_base = settings.v1.rstrip("/")
         self._sock = sock
         self._rid_header = settings.request_id_header
@@ -196,6 +197,8 @@ class Proxy:
     def _offer(self, event: Event, mode: str) -> None:
         """Protect the event (redact, seal what the replay needs) and queue it. Never raises:
         an event that cannot be protected is dropped and counted, never sent in clear."""
+        if self._publishing:  # produced = published + dropped + queued (shadow:unaccounted_events)
+            metrics.contained(lambda: metrics.EVENTS_PRODUCED.labels(event.type).inc())
         protection = self.protection
         if protection is not None:
             try:

@@ -73,6 +73,10 @@ EVENTS_DROPPED = Counter("shadow_proxy_events_dropped_total",
                          "Events dropped instead of delaying clients", ["reason"])  # queue_full, redis
 PUBLISH_QUEUE = Gauge("shadow_proxy_publish_queue_depth", "Events waiting to be published",
                       multiprocess_mode="livesum")
+EVENTS_PRODUCED = Counter("shadow_proxy_events_total",
+                          "Events the proxy produced to publish (a request and a response per "
+                          "shadowed request): published + dropped + queued, or lost",
+                          ["type"])  # request, response
 
 # subscriber
 REPLAYS = Counter("shadow_replays_total", "Requests handled by the subscriber",
@@ -99,6 +103,19 @@ ROUTES_OVERFLOWED = Counter("shadow_routes_overflowed_total",
 EVENTS_UNSTORABLE = Counter("shadow_comparer_unstorable_events_total",
                             "Events the store refused alone (left for redelivery, then "
                             "dead-lettered)")
+CLASSES_NEW = Counter("shadow_mismatch_classes_new_total",
+                      "Mismatch classes seen for the first time")
+CLASSES_REOPENED = Counter("shadow_mismatch_classes_reopened_total",
+                           "Mismatch classes marked fixed and seen again")
+# the verdict (with its defaults, over its default window), recomputed every 30 s
+ROUTE_READY = Gauge("shadow_route_ready", "1 when the verdict says the route is ready for "
+                    "cutover, else 0", ["method", "route"], multiprocess_mode="livemostrecent")
+VERDICT_READY = Gauge("shadow_verdict_ready", "1 when the verdict says every route is ready for "
+                      "cutover", multiprocess_mode="livemostrecent")
+NOTIFICATIONS = Counter("shadow_notifications_total", "Webhook notifications (--notify-url) by "
+                        "result", ["result"])  # sent, failed, dropped (queue full), debounced
+NOTIFICATION_RETRIES = Counter("shadow_notification_retries_total",
+                               "Webhook deliveries tried again after a failure")
 
 # supervisor (`shadow up`, `shadow proxy --workers N`)
 CHILD_RESTARTS = Counter("shadow_child_restarts_total",
@@ -125,6 +142,26 @@ STREAM_PENDING = Gauge("shadow_stream_pending", "Entries delivered but not ackno
                        ["stream", "group"], multiprocess_mode="mostrecent")
 STREAM_LAG = Gauge("shadow_stream_lag", "Entries not yet delivered to a group (Redis >= 7)",
                    ["stream", "group"], multiprocess_mode="mostrecent")
+# a stream's safety limits and what it uses of them (the comparer reads them every 30 s)
+STREAM_MAX_LENGTH = Gauge("shadow_stream_max_length", "--stream-maxlen: entries a stream keeps",
+                          ["stream"], multiprocess_mode="mostrecent")
+STREAM_MAX_BYTES = Gauge("shadow_stream_max_bytes", "--stream-max-bytes: a stream's Redis "
+                         "memory limit", ["stream"], multiprocess_mode="mostrecent")
+STREAM_MAX_AGE = Gauge("shadow_stream_max_age_seconds", "--stream-max-age-s: the age past which "
+                       "entries are deleted", ["stream"], multiprocess_mode="mostrecent")
+STREAM_MEMORY = Gauge("shadow_stream_memory_bytes", "A stream's Redis memory (MEMORY USAGE, "
+                      "sampled)", ["stream"], multiprocess_mode="mostrecent")
+STREAM_OLDEST_AGE = Gauge("shadow_stream_oldest_age_seconds", "Age of a stream's oldest entry",
+                          ["stream"], multiprocess_mode="mostrecent")
 STREAM_BEHIND = Gauge("shadow_stream_behind_seconds",
                       "Age gap between a stream's newest entry and the newest one its group got",
                       ["stream", "group"], multiprocess_mode="mostrecent")
+
+# Series that exist from the start at 0, so that Prometheus sees their first increase
+# (increase() and rate() cannot count the value a series is created with).
+for _reason in ("queue_full", "redis", "error", "shutdown", "redaction", "shard_count"):
+    EVENTS_DROPPED.labels(_reason)
+for _result in ("answered", "error", "skipped"):
+    REPLAYS.labels(_result)
+for _result in ("sent", "failed", "dropped", "debounced"):
+    NOTIFICATIONS.labels(_result)

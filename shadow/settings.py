@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from shadow import protection, redact
+from shadow import notify, protection, redact
 from shadow.credentials import mask_url
 from shadow.errors import ConfigError
 from shadow.private import read_private_file
@@ -183,6 +183,12 @@ def _request_id_header(value: str, flag: str) -> None:
                           "name (letters, digits and !#$%&'*+-.^_`|~, e.g. X-Request-Id)")
 
 
+def _log_format(value: str, flag: str) -> None:
+    if value not in ("text", "json"):
+        raise ConfigError(f"{flag}: expected text or json (one JSON object per line), got "
+                          f"{value!r}")
+
+
 def _log_level(value: str, flag: str) -> None:
     if value.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"{flag}: expected debug, info, warning or error, got {value!r}")
@@ -231,17 +237,19 @@ Check = Callable[[Any, str], object]
 
 def setting(default: Any, help_text: str, check: Check | None = None, *,
             main: tuple[str, ...] = (), metavar: str | None = None, secret: bool = False,
-            env_only: bool = False) -> Any:
+            env_only: bool = False, opaque: bool = False) -> Any:
     """One setting, declared in one place: its default, its --help text, its check (run by
     validate()), the commands whose --help lists it under "main options", and its metavar
     (default: the last word of its name; BOOL for a bool). `secret`: it can carry a
     credential (a password in a URL, a token, a key), so it reaches child processes through
     the environment (`to_env`), never their command line, and repr() masks it. `env_only`: a
     secret value itself, read from SHADOW_<NAME> only: no flag (`ps` would show it), not in
-    shadow.toml; its FILE variant (<name>_file, a 0600 file) is the other way to set it."""
+    shadow.toml; its FILE variant (<name>_file, a 0600 file) is the other way to set it.
+    `opaque`: a secret whose whole value is the credential (a webhook URL's path is its token):
+    repr() shows *** for it, URL or not."""
     return dataclasses.field(default=default, metadata={
         "help": help_text, "check": check, "main": main, "metavar": metavar,
-        "secret": secret or env_only, "env_only": env_only})
+        "secret": secret or env_only or opaque, "env_only": env_only, "opaque": opaque})
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,6 +489,22 @@ class Settings:
         "(frozen, deadlocked) before it is killed and restarted (default 30)", _positive)
     # misc
     log_level: str = setting("info", "debug, info, warning or error", _log_level)
+    log_format: str = setting(
+        "text", "text (default) or json: one object per line with time (UTC), level, component, "
+        "message, exchange_id/request_id when there is one, and exception", _log_format,
+        metavar="text|json")
+    # notifications (comparer/notifier.py)
+    notify_url: str | None = setting(
+        None, "webhook URLs (comma-separated) told about new and reopened mismatch classes, "
+        "verdict changes per route and a pipeline falling behind; a secret (a Slack URL holds "
+        "its token): better given as SHADOW_NOTIFY_URL", notify.check_urls, metavar="URLS",
+        opaque=True)
+    notify_format: str = setting(
+        "slack", "slack (incoming-webhook JSON {\"text\": ...}; default) or json (one object per "
+        "event, for generic receivers)", notify.check_format, metavar="slack|json")
+    notify_behind_s: float = setting(
+        300.0, "tell --notify-url when a consumer group falls this many seconds behind its "
+        "stream (default 300)", _positive)
 
     def require(self, *names: str) -> None:
         """Fail start-up with a message naming each missing setting and how to set it."""
@@ -503,7 +527,8 @@ def _shown(f: dataclasses.Field[Any], value: Any) -> Any:
     if value is None or not f.metadata["secret"] or f.name.endswith(("_file", "_files")):
         return value
     text = str(value)
-    return mask_url(text) if "://" in text and not f.metadata["env_only"] else "***"
+    return mask_url(text) if "://" in text and not f.metadata["env_only"] \
+        and not f.metadata["opaque"] else "***"
 
 
 def env_only_names() -> list[str]:

@@ -11,11 +11,11 @@ environment (SHADOW_*) or a 0600 file never shows it at all.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Callable
 
+from shadow import logs
 from shadow.cli import demo, export, keygen, replay, reports, run
 from shadow.cli.parser import SECRET_VALUES, build_parser
 from shadow.credentials import has_credentials
@@ -32,7 +32,8 @@ from shadow.settings import (
 )
 
 _REEXECUTED = "_SHADOW_ARGV_SCRUBBED"  # set for the re-executed process only: never twice
-_ALWAYS_MOVED = ("v2_set_headers",)  # its values are headers such as Authorization
+# their values are credentials as they are: headers such as Authorization, webhook URLs
+_ALWAYS_MOVED = ("v2_set_headers", "notify_url")
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "up": run.cmd_up, "proxy": run.cmd_proxy, "subscriber": run.cmd_subscriber,
@@ -43,11 +44,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "verdict": reports.cmd_verdict, "tail": reports.cmd_tail, "deploy": reports.cmd_deploy,
     "export": export.cmd_export,
 }
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _without(argv: list[str], values: list[str]) -> list[str]:
@@ -98,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(flags, config_file=args.config)
         if args.command in ("up", "comparer"):  # they create the store (and up Redis's files)
             check_writable(settings, embedded_redis=args.command == "up" and not settings.redis)
-        _configure_logging(settings.log_level)
+        logs.configure(settings.log_level, settings.log_format)
         return COMMANDS[args.command](args, settings)
     except ShadowError as e:
-        print(f"shadow: error: {e}", file=sys.stderr)
+        logs.fatal(f"shadow: error: {e}")
         return 2
     except KeyboardInterrupt:
         return 130

@@ -528,7 +528,7 @@ class BrokenMetric:
 async def test_failing_metrics_never_fail_a_request_or_stop_publishing(
         monkeypatch, proxy_for, redis_server, redis, keys):
     for name in ("PROXY_REQUESTS", "PROXY_V1_DURATION", "PROXY_WEBSOCKETS", "EVENTS_PUBLISHED",
-                 "EVENTS_DROPPED", "PUBLISH_QUEUE"):
+                 "EVENTS_DROPPED", "PUBLISH_QUEUE", "EVENTS_PRODUCED"):
         monkeypatch.setattr(metrics, name, BrokenMetric())
     v1 = RawServer(lambda r: OK)
     proxy = await proxy_for(await v1.start())
