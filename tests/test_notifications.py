@@ -187,6 +187,7 @@ async def test_a_receiver_that_hangs_never_holds_the_comparer_back(http_server, 
     pipeline = Pipeline(settings)
     (destination,) = pipeline.comparer.notifier.destinations
     destination.queue = asyncio.Queue(1)
+    destination.timeout_s = 3600.0  # the first notice stays in flight for the whole test
     dropped = counted("dropped")
     async with pipeline as p, aiohttp.ClientSession() as client:
         await get(client, p, "/k0/1")

@@ -58,5 +58,5 @@ async def test_every_stderr_line_of_shadow_up_is_a_json_object(tmp_path: Path) -
     (about,) = [d for d in docs if "json-log-1" in d["message"]]
     assert about["component"] == "shadow.proxy" and about["request_id"] == "json-log-1"
     assert about["level"] == "WARNING" and "V1 unreachable" in about["message"]
-    components = {d["component"] for d in docs}
-    assert "shadow.proxy" in components and len({d["pid"] for d in docs}) >= 3, components
+    components = {d["component"] for d in docs}  # the supervisor's and a proxy's at least
+    assert "shadow.proxy" in components and len({d["pid"] for d in docs}) >= 2, components
