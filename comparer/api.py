@@ -155,7 +155,7 @@ def _bad_request(message: str) -> web.HTTPBadRequest:
 
 def _window(request: web.Request) -> Window:
     """The report window asked for with `since`/`until` (shadow.windows: exact to the
-    minute; the store rounds an edge in a compacted stretch to its hour or day, and each
+    minute; the store rounds an edge in a compacted stretch to its bucket there, and each
     report says the window it covers); none: all time. A bad value is a 400 that says what
     is accepted."""
     try:

@@ -217,7 +217,7 @@ ROLLUP_COUNTS: dict[str, tuple[str, ...]] = {
 class Rollup:
     """Counter deltas: `add(doc, +1)` for an exchange's state after a write, `add(doc, -1)`
     for its state before. Entries that cancel out are left out of `items`. An exchange
-    before the `folded` marks (compaction's) is counted in its hour or day bucket."""
+    before the `folded` marks (compaction's) is counted in its coarser bucket there."""
 
     folded: Marks = field(default_factory=dict)
     counts: dict[CountKey, list[int]] = field(default_factory=dict)  # key -> [n, stale]
@@ -290,7 +290,7 @@ def window_classes(counted: Iterable[tuple[str, int, int, int]], classes: Iterab
     last bucket) each, and their triage from the class book. `count` is the window's;
     `first_seen`/`last_seen` are the class's own sightings when they fall in the first/last
     bucket it was counted in, else that bucket's start/end (exact to the bucket: a minute,
-    or the hour or day of a compacted stretch, before `marks`)."""
+    or the 10 minutes, hour or day of a compacted stretch, before `marks`)."""
     book = {c["signature"]: c for c in classes}
     out: list[MismatchClass] = []
     for sig, n, first, last in counted:

@@ -7,9 +7,9 @@ v1_only -> match...) moves its count in that minute, and deleting a document (re
 never changes a count. Every report reads the rollups, for all time or for a `Window`
 (shadow.windows: exact to the minute), never the exchanges.
 
-Housekeeping (comparer/housekeeping.py runs it, off the ingest path): `compact` folds minute
-buckets older than 2 hours into hours and hours older than 3 days into days, so a window edge
-there is exact to the hour or day (`resolve` says which); `retain` deletes documents by age,
+Housekeeping (comparer/housekeeping.py runs it, off the ingest path): `compact` folds old
+minute buckets into 10 minutes, hours and days (shadow.windows.FOLDS), so a window edge there
+is exact to that bucket (`resolve` says which); `retain` deletes documents by age,
 count and disk budget and rollup buckets by age, oldest first, in short batches, never a
 class's last example and never a count."""
 
@@ -76,14 +76,14 @@ class Store(Protocol):
         batches, yielding to the comparer's writes between them. Returns documents deleted."""
 
     async def compact(self, now: float | None = None, *, settle_s: float = 60.0) -> int:
-        """Fold old per-minute rollup rows into hours and days (shadow.windows.FOLDS), in
+        """Fold old per-minute rollup rows into 10 minutes, hours and days (FOLDS), in
         small batches; boundaries move first and rows are folded below one only `settle_s`
         after it moved. Every report for a window aligned to the coarser buckets, and for
         all time, stays the same. Returns the rows folded."""
 
     async def resolve(self, window: Window) -> Window:
         """The window the rollups answer exactly: an edge in a compacted stretch rounded to
-        its hour or day (what every report for `window` covers and says)."""
+        its bucket there (what every report for `window` covers and says)."""
 
     async def size_bytes(self) -> int:
         """What the store holds, as the disk budget counts it."""

@@ -8,10 +8,12 @@ minute it touches, whole, and [since, until) never cuts a minute in two. Bounds 
 minute boundary stay as they are: `since=11:00:00Z` starts with the 11:00 minute and
 `until=11:00:00Z` ends before it, like the listings' `ts >= since` and `ts < until`.
 
-Older buckets are compacted (FOLDS): minutes older than 2 hours are folded into their hour,
-hours older than 3 days into their day (UTC). A bucket's row then counts its whole hour or
-day, so a window edge that falls in a compacted stretch rounds to that hour or day instead
-(`coarsen`): still exact to the bucket, and the report's window says the rounding it got.
+Older buckets are compacted (FOLDS), so that any window reads a few dozen buckets: minutes
+older than 30 minutes are folded into their 10 minutes, those older than 2 hours into their
+hour, hours older than a day into their day (UTC). A bucket's row then counts its whole 10
+minutes, hour or day, so a window edge that falls in a compacted stretch rounds to that
+bucket instead (`coarsen`): still exact to the bucket, and the report's window says the
+rounding it got (a 1h window is exact to 10 minutes, 24h to the hour, 7d to the day).
 Whatever has been folded, a sum over whole buckets is the same, so compaction changes no
 report for windows aligned to the coarser bucket, nor for all time.
 """
@@ -28,11 +30,13 @@ from typing import TypedDict
 from shadow.errors import ShadowError
 
 BUCKET_S = 60  # the rollups' bucket: one minute
+TEN_MIN_S = 600
 HOUR_S = 3600
 DAY_S = 86400
 # Compaction levels, finest first: (span of the coarser bucket, how long the finer buckets
 # are kept before they are folded into it).
-FOLDS: tuple[tuple[int, float], ...] = ((HOUR_S, 2 * 3600.0), (DAY_S, 3 * 86400.0))
+FOLDS: tuple[tuple[int, float], ...] = (
+    (TEN_MIN_S, 30 * 60.0), (HOUR_S, 2 * 3600.0), (DAY_S, 86400.0))
 
 Marks = Mapping[int, int]
 """Per coarser span (HOUR_S, DAY_S), a boundary: the buckets before it are (or count as)
@@ -41,8 +45,9 @@ that coarse. Boundaries are multiples of their span."""
 ACCEPTED = ("unix seconds, an ISO 8601 time in UTC (2026-12-02T11:00:00Z, "
             "2026-12-02T11:00:00+00:00 or the date 2026-12-02) or a duration ago (90s, 15m, 24h, "
             "7d, 2w)")
-ROUNDING = ("since rounds down and until rounds up to the rollups' bucket: the minute, or the "
-            "hour or day (UTC) where older buckets were compacted (since_bucket_s, "
+ROUNDING = ("since rounds down and until rounds up to the rollups' bucket: the minute for the "
+            "last 30 minutes, then 10 minutes for the last 2 hours, then the hour for the last "
+            "day, then the day (UTC), as older buckets are compacted (since_bucket_s, "
             "until_bucket_s)")
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
@@ -104,7 +109,8 @@ def bucket_in(ts: float, marks: Marks) -> int:
 
 def fold_marks(now: float) -> dict[int, int]:
     """The boundaries compaction moves to at `now` (FOLDS): per span, the start of the span
-    that holds now minus what is kept finer (2 hours of minutes, 3 days of hours)."""
+    that holds now minus what is kept finer (30 minutes of minutes, 2 hours of 10 minutes,
+    a day of hours)."""
     return {span: floor_to(now - kept, span) for span, kept in FOLDS}
 
 

@@ -1,6 +1,6 @@
 """The store contract, housekeeping part (every backend of tests/test_store_contract.py):
-rollup compaction (minutes -> hours -> days), retention by age, count, disk budget and
-rollup age, deletion while the comparer writes, and compressed stored parts."""
+rollup compaction (minutes -> 10 minutes -> hours -> days), retention by age, count, disk
+budget and rollup age, deletion while the comparer writes, and compressed stored parts."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ from tests.test_store_contract import (
 store = contract.store  # the contract suite's fixture: every backend
 
 NOW = T0 + 6 * DAY_S + 5 * HOUR_S + 1234.5  # the compaction's clock
-HOUR_MARK = fold_marks(NOW)[HOUR_S]  # minutes from here on
-DAY_MARK = fold_marks(NOW)[DAY_S]  # days before here, hours between
+HOUR_MARK = fold_marks(NOW)[HOUR_S]  # hours before here, then 10 minutes, then minutes
+DAY_MARK = fold_marks(NOW)[DAY_S]  # days before here
 assert HOUR_MARK == (NOW - 2 * 3600) // 3600 * 3600 and DAY_MARK % DAY_S == 0
 
 
@@ -169,7 +169,7 @@ async def test_retention_by_age_count_and_rollup_age_deletes_documents_but_no_co
     for w in windows:
         assert counted_only(await store.summary(w)) == reports[w], w
     # rollups: buckets older than the rollup age go (whole days); all time stays
-    await store.retain(rollup_max_age_s=3 * DAY_S, now=NOW)
+    await store.retain(rollup_max_age_s=NOW - DAY_MARK, now=NOW)
     assert await store.count(window(None, DAY_MARK)) == 0
     assert await store.count(window(DAY_MARK)) == reports[window(DAY_MARK)]["total"]
     assert counted_only(await store.summary()) == reports[ALL_TIME]

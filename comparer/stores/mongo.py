@@ -426,7 +426,7 @@ class MongoStore:
         return {int(span): int(level[field]) for span, level in doc.get("levels", {}).items()}
 
     async def _folded(self) -> dict[int, int]:
-        """Where writes count an exchange: in the hour or day bucket before compaction's
+        """Where writes count an exchange: in the coarser bucket before compaction's
         published boundaries, as read at most `marks_refresh_s` ago (compaction folds only
         below boundaries published longer ago than that)."""
         now = time.monotonic()
@@ -440,7 +440,7 @@ class MongoStore:
         return coarsen(window, await self._marks("published"))
 
     async def compact(self, now: float | None = None, *, settle_s: float = 60.0) -> int:
-        """Fold the rollups' old minute rows into hours and old hours into days
+        """Fold the rollups' old rows into 10 minutes, hours and days
         (shadow.windows.FOLDS), a batch at a time, each through a journal (`folds`) so that a
         compaction that dies is finished by the next one, never counted twice. `settle_s`
         must exceed `marks_refresh_s`. Returns the rows folded."""

@@ -489,9 +489,9 @@ class SQLiteStore:
         return self._side
 
     async def compact(self, now: float | None = None, *, settle_s: float = 60.0) -> int:
-        """Fold the rollups' old minute rows into hours and old hours into days
-        (shadow.windows.FOLDS), a small transaction at a time; reports round their window
-        edges to the hour or day there. Returns the rows folded."""
+        """Fold the rollups' old rows into 10 minutes, hours and days (shadow.windows.FOLDS),
+        a small transaction at a time; reports round their window edges to those buckets
+        there. Returns the rows folded."""
         now = time.time() if now is None else now
         db = await self._side_db()
         async with self._writing:
@@ -854,7 +854,7 @@ async def _marks(db: aiosqlite.Connection, column: str) -> dict[int, int]:
 
 
 async def _folded(db: aiosqlite.Connection) -> dict[int, int]:
-    """Where writes count an exchange: in the hour or day bucket before the published
+    """Where writes count an exchange: in the coarser bucket before the published
     boundaries (what compaction folds next)."""
     return await _marks(db, "published")
 

@@ -72,11 +72,13 @@ def test_parse_window_and_what_a_report_says_about_it() -> None:
 # ---- compaction: older buckets are hours and days ----
 
 def test_compaction_boundaries_follow_the_clock() -> None:
-    from shadow.windows import DAY_S, HOUR_S, fold_marks
+    from shadow.windows import DAY_S, HOUR_S, TEN_MIN_S, fold_marks
 
     marks = fold_marks(NOW)  # 11:20:45 on DAY
-    assert marks == {HOUR_S: DAY + 9 * 3600, DAY_S: DAY - 3 * 86400}
+    assert marks == {TEN_MIN_S: DAY + 10 * 3600 + 50 * 60, HOUR_S: DAY + 9 * 3600,
+                     DAY_S: DAY - 86400}
     assert fold_marks(NOW + 3600)[HOUR_S] == DAY + 10 * 3600
+    assert fold_marks(NOW + 13 * 3600)[DAY_S] == DAY  # past midnight + a day: the day before
 
 
 def test_buckets_before_the_marks_are_hours_and_days() -> None:
@@ -102,7 +104,7 @@ def test_a_window_edge_in_a_compacted_stretch_rounds_to_its_hour_or_day() -> Non
     assert w == Window(DAY + 3 * 3600, DAY + 6 * 3600, HOUR_S, HOUR_S)
     doc = w.doc()
     assert (doc["since_bucket_s"], doc["until_bucket_s"], doc["bucket_s"]) == (3600, 3600, 3600)
-    assert "hour or day" in doc["rounding"]
+    assert "10 minutes" in doc["rounding"] and "the day (UTC)" in doc["rounding"]
     w = coarsen(window(DAY - 2 * 86400 + 5, NOW), marks)  # 7d-like: the day, then minutes
     assert w == Window(DAY - 2 * 86400, bucket_ceil_minute(NOW), DAY_S, 60)
     assert w.doc()["bucket_s"] == DAY_S
@@ -112,6 +114,9 @@ def test_a_window_edge_in_a_compacted_stretch_rounds_to_its_hour_or_day() -> Non
     assert coarsen(window(None, DAY + 8 * 3600 + 1), marks).until == DAY + 9 * 3600
     assert coarsen(ALL_TIME, marks) == ALL_TIME
     assert coarsen(w, marks) == w  # once is enough
+    three = {600: DAY + 10 * 3600 + 50 * 60, **marks}  # and 10 minutes before 10:50
+    assert coarsen(window(DAY + 10 * 3600 + 125, NOW), three).since == DAY + 10 * 3600
+    assert coarsen(window(DAY + 10 * 3600 + 125, NOW), three).since_bucket_s == 600
 
 
 def bucket_ceil_minute(ts: float) -> int:
