@@ -4,11 +4,13 @@ DevTools protocol: for testing the dashboard as a browser runs it."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import re
 import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -94,3 +96,23 @@ class Browser:
         if "exceptionDetails" in result:
             raise AssertionError(f"{expression!r} threw: {result['exceptionDetails']}")
         return result["result"].get("value")
+
+    async def viewport(self, width: int, height: int) -> None:
+        """Lay the page out as a window of this size (CSS pixels) would."""
+        await self._call("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                         deviceScaleFactor=1, mobile=False)
+        await self.eval("new Promise((ok) => requestAnimationFrame(() => requestAnimationFrame(ok)))")
+
+    async def screenshot(self, path: Path, selector: str | None = None) -> bytes:
+        """A PNG of the page (or of the element `selector` finds, whole, even beyond the
+        window), written to `path`."""
+        params: dict[str, Any] = {"format": "png"}
+        if selector is not None:
+            box = await self.eval(
+                f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
+                ".getBoundingClientRect(); return {x: r.left + scrollX, y: r.top + scrollY, "
+                "width: r.width, height: r.height}; })()")
+            params.update(clip={**box, "scale": 1}, captureBeyondViewport=True)
+        png = base64.b64decode((await self._call("Page.captureScreenshot", **params))["data"])
+        path.write_bytes(png)
+        return png
