@@ -94,13 +94,23 @@ def jsonl_line(x: Exchange) -> bytes:
     return codec.dumps(codec.exchange_for_display(x)) + b"\n"
 
 
+def opening(q: ExportQuery) -> bytes:
+    """What the file starts with: HAR's log head, up to its entries (JSON lines: nothing)."""
+    if q.format is not HAR:
+        return b""
+    return har.log_head(__version__, {"exported_at": iso(time.time()),
+                                      "filters": described(q.filters)})
+
+
 Write = Callable[[bytes], Awaitable[Any]]
 
 
-async def stream(store: Store, q: ExportQuery, write: Write) -> int:
+async def stream(store: Store, q: ExportQuery, write: Write, *,
+                 head: bytes | None = None) -> int:
     """Write the export to `write`, a page of the store at a time; returns the exchanges
-    written. An exchange listed but gone before it is read (retention) is left out."""
-    out: list[bytes] = []
+    written. An exchange listed but gone before it is read (retention) is left out. `head`:
+    the opening, if already made."""
+    out: list[bytes] = [opening(q) if head is None else head]
     size = 0
 
     async def flush() -> None:
@@ -111,9 +121,6 @@ async def stream(store: Store, q: ExportQuery, write: Write) -> int:
             size = 0
             await write(chunk)
 
-    if q.format is HAR:
-        out.append(har.log_head(__version__, {"exported_at": iso(time.time()),
-                                              "filters": described(q.filters)}))
     n = 0
     f = q.filters
     while q.limit is None or n < q.limit:
@@ -151,6 +158,7 @@ async def respond(request: web.Request, store: Store) -> web.StreamResponse:
         q = parse_export(request.query, time.time())
     except FilterError as e:
         raise _bad_request(str(e)) from e
+    head = opening(q)  # anything that can fail before the first byte: a JSON error still
     response = web.StreamResponse(headers={
         "Content-Type": q.format.content_type,
         "Content-Disposition": f'attachment; filename="shadow.{q.format.suffix}"',
@@ -158,7 +166,7 @@ async def respond(request: web.Request, store: Store) -> web.StreamResponse:
     response.enable_chunked_encoding()
     await response.prepare(request)
     try:
-        n = await stream(store, q, response.write)
+        n = await stream(store, q, response.write, head=head)
     except ConnectionError as e:  # the client went away
         log.info("reports API: export cut short: %s", e)
         _abort(request)

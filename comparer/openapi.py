@@ -17,7 +17,7 @@ from typing import Any
 
 from shadow import __version__, codec
 from shadow.deploys import MAX_TEXT, TARGETS
-from shadow.filters import MAX_LIMIT
+from shadow.filters import KNOWN, MAX_LIMIT, MAX_URL_TEXT
 from shadow.model import CLASS_STATUSES, LIVE, OUTCOMES
 from shadow.stats import (
     LATENCY_FLOOR_MS,
@@ -102,6 +102,22 @@ def _schemas() -> dict[str, Schema]:
             "trimmed_unprocessed": mapping(COUNT), "trimmed_unread": mapping(COUNT),
             "raw_bodies": array(STR), "streams": mapping(ANY), "warnings": array(STR)}),
         "Routes": obj({"routes": array(ref("RouteSummary")), "window": ref("Window")}),
+        "Point": obj({**counts, "ts": {**INT, "description": "the step's start, unix seconds"}}),
+        "Timeline": obj({
+            "window": ref("Window"), "step_s": INT, "from_ts": null(INT), "until_ts": null(INT),
+            "points": array(ref("Point")),
+            "routes": array(obj({"method": STR, "route": STR, "total": COUNT,
+                                 "mismatched": COUNT, "points": array(ref("Point"))})),
+            "classes": array(obj({
+                "signature": STR, "method": STR, "route": STR, "status": STR,
+                "paths": array(ref("PathKind")), "count": COUNT, "count_all_time": COUNT,
+                "first_seen": null(NUM), "last_seen": null(NUM), "reopened_at": null(NUM),
+                "points": {**array({"type": "array", "items": INT, "minItems": 2,
+                                    "maxItems": 2}),
+                           "description": "[step start, mismatches of this class]"}})),
+            "classes_left_out": COUNT},
+            description="The window's counts over time, overall, per route and per class "
+                        "(only steps with traffic are listed)."),
         "PathKind": obj({"path": STR, "kind": STR}),
         "MismatchClass": obj({
             "signature": STR, "method": STR, "route": STR, "count": COUNT,
@@ -215,42 +231,53 @@ def _query(name: str, schema: Schema, description: str, **extra: Any) -> Schema:
 
 
 TIME_EXAMPLES = {"relative": {"value": "24h"}, "iso": {"value": "2026-12-02T11:00:00Z"}}
+# the forms shadow.windows.parse_instant reads (it also takes what Python's float() and
+# datetime.fromisoformat() do): unix seconds, a duration ago, an ISO 8601 date or time
+TIME: Schema = {"type": "string", "pattern": (
+    r"^(-?[0-9]+(\.[0-9]+)?|[0-9]+(\.[0-9]+)? ?[smhdw]|[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?)$")}
 WINDOW = [
-    _query("since", STR, "only exchanges received from this time on (rounded down to the "
-                         "bucket): " + ACCEPTED, examples=TIME_EXAMPLES),
-    _query("until", STR, "only exchanges received before this time (rounded up to the "
-                         "bucket); same forms as since", examples=TIME_EXAMPLES),
+    _query("since", TIME, "only exchanges received from this time on (rounded down to the "
+                          "bucket): " + ACCEPTED, examples=TIME_EXAMPLES),
+    _query("until", TIME, "only exchanges received before this time (rounded up to the "
+                          "bucket); same forms as since", examples=TIME_EXAMPLES),
 ]
 
 
 def _filters(outcome_default: str | None, *, paged: bool = True) -> list[Schema]:
+    """The listing filters (shadow.filters.KNOWN, in its order); without `paged`, no limit."""
     outcome: Schema = {"enum": list(OUTCOMES)}
     if outcome_default:
         outcome["default"] = outcome_default
-    out = [
-        _query("outcome", outcome, "only this outcome" + (
+    window = {p["name"]: p for p in WINDOW}
+    described = {
+        "outcome": _query("outcome", outcome, "only this outcome" + (
             f" (default {outcome_default})" if outcome_default else " (default: every one)")),
-        _query("route", STR, "only this route template, e.g. /users/{id}"),
-        _query("method", {"type": "string", "pattern": "^[A-Za-z]{1,20}$"},
-               "only this HTTP method (any case)"),
-        _query("v1_status", {"type": "integer", "minimum": 100, "maximum": 599},
-               "only exchanges V1 answered with this status"),
-        _query("v2_status", {"type": "integer", "minimum": 100, "maximum": 599},
-               "only exchanges V2 answered with this status"),
-        _query("path", STR, "only exchanges with a differing path containing this text"),
-        _query("signature", {"type": "string", "pattern": "^[0-9a-f]{4,64}$"},
-               "only this mismatch class"),
-        *WINDOW,
-        _query("cursor", {"type": "string", "pattern": "^[0-9A-Za-z_-]{1,64}$"},
-               "the `next` of the previous page: items older than it"),
-    ]
-    if paged:
-        out.append(_query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
-                                    "default": 50}, "items per page"))
-    return out
+        "route": _query("route", STR, "only this route template, e.g. /users/{id}"),
+        "method": _query("method", {"type": "string", "pattern": "^[A-Za-z]{1,20}$"},
+                         "only this HTTP method (any case)"),
+        "v1_status": _query("v1_status", {"type": "integer", "minimum": 100, "maximum": 599},
+                            "only exchanges V1 answered with this status"),
+        "v2_status": _query("v2_status", {"type": "integer", "minimum": 100, "maximum": 599},
+                            "only exchanges V2 answered with this status"),
+        "path": _query("path", STR, "only exchanges with a differing path containing this text"),
+        "url": _query("url", {"type": "string", "maxLength": MAX_URL_TEXT},
+                      "only exchanges whose URL (path and query, as stored) contains this text"),
+        "signature": _query("signature", {"type": "string", "pattern": "^[0-9a-f]{4,64}$"},
+                            "only this mismatch class"),
+        "since": window["since"], "until": window["until"],
+        "cursor": _query("cursor", {"type": "string", "pattern": "^[0-9A-Za-z_-]{1,64}$"},
+                         "the `next` of the previous page: items older than it"),
+        "limit": _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                                  "default": 50}, "items per page"),
+    }
+    # a filter added to shadow.filters without a description here is still documented
+    return [described.get(name, _query(name, STR, f"the {name} filter"))
+            for name in KNOWN if paged or name != "limit"]
 
 
 COMMON = {
+    "400": {"$ref": "#/components/responses/BadRequest"},
     "401": {"$ref": "#/components/responses/Unauthorized"},
     "403": {"$ref": "#/components/responses/Forbidden"},
     "405": {"$ref": "#/components/responses/MethodNotAllowed"},
@@ -318,6 +345,16 @@ def _paths() -> dict[str, Schema]:
         "/api/routes": {"get": _op(
             "routes", "per-route figures", {"200": _json(ref("Routes")), **BAD},
             parameters=WINDOW)},
+        "/api/timeline": {"get": _op(
+            "timeline", "counts over time: overall, per route and per mismatch class",
+            {"200": _json(ref("Timeline")), **BAD},
+            parameters=[*WINDOW,
+                        _query("step", STR, "the points' step: seconds (300) or a duration "
+                                            "(90s, 5m, 1h, 1d, 1w), at least a minute; default "
+                                            "about 120 points",
+                               examples={"duration": {"value": "5m"}}),
+                        _query("route", STR, "only this route's series and classes: "
+                                             "/users/{id} or GET /users/{id}")])},
         "/api/classes": {"get": _op(
             "classes", "mismatch classes, most counted first",
             {"200": _json(ref("Classes")), **BAD}, parameters=WINDOW)},
@@ -434,8 +471,13 @@ def document() -> dict[str, Any]:
                 "type": "http", "scheme": "bearer",
                 "description": "the value of SHADOW_API_TOKEN; required whenever one is set"}},
             "responses": {
-                "BadRequest": _error("a parameter or the body is not valid: the message says "
-                                     "which and what is accepted"),
+                "BadRequest": {
+                    "description": "a parameter or the body is not valid: the message says "
+                                   "which and what is accepted (text/plain only when the HTTP "
+                                   "server itself cannot read the request: a request line or "
+                                   "a header longer than 8190 bytes)",
+                    "content": {"application/json": {"schema": ref("Error")},
+                                "text/plain": {"schema": STR}}},
                 "Unauthorized": _error("SHADOW_API_TOKEN is set and the request did not send "
                                        "it as a bearer token"),
                 "Forbidden": _error("without a token, only requests for a loopback Host are "

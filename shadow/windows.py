@@ -58,11 +58,25 @@ class WindowError(ShadowError, ValueError):
     """A bad `since`/`until`: the message names the value and the accepted forms."""
 
 
+# The times a window edge may be: from 1970 on, and far enough before the year 10000 that
+# rounding up to a day still gives a date (1e300 or 99999999w would overflow every report).
+MIN_TS = 0.0
+MAX_TS = 253_402_128_000.0  # 9999-12-30T00:00:00Z
+
+
 def parse_instant(text: str, now: float, name: str = "since") -> float:
     """Unix seconds from an ISO 8601 time (a naive one is UTC; an explicit offset is
     honoured), a date (its midnight UTC), a duration ago (`15m` is `now` - 900 s: units s, m,
-    h, d, w) or unix seconds. Raises WindowError naming `name` and the accepted forms."""
-    text = text.strip()
+    h, d, w) or unix seconds, between MIN_TS and MAX_TS. Raises WindowError naming `name`
+    and the accepted forms."""
+    value = _instant(text.strip(), now, name)
+    if not MIN_TS <= value < MAX_TS:
+        raise WindowError(f"{name}: expected a time from 1970 to 9999 ({ACCEPTED}), got "
+                          f"{text.strip()!r}")
+    return value
+
+
+def _instant(text: str, now: float, name: str) -> float:
     m = _DURATION.match(text)
     if m:
         return now - float(m.group(1)) * _UNIT_S[m.group(2)]

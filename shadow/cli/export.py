@@ -39,7 +39,8 @@ def format_for(output: str | None) -> str | None:
 
 def export_query(args: argparse.Namespace, fmt: str) -> list[tuple[str, str]]:
     query = [("format", fmt)]
-    for name in ("outcome", "route", "method", "signature", "path", "since", "until", "limit"):
+    for name in ("outcome", "route", "method", "signature", "path", "url", "since", "until",
+                 "limit"):
         value = getattr(args, name, None)
         if value is not None:
             query.append((name, str(value)))

@@ -257,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--method", help="only this HTTP method")
     ex.add_argument("--signature", help="only this mismatch class")
     ex.add_argument("--path", help="only exchanges with a differing path containing this text")
+    ex.add_argument("--url", help="only exchanges whose URL (path and query) contains this text")
     _add_window(ex)
     ex.add_argument("--limit", type=int, default=None, metavar="N",
                     help="at most N exchanges, newest first (default: every one)")
