@@ -8,6 +8,7 @@ imports the services (proxy/, subscriber/, comparer/). Nothing in the core impor
                      rules, verdict
   demo.py            `shadow demo`, with its sample V1 and V2 in demo_apps.py
   keygen.py          `shadow keygen`: a new secret key, printed or in a new 0600 file
+  export.py          `shadow export`: stored exchanges as HAR or JSON lines, from the API
   replay.py          `shadow replay`
   views.py           terminal views (rich tables, JSON for scripts, progress)
   supervisor.py      `shadow up`'s and `shadow proxy --workers N`'s child processes
