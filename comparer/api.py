@@ -366,7 +366,9 @@ async def exchange(request: web.Request) -> web.Response:
     key = request.match_info["id"]
     x = await request.app[STORE_KEY].get(key)
     if x is None:
-        return json_response({"error": f"no exchange with id or request id {key!r}"}, 404)
+        return json_response({"error": f"no exchange with id or request id {key!r} (counted "
+                                       "exchanges whose documents the keep policy dropped are "
+                                       "not kept: --keep all keeps every one)"}, 404)
     return json_response(exchange_for_display(x))
 
 

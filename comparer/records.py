@@ -113,7 +113,7 @@ class ClassHit:
     method: str | None
     route: str | None
     paths: list[PathKind]
-    example: str
+    example: str | None  # None: its document is not kept (shadow.keep), not an example
 
 
 @dataclass(slots=True)
@@ -194,6 +194,7 @@ def routes_to_admit(routes: Iterable[str]) -> list[str]:
 CountKey = tuple[int, str, str, str, str]  # bucket, method, route, outcome, signature or ""
 LatencyKey = tuple[int, str, str, str, int]  # bucket, method, route, side, latency bucket
 StatusKey = tuple[int, str, str, int, int]  # bucket, method, route, v1 status, v2 status (0: none)
+KeptKey = tuple[int, str, str, str]  # bucket, method, route, outcome: documents held (shadow.keep)
 
 # the exchange fields a contribution depends on
 CONTRIBUTION_FIELDS = ("ts", "method", "route", "outcome", "signature", "stale", "v1_bucket",
@@ -208,6 +209,10 @@ ROLLUP_KEYS: dict[str, tuple[str, ...]] = {
     "route_counts": ("method", "route", "outcome", "signature"),
     "route_latency": ("method", "route", "side", "latency"),
     "route_status": ("method", "route", "v1_status", "v2_status"),
+    # documents held: +1 while an exchange's document exists, in its state's place; the keep
+    # policy's drops and every deletion take it away (`forget`), its counts stay
+    "roll_kept": ("bucket", "method", "route", "outcome"),
+    "route_kept": ("method", "route", "outcome"),
 }
 ROLLUP_COUNTS: dict[str, tuple[str, ...]] = {
     name: ("n", "stale") if name.endswith("_counts") else ("n",) for name in ROLLUP_KEYS}
@@ -223,6 +228,7 @@ class Rollup:
     counts: dict[CountKey, list[int]] = field(default_factory=dict)  # key -> [n, stale]
     latency: dict[LatencyKey, int] = field(default_factory=dict)
     statuses: dict[StatusKey, int] = field(default_factory=dict)
+    kept: dict[KeptKey, int] = field(default_factory=dict)
 
     def add(self, doc: Mapping[str, Any] | None, sign: int) -> None:
         if doc is None:
@@ -231,6 +237,7 @@ class Rollup:
         bucket = bucket_in(ts, self.folded) if isinstance(ts, (int, float)) else 0
         method, route = doc.get("method") or "?", doc.get("route") or "?"
         outcome = doc.get("outcome") or PENDING
+        self.hold(doc, sign)
         key = (bucket, method, route, outcome, doc.get("signature") or "")
         n = self.counts.setdefault(key, [0, 0])
         n[0] += sign
@@ -250,6 +257,19 @@ class Rollup:
         self.add(before, -1)
         self.add(after, +1)
 
+    def hold(self, doc: Mapping[str, Any], sign: int) -> None:
+        """Documents held only (counts untouched): +1 for one found stored (a migration),
+        -1 for one deleted (`forget`)."""
+        ts = doc.get("ts")
+        key = (bucket_in(ts, self.folded) if isinstance(ts, (int, float)) else 0,
+               doc.get("method") or "?", doc.get("route") or "?", doc.get("outcome") or PENDING)
+        self.kept[key] = self.kept.get(key, 0) + sign
+
+    def forget(self, doc: Mapping[str, Any]) -> None:
+        """The exchange's document is deleted (dropped by the keep policy, or by retention):
+        it is no longer held, and its counts stay."""
+        self.hold(doc, -1)
+
     def writes(self) -> dict[str, list[tuple[tuple[Any, ...], tuple[int, ...]]]]:
         """Per rollup table (ROLLUP_KEYS), the increments to add: (key, counts as named in
         ROLLUP_COUNTS), none that cancel out. All time is the sum over the buckets."""
@@ -267,6 +287,8 @@ class Rollup:
             inc("latency", lkey, n)
         for skey, n in self.statuses.items():
             inc("status", skey, n)
+        for kkey, n in self.kept.items():
+            inc("kept", kkey, n)
         return {name: [(k, tuple(v)) for k, v in rows.items() if any(v)]
                 for name, rows in out.items()}
 
@@ -347,6 +369,7 @@ class Aggregates:
     observed: list[tuple[str, str, int]] = field(default_factory=list)  # method, route, n
     suspected: list[tuple[str, str, str, int]] = field(default_factory=list)
     repeats: list[tuple[str, str, int]] = field(default_factory=list)
+    kept: list[tuple[str, str, str, int]] = field(default_factory=list)  # method, route, outcome, n
 
 
 def _noise_entries(rows: Iterable[tuple[str, str, str, int]], observed: Iterable[tuple[str, str, int]],
@@ -393,11 +416,15 @@ def summary(a: Aggregates, window: Window = ALL_TIME) -> Summary:
                 paths[key][(p["path"], p["kind"])] += c["count"]
     noise = _noise_entries(a.noise, a.observed)
     suspected = _noise_entries(a.suspected, a.repeats)
+    kept: dict[RouteKey, int] = defaultdict(int)  # documents held
+    for method, route, _, n in a.kept:
+        kept[(method, route)] += n
     routes = [_route(key, counts[key], hist, pairs[key], classes[key], paths[key],
-                     noise.get(key, []), suspected.get(key, [])) for key in keys]
+                     noise.get(key, []), suspected.get(key, []), kept[key]) for key in keys]
     totals = {name: sum(n[name] for n in counts.values()) for name in COUNT_KEYS.values()}
     return {
         **_counts(totals),
+        "kept": sum(kept.values()),
         "stale": a.stale,
         "routes_overflowed": sum(r["total"] for r in routes if r["route"] == OTHER_ROUTE),
         "routes": sorted(routes, key=lambda r: (-r["total"], r["route"], r["method"])),
@@ -417,11 +444,11 @@ def _counts(n: Mapping[str, int]) -> Counts:
 
 def _route(key: RouteKey, n: dict[str, int], hist: Mapping[tuple[str, str, str], list[tuple[int, int]]],
            pairs: list[StatusPair], classes: int, paths: Mapping[tuple[str, str], int],
-           noise: list[NoiseEntry], suspected: list[NoiseEntry]) -> RouteSummary:
+           noise: list[NoiseEntry], suspected: list[NoiseEntry], kept: int = 0) -> RouteSummary:
     method, route = key
     top = sorted(paths.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
     return {
-        "method": method, "route": route, **_counts(n),
+        "method": method, "route": route, **_counts(n), "kept": kept,
         "v1_latency_ms": percentiles(hist.get((method, route, "v1"), [])),
         "v2_latency_ms": percentiles(hist.get((method, route, "v2"), [])),
         "classes": classes,

@@ -28,6 +28,7 @@ from shadow.bus import (
 from shadow.codec import decode_event
 from shadow.compare import Judgement, judge, refused
 from shadow.errors import EventError, ShadowError
+from shadow.keep import KeepPolicy
 from shadow.keys import COMPARERS, Keys
 from shadow.model import Comparison, Event, Exchange, RequestEvent, RouteKey
 from shadow.noise import V1Memory, repeat_counts
@@ -56,6 +57,7 @@ class Comparer:
             max_deliveries=settings.max_deliveries, maxlen=settings.stream_maxlen)
         self.drain = StreamDrain.from_settings(redis, self.keys, settings)
         self.rules = load_rules_file(settings.rules)
+        self.keep = KeepPolicy.from_settings(settings)  # which documents stay as evidence
         self._warn_expired()
         self.completed = 0
         self.firehose = FirehosePublisher(
@@ -252,7 +254,7 @@ class Comparer:
         is recorded as compare_error. Only a store that refuses even that fails the batch (it
         is retried)."""
         try:
-            ids = set(await self.store.complete([(x.id, r) for x, r in compared]))
+            ids = set(await self.store.complete([(x.id, r) for x, r in compared], keep=self.keep))
             return {x.id: r for x, r in compared if x.id in ids}
         except Exception as e:
             if not compared:
@@ -262,14 +264,14 @@ class Comparer:
         recorded: dict[str, Comparison] = {}
         for x, r in compared:
             try:
-                if await self.store.complete([(x.id, r)]):
+                if await self.store.complete([(x.id, r)], keep=self.keep):
                     recorded[x.id] = r
                 continue
             except Exception as e:
                 log.exception("exchange %s (request id %s): the store refused its comparison; "
                               "recorded as compare_error", x.id, x.request_id)
                 failed = refused(r, "store", e)
-            if await self.store.complete([(x.id, failed)]):
+            if await self.store.complete([(x.id, failed)], keep=self.keep):
                 recorded[x.id] = failed
         return recorded
 
@@ -290,7 +292,7 @@ class Comparer:
             return
         self._next_sweep = now + _SWEEP_EVERY_S
         s = self.settings
-        expired = await self.store.expire(time.time() - s.join_timeout_s)
+        expired = await self.store.expire(time.time() - s.join_timeout_s, keep=self.keep)
         if expired:
             log.info("%d exchanges still missed a part after %.0f s (--join-timeout-s): "
                      "v1_only when V2's answer is missing, v1_missing when V1's is", expired,

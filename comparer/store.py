@@ -23,6 +23,7 @@ from shadow.credentials import mask_url
 from shadow.deploys import Deploy
 from shadow.errors import ConfigError
 from shadow.filters import Filters
+from shadow.keep import EVERYTHING, KeepPolicy
 from shadow.model import Comparison, Event, Exchange, RouteKey
 from shadow.reports_model import ExchangeSummary, MismatchClass, Summary
 from shadow.stats import RouteEvidence
@@ -40,10 +41,13 @@ class Store(Protocol):
         touched exchanges that now have both answers and are not decided yet. `routes` holds
         the route of each request by exchange id (default: the automatic template)."""
 
-    async def complete(self, results: list[tuple[str, Comparison]]) -> list[str]:
+    async def complete(self, results: list[tuple[str, Comparison]], *,
+                       keep: KeepPolicy = EVERYTHING) -> list[str]:
         """Record outcomes of undecided exchanges; an already decided one is left as is, and
         the rules' suppression counts of recorded ones are added up. Returns the ids recorded
-        now (so a re-delivery is never counted twice)."""
+        now (so a re-delivery is never counted twice). The documents `keep` (shadow.keep)
+        does not keep are deleted with it, each leaving a tombstone: a late or re-delivered
+        part of that exchange is ignored by `apply` (never stored or counted again)."""
 
     async def rule_hits(self) -> dict[str, int]:
         """Differences each rule has hidden so far."""
@@ -56,10 +60,11 @@ class Store(Protocol):
         """Per (method, route), the paths where V1's answers to identical requests changed
         often enough to count as noise (shadow.noise.is_noise)."""
 
-    async def expire(self, older_than_ts: float) -> int:
+    async def expire(self, older_than_ts: float, *, keep: KeepPolicy = EVERYTHING) -> int:
         """Pending exchanges older than the join timeout get an outcome, whichever part is
         missing: no V2 answer -> v1_only; no V1 answer -> skipped when V2 was skipped too,
-        else v1_missing. Returns how many."""
+        else v1_missing. Returns how many. Their documents go through `keep` as in
+        `complete`: one dropped is final (a V2 answer arriving later is ignored)."""
 
     async def admit_routes(self, routes: list[str], max_routes: int) -> set[str]:
         """Of `routes`, those counted apart: the ones already known, and new ones admitted

@@ -56,6 +56,7 @@ class Counts(TypedDict):
 class RouteSummary(Counts):
     method: str
     route: str
+    kept: int  # exchange documents held as evidence (shadow.keep); the counts are all of them
     v1_latency_ms: Percentiles
     v2_latency_ms: Percentiles
     classes: int
@@ -66,6 +67,7 @@ class RouteSummary(Counts):
 
 
 class Summary(Counts):
+    kept: int  # exchange documents held as evidence (shadow.keep); the counts are all of them
     stale: int
     routes_overflowed: int  # exchanges counted as the one OTHER_ROUTE (--max-routes)
     routes: list[RouteSummary]

@@ -19,6 +19,7 @@ from comparer.stores.mongo import MongoStore
 from comparer.stores.sqlite import SQLiteStore
 from shadow.compare import compare
 from shadow.filters import Filters
+from shadow.keep import EVERYTHING, KeepPolicy, unit
 from shadow.model import Answer, CandidateEvent, Event, Request, RequestEvent, ResponseEvent
 from shadow.rules import OTHER_ROUTE
 from shadow.windows import ALL_TIME, Window, window
@@ -66,11 +67,11 @@ def exchange_events(i: int, *, path: str = "/items/1", method: str = "GET",
     ]
 
 
-async def ingest(store: Store, events: list[Event]) -> list[str]:
+async def ingest(store: Store, events: list[Event], keep: KeepPolicy = EVERYTHING) -> list[str]:
     ready = await store.apply(events)
     results = [(x.id, compare(x.request, x.v1, x.v2, x.route)) for x in ready
                if x.v1 is not None and x.v2 is not None]
-    return await store.complete(results)
+    return await store.complete(results, keep=keep)
 
 
 async def test_redelivery_of_any_part_is_idempotent_and_the_first_copy_wins(store: Store):
@@ -373,7 +374,8 @@ def recount(docs: list[dict[str, Any]], w: Window) -> dict[str, Any]:
         if x["outcome"] == "mismatch":
             classes[x["signature"]] += 1
     return {"outcomes": dict(outcomes), "routes": {k: dict(v) for k, v in routes.items()},
-            "pairs": {k: dict(v) for k, v in pairs.items()}, "classes": dict(classes)}
+            "pairs": {k: dict(v) for k, v in pairs.items()}, "classes": dict(classes),
+            "kept": {k: sum(v.values()) for k, v in routes.items()}}
 
 
 async def reported(store: Store, w: Window) -> dict[str, Any]:
@@ -389,8 +391,17 @@ async def reported(store: Store, w: Window) -> dict[str, Any]:
     classes = {c["signature"]: c["count"] for c in await store.classes(window=w)}
     assert s["total"] == await store.count(w) == sum((await store.outcomes(w)).values())
     assert s["window"]["since_ts"] == w.since and s["window"]["until_ts"] == w.until
+    assert s["kept"] == sum(r["kept"] for r in s["routes"])
     return {"outcomes": await store.outcomes(w), "routes": routes, "pairs": pairs,
-            "classes": classes}
+            "classes": classes,
+            "kept": {(r["method"], r["route"]): r["kept"] for r in s["routes"] if r["kept"]}}
+
+
+def counted_only(summary: Any) -> Any:
+    """A summary without its documents held (`kept`): what deleting documents never
+    changes."""
+    return {**summary, "kept": None,
+            "routes": [{**r, "kept": None} for r in summary["routes"]]}
 
 
 WINDOWS = [ALL_TIME, window(T0, T0 + 60), window(T0 + 60), window(None, T0 + 120),
@@ -432,7 +443,7 @@ async def test_windows_are_exact_to_the_minute(store: Store):
 
 async def test_deletingdocuments_changes_no_count(store: Store):
     await seed_minutes(store)
-    reports = {w: (await store.summary(w), await store.classes(window=w),
+    reports = {w: (counted_only(await store.summary(w)), await store.classes(window=w),
                    await store.route_evidence(w), await store.outcomes(w), await store.count(w))
                for w in WINDOWS}
     assert await store.retain(max_age_s=1, max_docs=None) == 7  # all but each class's last
@@ -440,9 +451,10 @@ async def test_deletingdocuments_changes_no_count(store: Store):
     assert sorted(x["signature"] for x in left) == sorted(c["signature"]
                                                           for c in await store.classes())
     for w, before in reports.items():
-        assert (await store.summary(w), await store.classes(window=w),
+        assert (counted_only(await store.summary(w)), await store.classes(window=w),
                 await store.route_evidence(w), await store.outcomes(w),
                 await store.count(w)) == before, w
+    assert (await store.summary())["kept"] == len(await documents(store))
 
 
 async def test_a_part_late_or_out_of_order_moves_its_count_within_its_own_minute(store: Store):
@@ -505,3 +517,207 @@ async def test_a_write_cancelled_anywhere_leaves_no_transaction_open(store: Stor
     await store.expire(older_than_ts=T0 + 1000)
     docs = await documents(store)
     assert await reported(store, ALL_TIME) == recount(docs, ALL_TIME)
+
+
+# ---- evidence: which documents are kept (shadow.keep) ----
+
+HOUR = 1_700_002_800.0  # an hour boundary
+assert HOUR % 3600 == 0
+
+
+def sampled(**kw: Any) -> KeepPolicy:
+    return KeepPolicy(**{"mode": "sampled", **kw})
+
+
+def kept_ks(ids: list[str], n: int) -> set[str]:
+    """The ids the reservoir keeps when `ids` are the 1st, 2nd... of one group in an hour."""
+    return {ident for k, ident in enumerate(ids, 1) if k <= n or unit(ident) < n / k}
+
+
+async def held(store: Store) -> set[str]:
+    return set(await kept(store))
+
+
+async def sibling(s: Store) -> Store:
+    """A new, empty store of the same backend (opened)."""
+    other: Store
+    if isinstance(s, SQLiteStore):
+        other = SQLiteStore(f"sqlite:///{s.path}.sibling")
+    else:
+        assert isinstance(s, MongoStore)
+        other = MongoStore(s.url, client=s._client, database=f"{s.database}s")
+    await other.open()
+    return other
+
+
+async def test_keep_all_keeps_every_document(store: Store):
+    for i in range(30):
+        await ingest(store, exchange_events(i, v2=answer({"id": str(i)}) if i % 3 else None),
+                     keep=KeepPolicy("all"))
+    assert len(await held(store)) == 30
+    summary = await store.summary()
+    assert (summary["total"], summary["kept"]) == (30, 30)
+    assert [(r["route"], r["total"], r["kept"]) for r in summary["routes"]] == \
+        [("/items/{id}", 30, 30)]
+
+
+async def test_matches_are_sampled_and_the_first_of_each_route_each_hour_kept(store: Store):
+    policy = sampled(matches=0.02)
+    ids: dict[str, list[str]] = {"/items/1": [], "/users/1": []}
+    for i in range(200):
+        path = "/items/1" if i % 2 else "/users/1"
+        ids[path].append(xid(i))
+        await ingest(store, exchange_events(i, path=path, ts=HOUR + i), keep=policy)
+    expected = {x for route in ids.values() for k, x in enumerate(route)
+                if k == 0 or unit(x) < 0.02}
+    assert await held(store) == expected
+    assert len(expected) < 20  # a sample, not everything
+    await ingest(store, exchange_events(500, path="/items/1", ts=HOUR + 3600), keep=policy)
+    assert xid(500) in await held(store)  # the first match of the route in a new hour
+    summary = await store.summary()
+    assert (summary["total"], summary["matched"]) == (201, 201)
+    assert summary["kept"] == len(expected) + 1
+    assert {r["route"]: r["kept"] for r in summary["routes"]} == {
+        "/items/{id}": len(expected & set(ids["/items/1"])) + 1,
+        "/users/{id}": len(expected & set(ids["/users/1"]))}
+    hour = await store.summary(window(HOUR, HOUR + 3600))
+    assert (hour["total"], hour["kept"]) == (200, len(expected))
+
+
+async def test_a_class_keeps_n_examples_per_hour_then_a_reservoir_sample(store: Store):
+    policy = sampled(per_class_hour=5)
+    first, second = [xid(i) for i in range(60)], [xid(i) for i in range(100, 110)]
+    for i in range(60):  # one class, one hour
+        await ingest(store, exchange_events(i, v2=answer({"id": str(i)}), ts=HOUR + i),
+                     keep=policy)
+    for i in range(100, 110):  # the next hour: five again
+        await ingest(store, exchange_events(i, v2=answer({"id": str(i)}), ts=HOUR + 3600 + i),
+                     keep=policy)
+    expected = kept_ks(first, 5) | kept_ks(second, 5)
+    assert await held(store) == expected
+    assert 10 < len(expected) < 40  # about 5 * (1 + ln(60 / 5)) + 5
+    [cls] = await store.classes()
+    assert cls["count"] == 70 and set(cls["examples"]) <= expected  # examples are held
+    assert (await store.summary())["kept"] == len(expected)
+
+
+async def test_new_and_reopened_classes_are_always_kept(store: Store):
+    policy = sampled(per_class_hour=0, matches=0.0)  # nothing kept but what must be
+    for i in range(5):
+        await ingest(store, exchange_events(i, v2=answer({"id": str(i)}), ts=HOUR + i),
+                     keep=policy)
+    assert await held(store) == {xid(0)}  # the one that made the class new
+    [cls] = await store.classes()
+    await store.set_class_status(cls["signature"], "fixed")
+    for i in range(5, 9):
+        await ingest(store, exchange_events(i, v2=answer({"id": str(i)}), ts=HOUR + i),
+                     keep=policy)
+    assert await held(store) == {xid(0), xid(5)}  # and the one that reopened it
+    [again] = await store.classes()
+    assert again["status"] == "new" and again["reopened"] and again["count"] == 9
+    assert again["examples"] == [xid(0), xid(5)]  # the held ones: the dropped are none
+    batch = [e for i in range(20, 23)  # a new class, three at once: the first opens it
+             for e in exchange_events(i, v2=answer({"id": i, "extra": 1}), ts=HOUR + i)]
+    await ingest(store, batch, keep=policy)
+    assert await held(store) == {xid(0), xid(5), xid(20)}
+
+
+async def test_errors_skips_and_expired_exchanges_are_capped_per_route_outcome_and_hour(
+        store: Store):
+    policy = sampled(per_class_hour=3)
+    failed = Answer(None, error="connection refused", latency_ms=1.0)
+    errors: dict[str, list[str]] = {"/items/1": [], "/users/1": []}
+    for i in range(40):
+        path = "/items/1" if i % 2 else "/users/1"
+        errors[path].append(xid(i))
+        await ingest(store, exchange_events(i, path=path, v2=failed, ts=HOUR + i), keep=policy)
+    assert (await store.outcomes())["v2_error"] == 40
+    expected = kept_ks(errors["/items/1"], 3) | kept_ks(errors["/users/1"], 3)
+    assert await held(store) == expected
+    lonely = [xid(i) for i in range(100, 130)]  # V2 never answers: v1_only at the timeout
+    await store.apply([e for i in range(100, 130)
+                       for e in exchange_events(i, ts=HOUR + i)[:2]])
+    assert await store.expire(older_than_ts=HOUR + 1000, keep=policy) == 30
+    expected |= kept_ks(lonely, 3)
+    assert await held(store) == expected
+    assert (await store.outcomes())["v1_only"] == 30
+    assert (await store.summary())["kept"] == len(expected) < 40
+
+
+async def test_a_part_of_a_dropped_exchange_is_never_stored_or_counted_again(store: Store):
+    policy = sampled(per_class_hour=1, matches=0.0)
+    for i in range(3):
+        await ingest(store, exchange_events(i, ts=HOUR + i), keep=policy)
+    assert await held(store) == {xid(0)}
+    before = await reported(store, ALL_TIME)
+    for i in (1, 2):  # each part again, alone and together: re-delivered, or late
+        for event in exchange_events(i, ts=HOUR + i):
+            assert await ingest(store, [event], keep=policy) == []
+        assert await ingest(store, exchange_events(i, ts=HOUR + i), keep=policy) == []
+        assert await store.get(xid(i)) is None
+    assert await store.expire(older_than_ts=HOUR + 10_000, keep=policy) == 0
+    assert await held(store) == {xid(0)}
+    assert await reported(store, ALL_TIME) == before
+    assert await store.count() == 3
+    # an exchange whose answers came first, decided and dropped, then its request: the
+    # request is late, and ignored too
+    req, resp, cand = exchange_events(3, ts=HOUR + 3)
+    assert await ingest(store, [resp, cand], keep=policy) == [xid(3)]
+    assert await store.get(xid(3)) is not None  # no request yet: kept (it names the route)
+    # V2 answers after the join timeout, for an exchange dropped as v1_only: ignored
+    for i in (10, 11):
+        await store.apply(exchange_events(i, ts=HOUR + i)[:2])
+    await store.expire(older_than_ts=HOUR + 10_000, keep=policy)
+    assert await store.get(xid(10)) is not None and await store.get(xid(11)) is None
+    assert await ingest(store, [exchange_events(11, ts=HOUR + 11)[2]], keep=policy) == []
+    assert await store.outcomes() == {"match": 4, "v1_only": 2}
+    assert await ingest(store, [exchange_events(10, ts=HOUR + 10)[2]], keep=policy) == [xid(10)]
+    assert await store.outcomes() == {"match": 5, "v1_only": 1}  # a kept one still completes
+
+
+async def test_the_counts_are_everything_written_whatever_was_dropped(store: Store):
+    """Rollups = a recount of every exchange written (kept + dropped), in every window; the
+    documents held are counted apart, and are those the store still has."""
+    everything = await sibling(store)
+    policy = sampled(per_class_hour=2, matches=0.05)
+    try:
+        for i in range(240):
+            ts = T0 + i * 1.5  # six minutes
+            v2 = (answer({"id": str(i % 3)}) if i % 5 == 0 else
+                  answer({"id": i}, status=503) if i % 7 == 0 else
+                  Answer(None, error="timeout") if i % 11 == 0 else None)
+            events = exchange_events(i, path=f"/r{i % 3}/1", ts=ts, v2=v2)
+            if i % 13 == 0:
+                events = events[:2]  # V2 never answers
+            await ingest(store, events, keep=policy)
+            await ingest(everything, events)
+        await store.expire(older_than_ts=T0 + 10_000, keep=policy)
+        await everything.expire(older_than_ts=T0 + 10_000)
+        docs = await documents(store)
+        assert 0 < len(docs) < 120
+        assert {x["id"] for x in docs} <= {x["id"] for x in await documents(everything)}
+        for w in [*WINDOWS, window(T0 + 120, T0 + 240)]:
+            ours, theirs = await reported(store, w), await reported(everything, w)
+            assert ours.pop("kept") == recount(docs, w)["kept"], w
+            theirs.pop("kept")
+            assert ours == theirs, w
+        summary = await store.summary()
+        assert summary["total"] == 240 and summary["kept"] == len(docs)
+    finally:
+        await everything.close()
+
+
+async def test_retention_never_deletes_a_class_s_last_example(store: Store):
+    policy = sampled(per_class_hour=3)
+    old = time.time() - 10_000
+    for i in range(12):  # two classes, long ago
+        await ingest(store, exchange_events(i, path=f"/c{i % 2}/1", v2=answer({"id": str(i)}),
+                                            ts=old + i), keep=policy)
+    classes = {c["signature"] for c in await store.classes()}
+    assert len(classes) == 2
+    await store.retain(max_age_s=60, max_docs=None)
+    docs = await documents(store)
+    assert {x["signature"] for x in docs} == classes  # each class has its last example
+    assert len(docs) == 2
+    assert (await store.summary())["kept"] == 2
+    assert await store.count() == 12

@@ -15,13 +15,20 @@ from comparer.store import Store
 from comparer.stores.mongo import MongoStore
 from comparer.stores.sqlite import SCHEMA_VERSION, SQLiteStore
 from shadow.errors import StoreError
-from tests.test_store_contract import WINDOWS, documents, recount, reported, seed_minutes
+from tests.test_store_contract import (
+    WINDOWS,
+    counted_only,
+    documents,
+    recount,
+    reported,
+    seed_minutes,
+)
 
 OLD_SCHEMA = (Path(__file__).parent / "data" / "sqlite_store_v0.sql").read_text()
 
 
 async def reports(store: Store) -> list[object]:
-    return [(await store.summary(w), await store.classes(window=w),
+    return [(counted_only(await store.summary(w)), await store.classes(window=w),
              await store.route_evidence(w)) for w in WINDOWS]
 
 
@@ -138,3 +145,59 @@ async def test_an_sqlite_store_whose_rollups_had_triggers_loses_them(tmp_path: P
             assert await reported(store, w) == recount(docs, w)
     finally:
         await store.close()
+
+
+async def test_an_sqlite_store_from_before_evidence_counts_its_documents_as_held(tmp_path: Path):
+    """Schema 2 had rollups but no documents held (kept), tombstones or keep counters: at
+    open, its documents are counted as held, once; its counts stay as they are."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'two.db'}")
+    await store.open()
+    await seed_minutes(store)
+    expected = await reports(store)
+    await store.close()
+    db = sqlite3.connect(tmp_path / "two.db")
+    for table in ("roll_kept", "route_kept", "dropped", "keep_counts"):
+        db.execute(f"DROP TABLE {table}")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    for _ in range(2):  # the second open finds it done
+        await store.open()
+        try:
+            assert await _user_version(store) == SCHEMA_VERSION
+            assert await reports(store) == expected
+            docs = await documents(store)
+            for w in WINDOWS:
+                assert await reported(store, w) == recount(docs, w)  # kept included
+            assert (await store.summary())["kept"] == len(docs) == 10
+        finally:
+            await store.close()
+
+
+async def _user_version(store: SQLiteStore) -> int:
+    async with store.db.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_a_mongodb_store_from_before_evidence_counts_its_documents_as_held():
+    from mongomock_motor import AsyncMongoMockClient
+
+    client = AsyncMongoMockClient()
+    name = f"one{uuid.uuid4().hex[:8]}"
+    store = MongoStore("mongodb://mock/shadow", client=client, database=name)
+    await store.open()
+    await seed_minutes(store)
+    expected = await reports(store)
+    for held in ("roll_kept", "route_kept"):  # schema 1 had none
+        await store.db[held].drop()
+    await store.db.meta.update_one({"_id": "schema"}, {"$set": {"version": 1, "heartbeat": 0.0}})
+    await store.close()
+    again = MongoStore("mongodb://mock/shadow", client=client, database=name)
+    await again.open()
+    assert (await again.db.meta.find_one({"_id": "schema"}))["version"] == 2
+    assert await reports(again) == expected
+    docs = await documents(again)
+    for w in WINDOWS:
+        assert await reported(again, w) == recount(docs, w)
+    assert (await again.summary())["kept"] == len(docs) == 10

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -29,11 +30,12 @@ from typing import Any
 
 from comparer import records
 from comparer.timeline import Timeline, frame, shape
-from shadow import codec, model
+from shadow import codec, keep, model
 from shadow.credentials import mask_url
 from shadow.deploys import Deploy, deploy
 from shadow.errors import StoreError
 from shadow.filters import Filters
+from shadow.keep import EVERYTHING, KeepPolicy
 from shadow.model import Comparison, Difference, Event, Exchange, RouteKey
 from shadow.reports_model import ExchangeSummary, MismatchClass, Summary
 from shadow.rules import OTHER_ROUTE
@@ -47,7 +49,10 @@ _UNDECIDED = list(model.UNDECIDED)
 _DUPLICATE_KEY = 11000
 _ROUTES_COUNT = "routes"  # the `meta` document counting the admitted routes
 _SCHEMA = "schema"  # the `meta` document with the store's schema version
-SCHEMA_VERSION = 1  # 1: rollups (a store without the document and with exchanges is older)
+# 1: rollups (a store without the document and with exchanges is older); 2: evidence
+# (shadow.keep: documents held per rollup key, tombstones in `dropped`, counters in
+# `keep_counts`)
+SCHEMA_VERSION = 2
 _HEARTBEAT_S = 120.0  # a migration silent this long died: the next opener starts it again
 _FOLDS = "folds"  # the `meta` document with compaction's boundaries per level
 _HOUSEKEEPER = "housekeeper"  # the `meta` document naming the process doing housekeeping
@@ -187,22 +192,28 @@ class MongoStore:
                          "the rollups; waiting", self.database)
                 await asyncio.sleep(2.0)
                 continue
-            await self._count_existing()
+            # counted already (schema 1): its documents only need counting as held
+            await self._count_existing(held_only=doc is not None and doc.get("version", 0) >= 1)
             await meta.update_one({"_id": _SCHEMA}, {"$set": {"version": SCHEMA_VERSION}})
             return
 
-    async def _count_existing(self) -> None:
-        """Count every exchange of a store written before rollups into them (from zero: a
-        migration that died left partial counts), in batches, with a progress line each."""
+    async def _count_existing(self, *, held_only: bool = False) -> None:
+        """Count every exchange of a store written before rollups into them (`held_only`: a
+        store written before evidence: only as documents held), from zero (a migration that
+        died left partial counts), in batches, with a progress line each."""
         for name in _ROLLUPS:
-            await self._db[name].delete_many({})
+            if not held_only or name.endswith("_kept"):
+                await self._db[name].delete_many({})
         total = await self._db.exchanges.estimated_document_count()
         log.info("MongoDB store %s: counting its ~%d exchanges into the rollups (once, after "
                  "an upgrade)", self.database, total)
         done = 0
         rollup = records.Rollup()
         async for doc in self._db.exchanges.find({}, _CONTRIBUTION).sort("_id", 1):
-            rollup.add(doc, +1)
+            if held_only:
+                rollup.hold(doc, +1)
+            else:
+                rollup.add(doc, +1)
             done += 1
             if done % self.migrate_batch == 0:
                 await self._count(rollup)
@@ -256,9 +267,11 @@ class MongoStore:
     # ---- writes ----
 
     async def _upsert_part(self, ident: str, part: str, fields: dict[str, Any],
-                           ts: float, rollup: records.Rollup) -> None:
+                           ts: float, rollup: records.Rollup,
+                           ) -> tuple[dict[str, Any] | None, dict[str, Any]] | None:
         """Write one part unless the document has it already (the first copy wins), and add
-        what it changed to `rollup`."""
+        what it changed to `rollup`. Returns the document's state before and after, if
+        written."""
         from pymongo import ReturnDocument
         from pymongo.errors import DuplicateKeyError
 
@@ -270,12 +283,13 @@ class MongoStore:
                  "$min": {"ts": ts}},
                 projection=_CONTRIBUTION, upsert=True, return_document=ReturnDocument.BEFORE)
         except DuplicateKeyError:
-            return  # that part is already stored: the first copy wins
+            return None  # that part is already stored: the first copy wins
         after = {"outcome": model.PENDING, **(before or {}),
                  **{k: v for k, v in fields.items() if k in _CONTRIBUTION}}
         old_ts = (before or {}).get("ts")
         after["ts"] = ts if old_ts is None else min(old_ts, ts)
         rollup.move(before, after)
+        return before, after
 
     async def _count(self, rollup: records.Rollup) -> None:
         """Add a batch's count changes to the rollups: per minute and all time, one bulk
@@ -296,9 +310,19 @@ class MongoStore:
     async def apply(self, events: list[Event],
                     routes: Mapping[str, str] | None = None) -> list[Exchange]:
         rollup = records.Rollup(await self._folded())
+        gone = await self._dropped({e.id for e in events})  # decided, document dropped
+        created: dict[str, dict[str, Any]] = {}  # documents this batch created: their state
         try:
             for p in records.parts(events, routes):
-                await self._upsert_part(p.id, *_part_fields(p), p.ts, rollup)
+                if p.id in gone:
+                    continue  # a late or re-delivered part: never stored or counted again
+                moved = await self._upsert_part(p.id, *_part_fields(p), p.ts, rollup)
+                if moved is not None and (moved[0] is None or p.id in created):
+                    created[p.id] = moved[1]
+            # dropped while this batch wrote (by another replica): what it created goes
+            for ident in await self._dropped(set(created)):
+                if (await self.db.exchanges.delete_one({"_id": ident})).deleted_count:
+                    rollup.move(created[ident], None)
         finally:
             await self._count(rollup)  # what was written is counted, even if a part failed
         ids = list({e.id for e in events})
@@ -308,11 +332,14 @@ class MongoStore:
                                          "v2": {"$ne": None}, "outcome": {"$in": _UNDECIDED}})
         return [_exchange(doc) async for doc in cursor]
 
-    async def complete(self, results: list[tuple[str, Comparison]]) -> list[str]:
+    async def complete(self, results: list[tuple[str, Comparison]], *,
+                       keep: KeepPolicy = EVERYTHING) -> list[str]:
         recorded: list[tuple[str, Comparison]] = []
         routes: dict[str, tuple[str | None, str | None]] = {}
         rollup = records.Rollup(await self._folded())
         now = time.time()
+        decided_states: dict[str, dict[str, Any]] = {}
+        held: set[str] = set()
         try:
             for ident, c in results:
                 decided = {"outcome": c.outcome, "signature": c.signature,
@@ -327,7 +354,11 @@ class MongoStore:
                 if before is not None:  # else decided before: a re-delivery, never counted twice
                     recorded.append((ident, c))
                     routes[ident] = (before.get("method"), before.get("route"))
-                    rollup.move(before, {**before, **decided})
+                    decided_states[ident] = {**before, **decided}
+                    rollup.move(before, decided_states[ident])
+            held = await self._keep(keep, decided_states, rollup, [
+                (ident, c.signature) for ident, c in recorded
+                if c.outcome == model.MISMATCH and c.signature])
         finally:
             await self._count(rollup)
         t = records.tally(recorded, routes)
@@ -340,9 +371,66 @@ class MongoStore:
         for rule, n in t.rule_hits.items():
             await self.db.rule_stats.update_one({"_id": rule}, {"$inc": {"suppressed": n}},
                                                 upsert=True)
-        for hit in t.classes:
-            await self._count_class(hit, now)
+        for hit in t.classes:  # a class's examples: documents held
+            await self._count_class(hit if hit.example in held else
+                                    dataclasses.replace(hit, example=None), now)
         return [ident for ident, _ in recorded]
+
+    async def _dropped(self, ids: set[str]) -> set[str]:
+        """Of `ids`, the exchanges decided whose documents the keep policy dropped."""
+        if not ids:
+            return set()
+        return {d["_id"] async for d in self.db.dropped.find({"_id": {"$in": sorted(ids)}},
+                                                            {"_id": 1})}
+
+    async def _keep(self, policy: KeepPolicy, decided: dict[str, dict[str, Any]],
+                    rollup: records.Rollup, hits: list[tuple[str, str]]) -> set[str]:
+        """The keep policy (shadow.keep) on exchanges just decided (`decided`: their states
+        now, by id): each document it does not keep gets a tombstone in `dropped`, then is
+        deleted, and is no longer held (`rollup`); its counts stay. `hits`: the mismatches
+        decided, in order (exchange id, signature). Returns the ids whose documents are kept."""
+        from pymongo.errors import BulkWriteError
+
+        if policy.keeps_all or not decided:
+            return set(decided)
+        signatures = sorted({sig for _, sig in hits})
+        book = {d["_id"]: d.get("status", model.CLASS_NEW) async for d in self.db.classes.find(
+            {"_id": {"$in": signatures}}, {"status": 1})} if signatures else {}
+        opens = keep.openers(hits, book)
+        items = [keep.Decided(ident, s.get("ts"), s.get("method"), s.get("route"), s["outcome"],
+                              s.get("signature"), ident in opens) for ident, s in decided.items()]
+        seen = {key: await self._seen(key, n) for key, n in keep.groups(items).items()}
+        choice = keep.choose(policy, items, seen)
+        gone = [ident for ident in decided if ident not in choice.kept]
+        if gone:
+            try:  # the tombstones first: a document is never gone without one
+                await self.db.dropped.insert_many(
+                    [{"_id": ident, "ts": decided[ident].get("ts"),
+                      "outcome": decided[ident]["outcome"]} for ident in gone], ordered=False)
+            except BulkWriteError:
+                pass  # some were there already (a retried batch)
+            await self.db.exchanges.delete_many({"_id": {"$in": gone}})
+            for ident in gone:
+                rollup.forget(decided[ident])
+        return choice.kept
+
+    async def _seen(self, key: keep.GroupKey, n: int) -> int:
+        """Add `n` exchanges to a keep counter (atomically, across replicas): how many it
+        had counted before them."""
+        from pymongo import ReturnDocument
+        from pymongo.errors import DuplicateKeyError
+
+        hour, grp = key
+        for attempt in range(2):
+            try:
+                doc = await self.db.keep_counts.find_one_and_update(
+                    {"_id": f"{hour} {grp}"}, {"$inc": {"n": n}, "$setOnInsert": {"hour": hour}},
+                    upsert=True, return_document=ReturnDocument.AFTER)
+                return int(doc["n"]) - n
+            except DuplicateKeyError:  # two replicas created it at once: it is there now
+                if attempt:
+                    raise
+        return 0
 
     async def _count_class(self, hit: records.ClassHit, now: float) -> None:
         classes = self.db.classes
@@ -351,15 +439,17 @@ class MongoStore:
         await classes.update_one(
             {"_id": hit.signature},
             {"$inc": {"count": 1}, "$max": {"last_seen": now}, "$min": {"first_seen": now},
-             "$push": {"examples": {"$each": [hit.example], "$slice": records.MAX_EXAMPLES}},
+             "$push": {"examples": {"$each": [hit.example] if hit.example else [],
+                                    "$slice": records.MAX_EXAMPLES}},
              "$setOnInsert": {"method": hit.method, "route": hit.route, "paths": hit.paths,
                               "status": model.CLASS_NEW, "ticket": None, "note": None,
                               "reopened_at": None}},
             upsert=True)
 
-    async def expire(self, older_than_ts: float) -> int:
+    async def expire(self, older_than_ts: float, *, keep: KeepPolicy = EVERYTHING) -> int:
         expired = 0
         rollup = records.Rollup(await self._folded())
+        decided: dict[str, dict[str, Any]] = {}
         try:
             for rule in records.EXPIRY:
                 query: dict[str, Any] = {"outcome": model.PENDING, "ts": {"$lt": older_than_ts},
@@ -375,8 +465,10 @@ class MongoStore:
                         {**query, "_id": ident}, {"$set": {"outcome": rule.outcome}},
                         projection=_CONTRIBUTION)
                     if before is not None:
-                        rollup.move(before, {**before, "outcome": rule.outcome})
+                        decided[ident] = {**before, "outcome": rule.outcome}
+                        rollup.move(before, decided[ident])
                         expired += 1
+            await self._keep(keep, decided, rollup, [])
         finally:
             await self._count(rollup)
         return expired
@@ -600,15 +692,15 @@ class MongoStore:
         return int(stats.get("dataSize", 0)) + int(stats.get("indexSize", 0))
 
     async def _delete_documents(self, query: dict[str, Any], chunk: int = 5000) -> int:
-        """Delete the exchange documents matching `query`, by id, in batches; their counts
-        stay; a class's last example (its newest document, when no other is left) is never
-        deleted. Returns how many."""
+        """Delete the exchange documents matching `query`, by id, in batches: they are no
+        longer held (records.Rollup.forget), their counts stay; a class's last example (its
+        newest document, when no other is left) is never deleted. Returns how many."""
         deleted = 0
         last: str | None = None
         while True:
             q = query if last is None else {"$and": [query, {"_id": {"$gt": last}}]}
-            docs = await self.db.exchanges.find(q, {"_id": 1, "signature": 1}).sort("_id", 1) \
-                .limit(chunk).to_list(chunk)
+            docs = await self.db.exchanges.find(q, _CONTRIBUTION).sort("_id", 1).limit(chunk) \
+                .to_list(chunk)
             if not docs:
                 return deleted
             by_class: dict[str, list[str]] = {}
@@ -618,9 +710,13 @@ class MongoStore:
             spared = {max(ids) for sig, ids in by_class.items()
                       if await self.db.exchanges.find_one(
                           {"signature": sig, "_id": {"$nin": ids}}, {"_id": 1}) is None}
-            doomed = [d["_id"] for d in docs if d["_id"] not in spared]
+            doomed = [d for d in docs if d["_id"] not in spared]
             if doomed:
-                await self.db.exchanges.delete_many({"_id": {"$in": doomed}})
+                await self.db.exchanges.delete_many({"_id": {"$in": [d["_id"] for d in doomed]}})
+                rollup = records.Rollup(await self._folded())
+                for d in doomed:
+                    rollup.forget(d)
+                await self._count(rollup)
                 deleted += len(doomed)
             last = docs[-1]["_id"]
 
@@ -764,6 +860,7 @@ class MongoStore:
         latency = await self._rolled("latency", window, ("method", "route", "side", "latency"))
         statuses = await self._rolled("status", window,
                                       ("method", "route", "v1_status", "v2_status"))
+        held = await self._rolled("kept", window, ("method", "route", "outcome"))
         return records.summary(records.Aggregates(
             [(*mr(k), k[2], n) for k, (n, _) in counts.items() if n > 0],
             [(*mr(k), k[2], k[3], n) for k, (n,) in latency.items() if n > 0],
@@ -772,7 +869,8 @@ class MongoStore:
             stale=sum(stale for _, stale in counts.values()),
             noise=await self._counted("noise", "path"), observed=await self._counted("noise_observed"),
             suspected=await self._counted("suspected", "path"),
-            repeats=await self._counted("repeats")), window)
+            repeats=await self._counted("repeats"),
+            kept=[(*mr(k), k[2], n) for k, (n,) in held.items() if n > 0]), window)
 
     async def route_evidence(self, window: Window = ALL_TIME) -> list[RouteEvidence]:
         window = await self.resolve(window)

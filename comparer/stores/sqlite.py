@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sqlite3
 import time
@@ -23,14 +24,16 @@ import aiosqlite
 
 from comparer import records
 from comparer.timeline import Timeline, frame, shape
-from shadow import codec
+from shadow import codec, keep
 from shadow.deploys import Deploy, deploy
 from shadow.errors import StoreError
 from shadow.filters import Filters
+from shadow.keep import EVERYTHING, KeepPolicy
 from shadow.model import (
     CLASS_FIXED,
     CLASS_NEW,
     MISMATCH,
+    OUTCOMES,
     PENDING,
     UNDECIDED,
     V2_ERROR,
@@ -56,8 +59,10 @@ _UNDECIDED = _sql_set(UNDECIDED)
 
 
 # PRAGMA user_version: 0 = before rollups, 1 = rollups kept by triggers (a development
-# version), 2 = rollups written with each batch. Older stores are brought up to date at open.
-SCHEMA_VERSION = 2
+# version), 2 = rollups written with each batch, 3 = evidence (shadow.keep: documents held
+# per rollup key, tombstones of dropped documents, the keep policy's counters). Older stores
+# are brought up to date at open.
+SCHEMA_VERSION = 3
 
 
 def _rollup_upsert(table: str) -> str:
@@ -156,6 +161,22 @@ SCHEMA = [
     count INTEGER NOT NULL, first_seen REAL, last_seen REAL, examples TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT '{CLASS_NEW}', ticket TEXT, note TEXT, reopened_at REAL,
     updated_at REAL)""",
+    # evidence (shadow.keep): documents held, by minute and for all time (records.Rollup.kept)
+    """CREATE TABLE IF NOT EXISTS roll_kept (
+    bucket INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, outcome TEXT NOT NULL,
+    n INTEGER NOT NULL, PRIMARY KEY (bucket, method, route, outcome)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS route_kept (
+    method TEXT NOT NULL, route TEXT NOT NULL, outcome TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (method, route, outcome)) WITHOUT ROWID""",
+    # a decided exchange whose document the keep policy dropped: a late or re-delivered part
+    # of it is ignored (never stored or counted again). ts: the exchange's, in whole seconds;
+    # outcome: its index in model.OUTCOMES. Ids are time-ordered: key order is age order.
+    """CREATE TABLE IF NOT EXISTS dropped (
+    id TEXT PRIMARY KEY, ts INTEGER NOT NULL, outcome INTEGER NOT NULL) WITHOUT ROWID""",
+    # exchanges decided per keep group (shadow.keep.group_key) and hour
+    """CREATE TABLE IF NOT EXISTS keep_counts (
+    hour INTEGER NOT NULL, grp TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (hour, grp)) WITHOUT ROWID""",
 ]
 
 # First writer wins for each part: a re-delivered or re-replayed part never rewrites an
@@ -196,6 +217,7 @@ ON CONFLICT(signature) DO UPDATE SET
     count = count + 1,
     last_seen = max(last_seen, excluded.last_seen),
     examples = CASE WHEN json_array_length(examples) < {records.MAX_EXAMPLES}
+                         AND json_extract(excluded.examples, '$[0]') IS NOT NULL
                     THEN json_insert(examples, '$[#]', json_extract(excluded.examples, '$[0]'))
                     ELSE examples END,
     reopened_at = CASE WHEN status = '{CLASS_FIXED}' THEN excluded.last_seen ELSE reopened_at END,
@@ -283,7 +305,8 @@ class SQLiteStore:
             if version < SCHEMA_VERSION:
                 async with db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
                                       "name = 'exchanges'") as cur:
-                    recount = version == 0 and await cur.fetchone() is not None
+                    existing = await cur.fetchone() is not None
+                recount = version == 0 and existing
                 for trigger in _OLD_TRIGGERS:
                     await db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
                 if recount:  # before rollups: its aggregates are rebuilt from the exchanges
@@ -293,11 +316,14 @@ class SQLiteStore:
                     await db.execute(statement)
                 if recount:
                     await self._count_existing(db)
+                elif existing and version < 3:  # counted already: its documents are held
+                    await self._count_existing(db, held_only=True)
                 await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    async def _count_existing(self, db: aiosqlite.Connection) -> None:
-        """Count the exchanges of a store written before rollups into them, in batches by
-        id, in the migration's one transaction (a crash leaves the store as it was)."""
+    async def _count_existing(self, db: aiosqlite.Connection, *, held_only: bool = False) -> None:
+        """Count the exchanges of a store written before rollups into them (`held_only`: a
+        store written before evidence: only as documents held), in batches by id, in the
+        migration's one transaction (a crash leaves the store as it was)."""
         async with db.execute("SELECT count(*) FROM exchanges") as cur:
             total = int((await cur.fetchone() or (0,))[0])
         log.info("SQLite store %s: counting its %d exchanges into the rollups (once, after an "
@@ -310,7 +336,10 @@ class SQLiteStore:
                 break
             rollup = records.Rollup()
             for state in states.values():
-                rollup.add(state, +1)
+                if held_only:
+                    rollup.hold(state, +1)
+                else:
+                    rollup.add(state, +1)
             await _count(db, rollup)
             last, done = max(states), done + len(states)
             log.info("SQLite store %s: %d/%d exchanges counted", self.path, done, total)
@@ -357,8 +386,11 @@ class SQLiteStore:
         async with self._writing:
             async with _transaction(db):
                 before = await _states(db, f"id IN ({marks})", ids)
+                async with db.execute(f"SELECT id FROM dropped WHERE id IN ({marks})", ids) as cur:
+                    gone = {row[0] async for row in cur}  # decided, document dropped: ignored
                 for sql, rows in ((_UPSERT_REQUEST, requests), (_UPSERT_V1, answers["v1"]),
                                   (_UPSERT_V2, answers["v2"])):
+                    rows = [row for row in rows if row[0] not in gone] if gone else rows
                     if rows:
                         await db.executemany(sql, rows)
                 after = await _states(db, f"id IN ({marks})", ids)
@@ -372,16 +404,17 @@ class SQLiteStore:
             f"AND v2 IS NOT NULL AND outcome IN {_UNDECIDED}", ids) as cur:
             return [_exchange(row) async for row in cur]
 
-    async def complete(self, results: list[tuple[str, Comparison]]) -> list[str]:
+    async def complete(self, results: list[tuple[str, Comparison]], *,
+                       keep: KeepPolicy = EVERYTHING) -> list[str]:
         if not results:
             return []
         now = time.time()
         db = self.db
         async with self._writing:
-            return await self._complete(db, results, now)
+            return await self._complete(db, results, now, keep)
 
     async def _complete(self, db: aiosqlite.Connection, results: list[tuple[str, Comparison]],
-                        now: float) -> list[str]:
+                        now: float, keep: KeepPolicy = EVERYTHING) -> list[str]:
         async with _transaction(db):
             ids = [ident for ident, _ in results]
             marks = ",".join("?" * len(ids))
@@ -394,11 +427,17 @@ class SQLiteStore:
                 "flags = ?, compared_at = ?, replay_delay_ms = ?, stale = ?, noise = ? "
                 "WHERE id = ?", rows)
             rollup = records.Rollup(await _folded(db))
+            decided: dict[str, dict[str, Any]] = {}
             for ident, c in dict(results).items():  # an id twice: the last update stays
                 state = before.get(ident)
                 if state is not None:
-                    rollup.move(state, {**state, "outcome": c.outcome, "signature": c.signature,
-                                        "stale": int("stale" in c.flags)})
+                    decided[ident] = {**state, "outcome": c.outcome, "signature": c.signature,
+                                      "stale": int("stale" in c.flags)}
+                    rollup.move(state, decided[ident])
+            held = await _keep(db, keep, decided, rollup, [(k.example, k.signature)
+                                                           for k in t.classes])
+            t.classes = [k if k.example in held else dataclasses.replace(k, example=None)
+                         for k in t.classes]  # a class's examples: documents held
             await _count(db, rollup)
             if t.noise_observed:
                 await db.executemany(
@@ -421,12 +460,14 @@ class SQLiteStore:
                     list(t.rule_hits.items()))
         return [row[-1] for row in rows]
 
-    async def expire(self, older_than_ts: float, chunk: int = 500) -> int:
+    async def expire(self, older_than_ts: float, chunk: int = 500, *,
+                     keep: KeepPolicy = EVERYTHING) -> int:
         db = self.db
         expired = 0
         async with self._writing:
             async with _transaction(db):
                 rollup = records.Rollup(await _folded(db))
+                decided: dict[str, dict[str, Any]] = {}
                 for rule in records.EXPIRY:
                     where = [f"outcome = '{PENDING}'", f"v1 IS {'NOT ' if rule.v1 else ''}NULL",
                              "ts < ?"]
@@ -440,9 +481,11 @@ class SQLiteStore:
                         ids = found[i:i + chunk]
                         await db.execute(f"UPDATE exchanges SET outcome = '{rule.outcome}' WHERE "
                                          f"id IN ({','.join('?' * len(ids))})", ids)
-                    for state in states.values():
-                        rollup.move(state, {**state, "outcome": rule.outcome})
+                    for ident, state in states.items():
+                        decided[ident] = {**state, "outcome": rule.outcome}
+                        rollup.move(state, decided[ident])
                     expired += len(states)
+                await _keep(db, keep, decided, rollup, [])
                 await _count(db, rollup)
         return expired
 
@@ -590,8 +633,7 @@ class SQLiteStore:
                     spared = await _last_examples(db, rows)
                     doomed = [row[0] for row in rows if row[0] not in spared]
                     if doomed:
-                        await db.execute(f"DELETE FROM exchanges WHERE id IN "
-                                         f"({','.join('?' * len(doomed))})", doomed)
+                        await _delete_documents(db, doomed)
             cursor = tuple(rows[-1][2:])
             deleted, seen = deleted + len(doomed), seen + len(rows)
             await asyncio.sleep(0)  # the comparer's writes go first
@@ -755,6 +797,7 @@ class SQLiteStore:
         by_minute = not window.all_time
         latency = "roll_latency" if by_minute else "route_latency"
         statuses = "roll_status" if by_minute else "route_status"
+        held = "roll_kept" if by_minute else "route_kept"
         rows = await self._rows(f"SELECT method, route, outcome, sum(n), sum(stale) FROM {counts} "
                                 f"{where} GROUP BY 1, 2, 3", args)
         return records.summary(records.Aggregates(
@@ -769,7 +812,9 @@ class SQLiteStore:
             noise=await self._rows("SELECT method, route, path, n FROM noise"),
             observed=await self._rows("SELECT method, route, n FROM noise_observed"),
             suspected=await self._rows("SELECT method, route, path, n FROM suspected"),
-            repeats=await self._rows("SELECT method, route, n FROM repeats")), window)
+            repeats=await self._rows("SELECT method, route, n FROM repeats"),
+            kept=await self._rows(f"SELECT method, route, outcome, sum(n) FROM {held} {where} "
+                                  "GROUP BY 1, 2, 3 HAVING sum(n) > 0", args)), window)
 
     async def route_evidence(self, window: Window = ALL_TIME) -> list[RouteEvidence]:
         window = await self.resolve(window)
@@ -840,6 +885,72 @@ async def _count(db: aiosqlite.Connection, rollup: records.Rollup) -> None:
     for table, rows in rollup.writes().items():
         if rows:
             await db.executemany(_ROLLUP_UPSERTS[table], [(*key, *by) for key, by in rows])
+
+
+async def _keep(db: aiosqlite.Connection, policy: KeepPolicy, decided: Mapping[str, dict[str, Any]],
+                rollup: records.Rollup, hits: list[tuple[str | None, str]]) -> set[str]:
+    """The keep policy (shadow.keep) on exchanges just decided (`decided`: their states now,
+    by id), in the caller's transaction: each document it does not keep is deleted, leaving a
+    tombstone in `dropped`, and is no longer held (`rollup`); its counts stay. `hits`: the
+    mismatches decided, in order (exchange id, signature), for the classes they open or
+    reopen. Returns the ids whose documents are kept."""
+    if policy.keeps_all or not decided:
+        return set(decided)
+    signatures = sorted({sig for _, sig in hits})
+    book = {sig: status for sig, status in await _select(
+        db, f"SELECT signature, status FROM classes WHERE signature IN ({_qmarks(signatures)})",
+        signatures)} if signatures else {}
+    opens = keep.openers([(ident, sig) for ident, sig in hits if ident is not None], book)
+    items = [keep.Decided(ident, s["ts"], s["method"], s["route"], s["outcome"], s["signature"],
+                          ident in opens) for ident, s in decided.items()]
+    wanted = keep.groups(items)
+    seen: dict[keep.GroupKey, int] = {}
+    if wanted:  # the counters of the hours and groups at hand (a superset: filtered here)
+        hours, names = sorted({h for h, _ in wanted}), sorted({g for _, g in wanted})
+        for hour, grp, n in await _select(
+                db, f"SELECT hour, grp, n FROM keep_counts WHERE hour IN ({_qmarks(hours)}) AND "
+                f"grp IN ({_qmarks(names)})", [*hours, *names]):
+            if (hour, grp) in wanted:
+                seen[(hour, grp)] = n
+    choice = keep.choose(policy, items, seen)
+    await db.executemany("INSERT INTO keep_counts (hour, grp, n) VALUES (?, ?, ?) ON CONFLICT "
+                         "(hour, grp) DO UPDATE SET n = n + excluded.n",
+                         [(hour, grp, n) for (hour, grp), n in choice.seen.items()])
+    gone = [ident for ident in decided if ident not in choice.kept]
+    for i in range(0, len(gone), 500):
+        await db.execute(f"DELETE FROM exchanges WHERE id IN ({_qmarks(gone[i:i + 500])})",
+                         gone[i:i + 500])
+    await db.executemany("INSERT OR IGNORE INTO dropped (id, ts, outcome) VALUES (?, ?, ?)",
+                         [(ident, int(decided[ident]["ts"] or 0),
+                           OUTCOMES.index(decided[ident]["outcome"])) for ident in gone])
+    for ident in gone:
+        rollup.forget(decided[ident])
+    return choice.kept
+
+
+async def _delete_documents(db: aiosqlite.Connection, ids: list[str]) -> int:
+    """Delete exchange documents (retention, the disk budget) in the caller's transaction:
+    they are no longer held (records.Rollup.forget); their counts stay. Returns how many."""
+    rollup = records.Rollup(await _folded(db))
+    deleted = 0
+    for i in range(0, len(ids), 500):
+        part = ids[i:i + 500]
+        async with db.execute(f"DELETE FROM exchanges WHERE id IN ({_qmarks(part)}) RETURNING "
+                              f"{', '.join(records.CONTRIBUTION_FIELDS)}", part) as cur:
+            async for row in cur:
+                rollup.forget(dict(zip(records.CONTRIBUTION_FIELDS, row, strict=True)))
+                deleted += 1
+    await _count(db, rollup)
+    return deleted
+
+
+def _qmarks(values: list[Any]) -> str:
+    return ",".join("?" * len(values))
+
+
+async def _select(db: aiosqlite.Connection, sql: str, args: list[Any]) -> list[Any]:
+    async with db.execute(sql, args) as cur:
+        return list(await cur.fetchall())
 
 
 async def _fetch(db: aiosqlite.Connection, sql: str, args: list[Any]) -> list[Any]:

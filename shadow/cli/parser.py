@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--signature", help="only this mismatch class")
     rp.add_argument("--since", help="unix seconds, ISO 8601 or a duration ago (15m, 2h, 7d)")
     rp.add_argument("--limit", type=int, default=10_000, help="at most this many (default 10000)")
+    rp.add_argument("--per-class", type=int, default=None, metavar="N",
+                    help="at most N of each class's kept examples, newest first (matches: of "
+                         "each route); default: every document kept (see --keep)")
     rp.add_argument("--json", action="store_true", help="print the report as JSON")
     rp.add_argument("--stored", action="store_true",
                     help="send nothing: compare the stored V2 answers again under --rules, to "

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import datetime
 import time
+from collections import Counter
 
 from rich.console import Console
 
@@ -48,10 +49,17 @@ async def run_replay(args: argparse.Namespace, settings: Settings) -> int:
     try:
         before: list[ExchangeSummary] = []
         cursor = None
+        per_class: Counter[str] = Counter()
         while len(before) < args.limit:
             page, cursor = await store.list_exchanges(
                 dataclasses.replace(filters, cursor=cursor, limit=min(1000, args.limit - len(before))))
-            before += [x for x in page if x["outcome"] in ("match", "mismatch")]
+            for x in page:  # the documents kept (shadow.keep): each class's examples, newest first
+                group = x.get("signature") or f"{x['outcome']} {x['method']} {x['route']}"
+                if x["outcome"] not in ("match", "mismatch") or \
+                        (args.per_class is not None and per_class[group] >= args.per_class):
+                    continue
+                per_class[group] += 1
+                before.append(x)
             if cursor is None:
                 break
         after: dict[str, Comparison] = {}
