@@ -56,6 +56,7 @@ RULES_KEY: web.AppKey[RulesSource] = web.AppKey("rules")
 HUB_KEY = web.AppKey("firehose", FirehoseHub)
 OUTCOMES = frozenset(LIVE)
 KEEPALIVE_S = 15.0
+MAX_MIN_SAMPLES = 10**9  # larger whole numbers are no JSON number every client reads
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -270,8 +271,9 @@ async def verdict_endpoint(request: web.Request) -> web.Response:
     except ValueError:
         return json_response({"error": "min_match must be a percentage (99.9) and min_samples "
                                        "a whole number"}, 400)
-    if not 0 < min_match <= 1 or min_samples < 0:
-        return json_response({"error": "min_match must be in (0, 100] and min_samples >= 0"}, 400)
+    if not 0 < min_match <= 1 or not 0 <= min_samples <= MAX_MIN_SAMPLES:
+        return json_response({"error": "min_match must be in (0, 100] and min_samples from 0 to "
+                                       f"{MAX_MIN_SAMPLES}"}, 400)
     try:
         gates = _verdict_gates(q)
     except ValueError as e:

@@ -310,7 +310,8 @@ def _paths() -> dict[str, Schema]:
     verdict_params = [
         _query("min_match", {"type": "number", "exclusiveMinimum": 0, "maximum": 100,
                              "default": MIN_MATCH_PCT}, "required match rate, percent"),
-        _query("min_samples", {"type": "integer", "minimum": 0, "default": MIN_SAMPLES},
+        _query("min_samples", {"type": "integer", "minimum": 0, "maximum": 10**9,
+                               "default": MIN_SAMPLES},
                "clean samples required per route"),
         _query("max_v2_error_rate", {"type": "string", "default": str(MAX_V2_ERROR_RATE)},
                "most V2 errors per V2 error or clean sample, a fraction (0.001) or a "

@@ -67,3 +67,20 @@ async def test_it_is_served_by_the_api_with_the_same_access_rule(reports_api) ->
         async with client.get(url, headers={"Authorization": "Bearer s3cret"}) as r:
             assert r.status == 200 and r.content_type == "application/json"
             assert await r.json() == orjson.loads(openapi.document_bytes())
+
+
+async def test_inputs_the_contract_found_are_400s_not_500s_or_strings(reports_api) -> None:
+    """Windows out of any date's range were a 500 (an overflow deep in every report), and a
+    huge min_samples came back as a string: both are now refused, as the document says."""
+    api = await reports_api()
+    base = f"http://127.0.0.1:{api.port}/api"
+    async with aiohttp.ClientSession() as client:
+        for path in ("/summary?since=1e300", "/routes?until=1e18", "/classes?since=-1e15",
+                     "/verdict?since=99999999999999w", "/timeline?since=1e300",
+                     "/mismatches?since=1e300", "/export?since=-1e300",
+                     "/verdict?min_samples=99999999999999999999999"):
+            async with client.get(base + path) as r:
+                assert r.status == 400, (path, await r.text())
+                assert (await r.json())["error"], path
+        async with client.get(f"{base}/verdict?min_samples=1000000000") as r:
+            assert r.status == 200 and (await r.json())["min_samples"] == 10**9
