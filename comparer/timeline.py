@@ -1,10 +1,12 @@
 """The time series behind the dashboard's chart (pure): the rollup counts grouped by step,
 overall, per route and per mismatch class, with each class's first and last sighting.
 
-A point counts the rollup buckets that start in its step, [ts, ts + step_s), aligned to
-the epoch (UTC). Buckets are minutes, except in compacted stretches (older than 2 hours:
-hours; older than 3 days: days, shadow.windows.FOLDS), where a point holds the whole hour
-or day that starts in it. Only points with traffic are listed (the axis is `from_ts` to
+A point counts the rollup buckets in its step, [ts, ts + step_s), aligned to the epoch
+(UTC). Buckets are minutes, except in compacted stretches (shadow.windows.FOLDS: 10 minutes,
+hours, days as they age), which the rollups know only as a whole: a bucket longer than the
+step is a point of its own, `span_s` long (its start, its whole counts), never cut up. So
+every count is in exactly one point, and `span_s` (the step, or the longer bucket) says what
+time a point covers. Only points with traffic are listed (the axis is `from_ts` to
 `until_ts`); a point's figures are those of /api/summary (records' Counts)."""
 
 from __future__ import annotations
@@ -19,7 +21,16 @@ from comparer.records import COUNT_KEYS, _counts
 from shadow.errors import ShadowError
 from shadow.model import MISMATCH
 from shadow.reports_model import Counts, MismatchClass, PathKind
-from shadow.windows import BUCKET_S, Window, WindowDoc, bucket_ceil, floor_to
+from shadow.windows import (
+    BUCKET_S,
+    Marks,
+    Window,
+    WindowDoc,
+    bucket_ceil,
+    bucket_in,
+    floor_to,
+    span_at,
+)
 
 # steps the default picks from, finest first: about TARGET_POINTS points over the axis
 STEPS = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 604800)
@@ -32,7 +43,7 @@ _DURATION = re.compile(r"^(\d+)\s*(s|m|h|d|w)?$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 Row = tuple[int, str | None, str | None, str, str | None, int]
-"""(step start, method, route, outcome, signature, n): rollup counts summed per step."""
+"""(bucket, method, route, outcome, signature, n): a rollup count (roll_counts)."""
 
 
 class TimelineError(ShadowError, ValueError):
@@ -41,6 +52,7 @@ class TimelineError(ShadowError, ValueError):
 
 class Point(Counts):
     ts: int  # the step's start, unix seconds
+    span_s: int  # the time it covers: the step, or a compacted bucket longer than the step
 
 
 class RouteSeries(TypedDict):
@@ -108,25 +120,36 @@ def frame(w: Window, first_bucket: int | None, last_bucket: int | None, asked: i
     return floor_to(lo, step), hi, step
 
 
+def point_of(bucket: int, marks: Marks, step: int) -> tuple[int, int]:
+    """(start, span) of the point a rollup bucket is counted in: its step, or, when the
+    bucket (as the reports count it, before `marks`) is longer than the step, the bucket."""
+    start, span = bucket_in(bucket, marks), span_at(bucket, marks)
+    return (start, span) if span > step else (floor_to(start, step), step)
+
+
 def shape(rows: Iterable[Row], book: Sequence[MismatchClass], w: Window, step: int,
-          lo: int | None, hi: int | None) -> Timeline:
-    """The timeline from the rollup counts summed per step (`rows`) and the class book (the
-    classes' own triage and first/last sightings)."""
+          lo: int | None, hi: int | None, marks: Marks | None = None) -> Timeline:
+    """The timeline from the window's rollup counts (`rows`, by bucket; `marks`: compaction's
+    published boundaries) and the class book (the classes' own triage and first/last
+    sightings)."""
     overall: dict[int, dict[str, int]] = defaultdict(_zero)
     by_route: dict[tuple[str, str], dict[int, dict[str, int]]] = defaultdict(
         lambda: defaultdict(_zero))
     by_class: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-    for ts, method, route, outcome, signature, n in rows:
+    spans: dict[int, int] = defaultdict(lambda: step)
+    for bucket, method, route, outcome, signature, n in rows:
         name = COUNT_KEYS.get(outcome)
         if name is None or n <= 0:
             continue
+        ts, span = point_of(bucket, marks or {}, step)
+        spans[ts] = max(spans[ts], span)
         overall[ts][name] += n
         by_route[(method or "?", route or "?")][ts][name] += n
         if outcome == MISMATCH and signature:
             by_class[signature][ts] += n
     routes: list[RouteSeries] = []
     for (method, route), series in by_route.items():
-        points = _points(series)
+        points = _points(series, spans)
         routes.append({"method": method, "route": route,
                        "total": sum(p["total"] for p in points),
                        "mismatched": sum(p["mismatched"] for p in points), "points": points})
@@ -145,7 +168,7 @@ def shape(rows: Iterable[Row], book: Sequence[MismatchClass], w: Window, step: i
                         "points": sorted(counted.items())})
     classes.sort(key=lambda c: (-c["count"], c["signature"]))
     return {"window": w.doc(), "step_s": step, "from_ts": lo, "until_ts": hi,
-            "points": _points(overall), "routes": routes, "classes": classes,
+            "points": _points(overall, spans), "routes": routes, "classes": classes,
             "classes_left_out": 0}
 
 
@@ -170,6 +193,7 @@ def _zero() -> dict[str, int]:
     return dict.fromkeys(COUNT_KEYS.values(), 0)
 
 
-def _points(series: dict[int, dict[str, int]]) -> list[Point]:
-    out: list[Any] = [{"ts": ts, **_counts(n)} for ts, n in sorted(series.items())]
+def _points(series: dict[int, dict[str, int]], spans: dict[int, int]) -> list[Point]:
+    out: list[Any] = [{"ts": ts, "span_s": spans[ts], **_counts(n)}
+                      for ts, n in sorted(series.items())]
     return out

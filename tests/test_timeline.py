@@ -14,7 +14,7 @@ from comparer.store import Store
 from comparer.timeline import MAX_POINTS, TimelineError, frame, parse_step, view
 from shadow.filters import FilterError, Filters, parse_filters
 from shadow.model import Request, RequestEvent
-from shadow.windows import ALL_TIME, window
+from shadow.windows import ALL_TIME, DAY_S, window
 from tests.test_store_contract import answer, exchange_events, ingest, xid
 from tests.test_store_contract import store as store  # the fixture: every store
 
@@ -66,8 +66,9 @@ async def test_timeline_counts_each_step_overall_per_route_and_per_class(store: 
     t = await store.timeline(window(T0, T0 + 600), 300)
     assert (t["step_s"], t["from_ts"], t["until_ts"]) == (300, T0, T0 + 600)
     assert t["window"]["since_ts"] == T0 and t["window"]["until_ts"] == T0 + 600
-    assert [(p["ts"], p["total"], p["compared"], p["matched"], p["mismatched"], p["match_rate"])
-            for p in t["points"]] == [(T0, 4, 4, 3, 1, 0.75), (T0 + 300, 1, 1, 0, 1, 0.0)]
+    assert [(p["ts"], p["span_s"], p["total"], p["compared"], p["matched"], p["mismatched"],
+             p["match_rate"]) for p in t["points"]] == [(T0, 300, 4, 4, 3, 1, 0.75),
+                                                        (T0 + 300, 300, 1, 1, 0, 1, 0.0)]
     assert [(r["method"], r["route"], r["total"], r["mismatched"],
              [(p["ts"], p["total"]) for p in r["points"]]) for r in t["routes"]] == [
         ("GET", "/items/{id}", 4, 2, [(T0, 3), (T0 + 300, 1)]),
@@ -84,6 +85,21 @@ async def test_timeline_counts_each_step_overall_per_route_and_per_class(store: 
     # a window elsewhere: nothing of it
     later = await store.timeline(window(T0 + 3600, T0 + 7200), 300)
     assert later["points"] == [] and later["classes"] == [] and later["from_ts"] == T0 + 3600
+
+
+async def test_a_compacted_bucket_longer_than_the_step_is_one_point_never_cut_up(store: Store):
+    await seed(store)
+    day = T0 - T0 % DAY_S
+    await store.compact(T0 + 3 * DAY_S, settle_s=0)  # that day folded into one bucket
+    t = await store.timeline(window(day, day + DAY_S), 3600)
+    assert (t["step_s"], t["from_ts"], t["until_ts"]) == (3600, day, day + DAY_S)
+    assert [(p["ts"], p["span_s"], p["total"], p["mismatched"]) for p in t["points"]] == \
+        [(day, DAY_S, 5, 2)]
+    assert [c["points"] for c in t["classes"]] == [[(day, 2)]]
+    # a step longer than the bucket: the bucket in its step
+    week = await store.timeline(window(day, day + DAY_S), 7 * DAY_S)
+    assert [(p["ts"], p["span_s"], p["total"]) for p in week["points"]] == \
+        [(day - day % (7 * DAY_S), 7 * DAY_S, 5)]
 
 
 async def test_all_time_spans_from_the_first_count_to_now_with_the_default_step(store: Store):

@@ -885,22 +885,19 @@ class MongoStore:
         """The dashboard's time series (comparer.timeline): the window's rollup counts per
         step (default: about 120 points), overall, per route and per mismatch class."""
         window = await self.resolve(window)
+        marks = await self._marks("published")
         span = {k: v for k, v in (("$gte", window.since), ("$lt", window.until)) if v is not None}
-        match = {"$match": {"bucket": span} if span else {}}
-        extent = await self.db.roll_counts.aggregate([match, {"$group": {
-            "_id": None, "first": {"$min": "$bucket"}, "last": {"$max": "$bucket"}}}]).to_list(1)
-        first, last = (extent[0]["first"], extent[0]["last"]) if extent else (None, None)
-        lo, hi, step = frame(window, first, last, step_s, time.time() if now is None else now)
-        by = ("method", "route", "outcome", "signature")
+        by = ("bucket", "method", "route", "outcome", "signature")
         rows = []
-        async for row in self.db.roll_counts.aggregate([match, {"$group": {
-                "_id": {"ts": {"$subtract": ["$bucket", {"$mod": ["$bucket", step]}]},
-                        **{f: f"${f}" for f in by}},
-                "n": {"$sum": "$n"}}}]):
+        async for row in self.db.roll_counts.aggregate([
+                {"$match": {"bucket": span} if span else {}},
+                {"$group": {"_id": {f: f"${f}" for f in by}, "n": {"$sum": "$n"}}}]):
             if row["n"] > 0:
-                key = row["_id"]
-                rows.append((int(key["ts"]), *(key.get(f) for f in by), row["n"]))
-        return shape(rows, await self.classes(), window, step, lo, hi)
+                rows.append(tuple(row["_id"].get(f) for f in by) + (row["n"],))
+        first = min((r[0] for r in rows), default=None)
+        last = max((r[0] for r in rows), default=None)
+        lo, hi, step = frame(window, first, last, step_s, time.time() if now is None else now)
+        return shape(rows, await self.classes(), window, step, lo, hi, marks)
 
 
 def _exchange(d: dict[str, Any]) -> Exchange:

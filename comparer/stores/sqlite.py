@@ -830,15 +830,15 @@ class SQLiteStore:
         """The dashboard's time series (comparer.timeline): the window's rollup counts per
         step (default: about 120 points), overall, per route and per mismatch class."""
         window = await self.resolve(window)
+        marks = await _marks(self.db, "published")
         where, args = _bucketed(window)
-        async with self.db.execute(f"SELECT min(bucket), max(bucket) FROM roll_counts {where}",
-                                   args) as cur:
-            first, last = await cur.fetchone() or (None, None)
+        rows = await self._rows(f"SELECT bucket, method, route, outcome, signature, sum(n) FROM "
+                                f"roll_counts {where} GROUP BY 1, 2, 3, 4, 5 HAVING sum(n) > 0",
+                                args)
+        first = min((r[0] for r in rows), default=None)
+        last = max((r[0] for r in rows), default=None)
         lo, hi, step = frame(window, first, last, step_s, time.time() if now is None else now)
-        rows = await self._rows(f"SELECT bucket - bucket % ?, method, route, outcome, signature, "
-                                f"sum(n) FROM roll_counts {where} GROUP BY 1, 2, 3, 4, 5 "
-                                "HAVING sum(n) > 0", [step, *args])
-        return shape(rows, await self.classes(), window, step, lo, hi)
+        return shape(rows, await self.classes(), window, step, lo, hi, marks)
 
 
 def _bucketed(window: Window, where: list[str] | None = None) -> tuple[str, list[Any]]:

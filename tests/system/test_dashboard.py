@@ -150,8 +150,9 @@ async def demo_pipeline(settings_factory: Any, http_server: Any) -> Pipeline:
 
 
 async def send_demo_traffic(p: Pipeline) -> int:
-    requests = [("GET", path, None) for path in ("/users/3", "/orders/10", "/categories",
-                                                  "/status", "/products/4")]
+    requests: list[tuple[str, str, bytes | None]] = [
+        ("GET", path, None) for path in ("/users/3", "/orders/10", "/categories", "/status",
+                                         "/products/4")]
     requests += demo_apps.traffic(60)
     async with aiohttp.ClientSession() as client:
         for method, path, body in requests:
@@ -380,4 +381,36 @@ async def test_exchange_view_maps_each_difference_to_its_lines_as_text_only(repo
         assert await lines("v1", "hl") == ["two"]
         assert await lines("v2", "hl") == ["TWO"]
         assert await browser.eval("window.__pwned === undefined")
+        assert browser.errors == []
+
+
+async def test_chart_draws_a_compacted_day_whole_at_its_average_per_step(reports_api):
+    """A point that is a whole compacted day (span_s) gets a bar as wide as the day, as high
+    as its mismatches per step on average, and its exact count in the tooltip."""
+    api = await reports_api()
+    day = 1_699_920_000
+    counts = {"compared": 240, "matched": 192, "mismatched": 48, "v2_errors": 0,
+              "compare_errors": 0, "match_rate": 0.8}
+    timeline = {"step_s": 7200, "from_ts": day, "until_ts": day + 2 * 86400, "classes": [],
+                "routes": [], "classes_left_out": 0,
+                "points": [{"ts": day, "span_s": 86400, "total": 240, **counts},
+                           {"ts": day + 86400, "span_s": 7200, "total": 240, **counts}]}
+    async with Browser() as browser:
+        await browser.viewport(1280, 800)
+        await browser.open(f"http://127.0.0.1:{api.port}/")
+        async def refreshed() -> bool:
+            return (await text_of(browser, "#updated")).startswith("updated")
+
+        await wait_for(refreshed, 30, "the page's first refresh")  # it would redraw the chart
+        # drawn and read in one go: a later refresh cannot come in between
+        drawn: Any = await browser.eval(
+            f"state.timeline = {js(timeline)}; state.deploys = []; drawChart(); "
+            '[[...document.querySelectorAll("#chart rect.bar")].map((b) => ['
+            "b.width.baseVal.value, b.height.baseVal.value, b.textContent]), "
+            'document.querySelectorAll("#chart circle.pt").length]')
+        ((day_w, day_h, day_title), (step_w, step_h, _)), points = drawn
+        assert day_w > 10 * step_w  # a day is 12 steps of 2 hours
+        assert abs(day_h * 12 - step_h) < 0.5  # 48 in a day: 4 per step on average
+        assert "48 mismatches" in day_title and "compacted" in day_title
+        assert points == 2
         assert browser.errors == []
