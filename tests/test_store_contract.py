@@ -721,3 +721,34 @@ async def test_retention_never_deletes_a_class_s_last_example(store: Store):
     assert len(docs) == 2
     assert (await store.summary())["kept"] == 2
     assert await store.count() == 12
+
+
+async def tombstones(s: Store) -> set[str]:
+    if isinstance(s, SQLiteStore):
+        async with s.db.execute("SELECT id FROM dropped") as cur:
+            return {row[0] async for row in cur}
+    assert isinstance(s, MongoStore)
+    return {d["_id"] async for d in s.db.dropped.find({}, {"_id": 1})}
+
+
+async def keep_hours(s: Store) -> set[int]:
+    if isinstance(s, SQLiteStore):
+        async with s.db.execute("SELECT DISTINCT hour FROM keep_counts") as cur:
+            return {row[0] async for row in cur}
+    assert isinstance(s, MongoStore)
+    return {d["hour"] async for d in s.db.keep_counts.find({}, {"hour": 1})}
+
+
+async def test_tombstones_and_keep_counters_go_with_the_documents_age_limit(store: Store):
+    policy = sampled(matches=0.0)  # the first match of the hour kept, the others dropped
+    now = HOUR + 30 * 86400.0
+    old, young = now - 20 * 86400, now - 600
+    for i in range(6):
+        await ingest(store, exchange_events(i, ts=old + i), keep=policy)
+        await ingest(store, exchange_events(10 + i, ts=young + i), keep=policy)
+    assert await tombstones(store) == {xid(i) for i in (1, 2, 3, 4, 5, 11, 12, 13, 14, 15)}
+    assert len(await keep_hours(store)) == 2
+    await store.retain(max_age_s=14 * 86400, now=now)
+    assert await tombstones(store) == {xid(i) for i in (11, 12, 13, 14, 15)}
+    assert await keep_hours(store) == {int(young // 3600 * 3600)}
+    assert await held(store) == {xid(10)} and await store.count() == 12

@@ -625,6 +625,7 @@ class MongoStore:
         if max_age_s is not None:
             deleted += await self._delete_documents({"ts": {"$lt": now - max_age_s}},
                                                     self.delete_batch)
+            await self._forget_dropped(now - max_age_s)
         if max_docs is not None:
             excess = await self.db.exchanges.estimated_document_count() - max_docs
             if excess > 0:
@@ -642,6 +643,23 @@ class MongoStore:
         if rollup_max_age_s is not None:
             await self._forget_buckets(floor_to(now - rollup_max_age_s, DAY_S))
         return deleted
+
+    async def _forget_dropped(self, before_ts: float) -> None:
+        """Delete the keep policy's tombstones of exchanges older than `before_ts` (with the
+        documents' age limit), oldest first by id (ids are time-ordered: a key range from the
+        start, no index on ts), a batch at a time; and its counters of the hours before."""
+        after = ""
+        while True:
+            rows = await self.db.dropped.find({"_id": {"$gt": after}}, {"ts": 1}) \
+                .sort("_id", 1).limit(self.delete_batch).to_list(self.delete_batch)
+            doomed = [d["_id"] for d in rows if (d.get("ts") or 0) < before_ts]
+            if doomed:
+                await self.db.dropped.delete_many({"_id": {"$in": doomed}})
+            if len(doomed) < len(rows) or len(rows) < self.delete_batch:
+                break
+            after = rows[-1]["_id"]
+            await asyncio.sleep(0)
+        await self.db.keep_counts.delete_many({"hour": {"$lt": keep.hour_of(before_ts)}})
 
     async def _delete_oldest(self, n: int | None = None,
                              enough: Callable[[], Awaitable[bool]] | None = None) -> int:

@@ -584,6 +584,7 @@ class SQLiteStore:
         deleted = 0
         if max_age_s is not None:
             deleted += await self._delete_oldest(db, before_ts=now - max_age_s)
+            await self._forget_dropped(db, now - max_age_s)
         if max_docs is not None:
             async with db.execute("SELECT count(*) FROM exchanges") as cur:
                 row = await cur.fetchone()
@@ -638,6 +639,27 @@ class SQLiteStore:
             deleted, seen = deleted + len(doomed), seen + len(rows)
             await asyncio.sleep(0)  # the comparer's writes go first
         return deleted
+
+    async def _forget_dropped(self, db: aiosqlite.Connection, before_ts: float) -> None:
+        """Delete the keep policy's tombstones of exchanges older than `before_ts` (with the
+        documents' age limit), oldest first by id (ids are time-ordered: a key range from the
+        start), a batch per short transaction; and its counters of the hours before."""
+        after = ""
+        while True:
+            async with self._writing:
+                async with _transaction(db):
+                    rows = await _select(db, "SELECT id, ts FROM dropped WHERE id > ? ORDER BY id "
+                                         "LIMIT ?", [after, self.delete_batch])
+                    doomed = [ident for ident, ts in rows if ts < before_ts]
+                    if doomed:
+                        await db.execute(f"DELETE FROM dropped WHERE id IN ({_qmarks(doomed)})",
+                                         doomed)
+                    if len(doomed) < len(rows) or len(rows) < self.delete_batch:
+                        await db.execute("DELETE FROM keep_counts WHERE hour < ?",
+                                         (keep.hour_of(before_ts),))
+                        return
+            after = rows[-1][0]
+            await asyncio.sleep(0)  # the comparer's writes go first
 
     async def _forget_buckets(self, db: aiosqlite.Connection, before: int) -> None:
         """Delete the rollups' buckets before `before` (all-time counts stay), in batches."""
