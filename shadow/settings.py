@@ -214,6 +214,19 @@ def _ordered_by(value: str, flag: str) -> None:
                           "(letters, digits and !#$%&'*+-.^_`|~, no spaces)")
 
 
+def _niceness(value: int, flag: str) -> None:
+    if not 0 <= value <= 19:
+        raise ConfigError(f"{flag}: a niceness from 0 (as the proxy) to 19 (lowest), got {value}")
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def _capture_bodies(value: str, flag: str) -> None:
     protection.parse_capture_bodies(value)  # raises a ConfigError naming the bad item
 
@@ -312,9 +325,13 @@ class Settings:
         0, "replicas that must have a batch of events before the proxy counts it as published "
         "(Redis WAIT; default 0). With Sentinel or cluster replicas, 1 means a failover loses "
         "no event counted as published", _not_negative)
-    workers: int = setting(
-        1, "proxy processes sharing the listening port (use the cores you have)", _positive,
-        main=("up", "proxy"))
+    workers: int | None = setting(
+        None, "proxy processes sharing the listening port (default: one per available core "
+        "under `shadow up`, 1 for `shadow proxy`)", _positive, main=("up", "proxy"))
+    pipeline_nice: int = setting(
+        10, "niceness `shadow up` gives its subscriber and comparer, every thread of them "
+        "(0-19, default 10): on shared cores the client path gets the CPU first, and the "
+        "comparison catches up when the proxy is less busy", _niceness)
     metrics_listen: str | None = setting(  # proxy and subscriber; the comparer serves them on --api
         None, "HOST:PORT where the proxy or the subscriber serves Prometheus /metrics (under "
         "`shadow up`, the reports API's /metrics has every process's)", parse_hostport)

@@ -65,7 +65,7 @@ def cmd_proxy(args: argparse.Namespace, settings: Settings) -> int:
     if settings.publish:  # no Redis or no key (or a bad one): an error before anything starts
         _need_redis(settings, "proxy")
         load_keyring(settings)
-    if settings.workers > 1:
+    if (settings.workers or 1) > 1:
         return run_async(run_proxy_workers(args, settings))
     return run_async(run_proxy(args, settings))
 
@@ -135,10 +135,10 @@ async def run_proxy_workers(args: argparse.Namespace, settings: Settings) -> int
     worker_args = [*to_args(settings, skip=("listen", "workers", "metrics_listen")), "--listen",
                    address(sock), "--listen-fd", str(sock.fileno())]
     await group.start([Child("proxy", worker_args, (sock.fileno(),))
-                       for _ in range(settings.workers)])
+                       for _ in range(settings.workers or 1)])
     log.info("proxy on port %s -> V1 %s (%d workers)", sock.getsockname()[1],
              mask_url(str(settings.v1)),
-             settings.workers)
+             settings.workers or 1)
     if exporter is not None:
         await exporter.start()
     try:
@@ -164,8 +164,22 @@ async def _open_service(opened: contextlib.AsyncExitStack, args: argparse.Namesp
     return url, redis
 
 
+def yield_cpu_to_the_proxy(args: argparse.Namespace, settings: Settings) -> None:
+    """Under `shadow up` (a heartbeat pipe says so), the pipeline's processes run at
+    --pipeline-nice, with the batch scheduling policy: set in the main thread before any other
+    starts, so every thread (aiosqlite's, the resolver's) inherits it."""
+    if args.heartbeat_fd is None or not settings.pipeline_nice:
+        return
+    with contextlib.suppress(OSError):
+        os.nice(settings.pipeline_nice)
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+
+
 def cmd_subscriber(args: argparse.Namespace, settings: Settings) -> int:
     from subscriber import Subscriber
+
+    yield_cpu_to_the_proxy(args, settings)
 
     load_keyring(settings)  # no key, or a bad one: a ConfigError before anything starts
 
@@ -189,6 +203,8 @@ def cmd_subscriber(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_comparer(args: argparse.Namespace, settings: Settings) -> int:
     from comparer import Comparer, ReportsApi, open_store
+
+    yield_cpu_to_the_proxy(args, settings)
 
     if settings.store.startswith("sqlite:///"):  # a store an older version left open to others
         db = sqlite_path(settings.store)
