@@ -73,7 +73,7 @@ def with_store(p: Pipeline, backend: str) -> Pipeline:
 
         p.store = MongoStore("mongodb://mock/shadow", client=AsyncMongoMockClient(),
                              database=f"t{uuid.uuid4().hex[:8]}")
-        p.comparer.store = p.store
+        p.comparer.store = p.comparer.notifier.store = p.store
         p.api = ReportsApi(p.settings, p.store, p.redis, keys=p.keys)
     return p
 
@@ -168,10 +168,11 @@ class RefusingStore(SQLiteStore):
             raise StoreError("V1 answer the store cannot hold")
         return await super().apply(events, routes)
 
-    async def complete(self, results: list[tuple[str, Comparison]]) -> list[str]:
+    async def complete(self, results: list[tuple[str, Comparison]],
+                       **kw: Any) -> list[str]:
         if any(ident == "store-refuses" and c.outcome != "compare_error" for ident, c in results):
             raise StoreError("document too large for the store")
-        return await super().complete(results)
+        return await super().complete(results, **kw)
 
 
 def events_of(ident: str, url: str, body: bytes = b'{"ok":true}') -> list[Event]:

@@ -189,7 +189,7 @@ async def test_no_credential_appears_on_any_command_line(http_server, tmp_path: 
         key = (data / "secret.key").read_text().strip()
         tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
         roles = [p.cmdline()[3] for p in tree]
-        assert sorted(roles) == ["comparer", "proxy", "subscriber", "up"], roles
+        assert sorted(set(roles)) == ["comparer", "proxy", "subscriber", "up"], roles
         for p in tree:
             cmdline = Path(f"/proc/{p.pid}/cmdline").read_bytes().decode()
             for secret in (password, token, v2_secret, key, SecretKey.from_text(key, "k").key_id):
@@ -250,7 +250,7 @@ def test_keygen_writes_a_private_key_file_and_never_overwrites_one(tmp_path: Pat
 
 def test_a_credential_in_a_refused_value_is_masked_in_the_error() -> None:
     done = shadow("up", "--v1", "http://127.0.0.1:9", "--v2", "http://127.0.0.1:9",
-                  "--redis", "redis+cluster://:cluster-pw-1d2e@127.0.0.1:7000")
+                  "--redis", "redis+bogus://:cluster-pw-1d2e@127.0.0.1:7000")
     assert done.returncode == 2
-    assert "redis+cluster://:***@127.0.0.1:7000" in done.stderr, done.stderr
+    assert "redis+bogus://:***@127.0.0.1:7000" in done.stderr, done.stderr
     assert "cluster-pw-1d2e" not in done.stderr

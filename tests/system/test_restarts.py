@@ -48,7 +48,7 @@ async def test_comparer_killed_and_restarted_mid_traffic(http_server, settings_f
     # timeouts below only satisfy --claim-idle-s > V2 timeouts)
     args = ["--redis", str(settings.redis), "--store", settings.store, "--api", "127.0.0.1:0",
             "--stream-prefix", keys.prefix, "--claim-idle-s", "1", "--v2-connect-timeout-s", "0.4",
-            "--v2-read-timeout-s", "0.4", "--log-level", "warning"]
+            "--v2-read-timeout-s", "0.4", "--log-level", "warning", "--keep", "all"]
     redis = connect(str(settings.redis), 5.0)
     publisher = Publisher(redis, keys)
     subscriber = Subscriber(settings, redis, keys=keys)
