@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from shadow import codec, firehose
 from shadow.aio import Backoff, cancel_and_wait, raise_if_cancelling
-from shadow.bus import listeners
+from shadow.bus import listeners, publish
 from shadow.model import Comparison, Exchange
 from shadow.redact import Policy
 
@@ -49,10 +49,8 @@ class FirehosePublisher:
         try:
             if not await self._listened():
                 return 0
-            pipe = self.redis.pipeline(transaction=False)
-            for x, c in done:
-                pipe.publish(self.channel, codec.dumps(firehose.item(x, c, self.redaction)))
-            await pipe.execute()
+            await publish(self.redis, self.channel,  # one pipeline (a cluster's too)
+                          [codec.dumps(firehose.item(x, c, self.redaction)) for x, c in done])
         except (RedisError, OSError) as e:
             log.debug("firehose: not published (%s)", e)
             return 0

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -67,7 +68,8 @@ class Publisher:
     def __init__(self, redis: aioredis.Redis, keys: Keys, *, max_queue: int = 10_000,
                  max_queue_bytes: int = 128 * 1024 * 1024, batch: int = 256,
                  maxlen: int = 1_000_000, linger_s: float = 0.005, wait_replicas: int = 0,
-                 wait_timeout_s: float = 1.0) -> None:
+                 wait_timeout_s: float = 1.0,
+                 on_published: Callable[[list[bytes], bool], None] | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.batch = batch
@@ -94,10 +96,19 @@ class Publisher:
         self._layout_error: str | None = None
         self._next_unconfirmed_log = 0.0
         self._script = redis.register_script(XADD_BATCH)
+        # audits (and tests): each batch's encoded events once Redis took them, and whether
+        # the replicas confirmed them (always True without wait_replicas)
+        self.on_published = on_published
 
     @property
     def queued(self) -> int:
         return self._queued
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch on its way: every event offered so far is counted as
+        published, unconfirmed or dropped."""
+        return not self._queued and not self._sending
 
     def offer(self, event: Event) -> bool:
         """Queue an event for Redis without waiting. False (and counted) when full."""
@@ -256,6 +267,7 @@ class Publisher:
         args: list[EncodableT] = [backstop_maxlen(self.maxlen), drops, b"".join(frames)]
         if not self.wait_replicas:
             await self._script(keys=[keys.v1, keys.stats], args=args)
+            self._published(frames, True)
             return
         for attempt in (1, 2):
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -269,9 +281,18 @@ class Publisher:
             for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply
-            if int(replies[1]) < self.wait_replicas:
+            confirmed = int(replies[1]) >= self.wait_replicas
+            if not confirmed:
                 self._unconfirmed(len(frames) // 2, int(replies[1]))
+            self._published(frames, confirmed)
             return
+
+    def _published(self, frames: list[bytes], confirmed: bool) -> None:
+        if self.on_published is not None:
+            try:
+                self.on_published(frames[1::2], confirmed)
+            except Exception:  # an observer's bug must not count the batch as failed
+                log.exception("publisher: on_published failed")
 
     def _unconfirmed(self, n: int, replicas: int) -> None:
         """Published, but fewer replicas than --publish-wait-replicas have them: a failover

@@ -49,12 +49,56 @@ log = logging.getLogger("shadow.bus")
 
 
 class _SentinelMaster(aioredis.Redis):
-    """The master a Sentinel names (failover followed by redis-py's Sentinel pool); closing it
-    also closes the connections to the sentinels."""
+    """The master a Sentinel names. redis-py's Sentinel pool asks the sentinels only when it
+    opens a connection: after a failover, connections to the old master keep working until the
+    sentinels turn it into a replica (their next look at it, up to 10 s), and what is written
+    there meanwhile is lost. So at most once a second (when the client is used) the sentinels
+    are asked again; a new master makes the pool drop the old one's connections. Closing the
+    client also closes the connections to the sentinels."""
 
     sentinel_manager: Sentinel | None = None
+    check_every_s = 1.0
+    _next_check = 0.0
+    _checking: asyncio.Task[None] | None = None
+    _master: tuple[str, int] | None = None  # as the last check found it
+
+    def _follow(self) -> None:
+        now = time.monotonic()
+        if now < self._next_check or (self._checking is not None and not self._checking.done()):
+            return
+        self._next_check = now + self.check_every_s
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._checking = loop.create_task(self._check(), name="shadow-sentinel-master")
+
+    async def _check(self) -> None:
+        pool: Any = self.connection_pool
+        try:
+            now = await pool.get_master_address()
+        except (RedisError, OSError):
+            return  # sentinels unreachable: go on with what the pool has
+        before, self._master = self._master, now
+        if before is not None and now != before:
+            # (the pool may have seen the new address already, opening a connection: it then
+            # closed only the idle ones) every connection to the old master goes: the idle ones
+            # now, the busy ones when released
+            await pool.disconnect(inuse_connections=False)
+            await pool.update_active_connections_for_reconnect()
+            log.warning("Redis Sentinel: %s's master is now %s:%s (was %s:%s)", pool.service_name,
+                        *now, *before)
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        self._follow()
+        return await super().execute_command(*args, **options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        self._follow()
+        return super().pipeline(transaction, shard_hint)
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await cancel_and_wait(self._checking)
         await super().aclose(close_connection_pool)
         if self.sentinel_manager is not None:
             for client in self.sentinel_manager.sentinels:
@@ -128,6 +172,21 @@ async def listeners(redis: aioredis.Redis, channel: str) -> int:
     else:
         counts = await redis.pubsub_numsub(channel)
     return int(counts[0][1]) if counts else 0
+
+
+async def publish(redis: aioredis.Redis, channel: str, messages: list[bytes]) -> None:
+    """Publish `messages` on `channel` in one pipeline. A cluster client refuses pipelined
+    PUBLISH (any node relays a message to every node): they are sent as plain commands to the
+    node of the channel's slot, one round trip still."""
+    async with redis.pipeline(transaction=False) as pipe:
+        if is_cluster(redis):
+            node = node_of(redis, channel)
+            for message in messages:
+                pipe.execute_command("PUBLISH", channel, message, target_nodes=node)
+        else:
+            for message in messages:
+                pipe.publish(channel, message)
+        await pipe.execute()
 
 
 async def wait_replicas(redis: aioredis.Redis, pipe: Any, key: str, replicas: int,
@@ -473,18 +532,59 @@ async def ensure_layout(redis: aioredis.Redis, keys: Keys) -> None:
 
 # One stream's trims, atomic (the counts and the stats counter cannot disagree). KEYS: the
 # stream, the stats hash. ARGV: the plan's MINIDs (processed, aged_delivered, aged_unread,
-# delivered; '' = none), keep ('' = no cap), the stats field counting what went unread.
+# delivered; '' = none), keep ('' = no cap), the stats field counting what went unread, then
+# the groups required. What only the groups' positions allow (drained, and the trims of what
+# every group was given) is bounded again by the positions this server holds now: a plan made
+# from another server's view (a failover, when the pool's connections go to both the old and
+# the new master for a moment) never deletes an entry a group still needs here.
 TRIM_SCRIPT = """
+local function parse(id)
+    local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+    return tonumber(ms), tonumber(seq), ms
+end
+local function less(a, b)
+    local am, as = parse(a)
+    local bm, bs = parse(b)
+    return am < bm or (am == bm and as < bs)
+end
+local function after(id)
+    local _, seq, ms = parse(id)
+    return ms .. '-' .. string.format('%d', seq + 1)
+end
+local needs, unread = nil, nil
+local seen = {}
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local f = {}
+    for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+    seen[f['name']] = true
+    local next_id = after(f['last-delivered-id'])
+    local need = next_id
+    if tonumber(f['pending']) > 0 then
+        local oldest = redis.call('XPENDING', KEYS[1], f['name'])[2]
+        if oldest and less(oldest, need) then need = oldest end
+    end
+    if needs == nil or less(need, needs) then needs = need end
+    if unread == nil or less(next_id, unread) then unread = next_id end
+end
+for i = 7, #ARGV do
+    if not seen[ARGV[i]] then needs = nil end
+end
+if needs == nil then needs, unread = '0-0', '0-0' end
+local function bounded(minid, bound)
+    if minid == '' then return '' end
+    if less(bound, minid) then return bound end
+    return minid
+end
 local function trim(minid)
     if minid == '' then return 0 end
     return redis.call('XTRIM', KEYS[1], 'MINID', minid)
 end
-local drained = trim(ARGV[1])
-local delivered = trim(ARGV[2])
+local drained = trim(bounded(ARGV[1], needs))
+local delivered = trim(bounded(ARGV[2], unread))
 local aged = trim(ARGV[3])
 local capped = 0
 if ARGV[5] ~= '' and redis.call('XLEN', KEYS[1]) > tonumber(ARGV[5]) then
-    delivered = delivered + trim(ARGV[4])
+    delivered = delivered + trim(bounded(ARGV[4], unread))
     capped = redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[5])
 end
 if aged + capped > 0 then
@@ -623,7 +723,7 @@ class StreamDrain:
             keys=[stream, shard.stats],
             args=[_minid(todo.processed), _minid(todo.aged_delivered), _minid(todo.aged_unread),
                   _minid(todo.delivered), "" if todo.keep is None else todo.keep,
-                  TRIMMED_UNREAD + label])
+                  TRIMMED_UNREAD + label, *shard.required_groups[stream]])
         return Trimmed(*(int(n) for n in result))
 
     async def _positions(self, stream: str, info: list[dict[str, Any]]) -> list[GroupPosition]:

@@ -163,7 +163,8 @@ class Subscriber:
             maxlen=settings.stream_maxlen)
         self.drain = StreamDrain.from_settings(redis, self.keys, settings)
         self._slots = asyncio.Semaphore(settings.replay_concurrency)
-        self._inflight: dict[bytes, asyncio.Task[None]] = {}
+        # by (stream, entry id): two shards' streams may hold the same id
+        self._inflight: dict[tuple[str, bytes], asyncio.Task[None]] = {}
         self.client = ReplayClient(settings, self.policy,
                                    digest_key=protection.digest_key if protection else None)
         self.peak_inflight = 0
@@ -223,7 +224,7 @@ class Subscriber:
                 continue
             skip: list[Entry] = []
             for entry in entries:
-                if entry.id in self._inflight:
+                if (entry.stream, entry.id) in self._inflight:
                     continue  # reclaimed while we are still working on it
                 kind = peek_type(entry.data) if entry.data is not None else "trimmed"
                 if kind in ("response", "candidate", "trimmed"):
@@ -231,9 +232,9 @@ class Subscriber:
                     continue
                 await self._slots.acquire()
                 t = asyncio.create_task(self._handle(entry), name=f"replay-{entry.id.decode()}")
-                self._inflight[entry.id] = t
+                self._inflight[entry.stream, entry.id] = t
                 self.peak_inflight = max(self.peak_inflight, len(self._inflight))
-                t.add_done_callback(functools.partial(self._done, entry.id))
+                t.add_done_callback(functools.partial(self._done, (entry.stream, entry.id)))
             if skip:
                 with contextlib.suppress(RedisError, OSError):
                     await self.reader.ack(skip)
@@ -251,8 +252,8 @@ class Subscriber:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.gate.changed.wait(), timeout)
 
-    def _done(self, entry_id: bytes, _task: asyncio.Task[None]) -> None:
-        self._inflight.pop(entry_id, None)
+    def _done(self, key: tuple[str, bytes], _task: asyncio.Task[None]) -> None:
+        self._inflight.pop(key, None)
         self._slots.release()
 
     async def _handle(self, entry: Entry) -> None:

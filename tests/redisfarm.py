@@ -165,13 +165,17 @@ class SentinelSetup:
         return int(port)
 
     def replica_ready(self) -> bool:
-        """The replica is in sync and the sentinel knows it: a failover may promote it."""
-        with self.replica.client() as c:
-            if c.info("replication").get("master_link_status") != "up":
+        """The current master's replica (the other server) is in sync and the sentinel knows
+        it: a failover may promote it, and a WAIT on the master is answered."""
+        port = self.master_port()
+        other = self.replica if port == self.master.port else self.master
+        with other.client() as c:
+            info = c.info("replication")
+            if info.get("master_link_status") != "up" or int(info.get("master_port", 0)) != port:
                 return False
         with self.sentinel.client() as c:
             replicas = c.sentinel_slaves(SENTINEL_SERVICE)
-        return any(int(r["port"]) == self.replica.port and r.get("is_slave")
+        return any(int(r["port"]) == other.port and r.get("is_slave")
                    and not r.get("is_sdown") and r.get("master-link-status") == "ok"
                    for r in replicas)
 

@@ -214,3 +214,39 @@ async def test_the_drain_runs_in_the_background_until_stopped(redis, keys):
     finally:
         await drain.stop()
         await drain.stop()  # idempotent
+
+
+async def test_a_plan_made_from_another_servers_view_never_deletes_what_a_group_needs_here(
+        redis, keys):
+    """During a failover the pool's connections go to the old and the new master for a moment:
+    the groups' positions may be read on one and the trims run on the other. The trim script
+    bounds what it deletes by the positions of the server it runs on."""
+    from shadow.bus import TRIM_SCRIPT
+    from shadow.keys import TRIMMED_UNREAD
+
+    ids = await _stream(redis, keys.v1, 6)
+    await _consume(redis, keys.v1, "replayers", 6)
+    read = await _consume(redis, keys.v1, "comparers", 4, ack=False)  # 4 pending, 2 unread
+    await redis.xack(keys.v1, "comparers", read[0])
+    script = redis.register_script(TRIM_SCRIPT)
+    everything = ids[-1].decode().replace("-0", "-1")  # "processed by all", says the other view
+    result = await script(keys=[keys.v1, keys.stats],
+                          args=[everything, "", "", "", "", TRIMMED_UNREAD + "v1", "replayers",
+                                "comparers"])
+    assert result == [1, 0, 0, 0]  # only what every group acknowledged here
+    assert await _ids(redis, keys.v1) == ids[1:]
+    # over the entry cap, what some group was never given here is deleted by the cap (counted),
+    # never as "delivered to every group"
+    result = await script(keys=[keys.v1, keys.stats],
+                          args=["", "", "", everything, 1, TRIMMED_UNREAD + "v1", "replayers",
+                                "comparers"])
+    assert result == [0, 3, 0, 1]  # ids[1:4] were given to both groups; ids[4] went unread
+    assert await _ids(redis, keys.v1) == ids[5:]
+    assert await redis.hget(keys.stats, TRIMMED_UNREAD + "v1") == b"1"
+    # a required group missing here: nothing drained
+    ids = await _stream(redis, f"{keys.v1}c", 2)
+    await _consume(redis, f"{keys.v1}c", "replayers", 2)
+    last = ids[-1].decode().replace("-0", "-1")
+    result = await script(keys=[f"{keys.v1}c", keys.stats],
+                          args=[last, "", "", "", "", "x", "replayers", "comparers"])
+    assert result == [0, 0, 0, 0] and await redis.xlen(f"{keys.v1}c") == 2
