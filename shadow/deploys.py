@@ -5,6 +5,7 @@ route once the fix is live, while the all-time figures still show it."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import TypedDict
 
 from shadow.errors import ShadowError
@@ -42,6 +43,59 @@ def deploy(ident: str, ts: float, target: str, version: str | None = None,
         raise DeployError("deploy time must be a time after 1970")
     return {"id": ident, "ts": float(ts), "at": iso(ts), "target": target,
             "version": version or None, "note": note or None}
+
+
+AUTO_PREFIX = "auto-v2-"  # the id of a marker recorded from --v2-version-header
+
+
+def version_of(headers: list[tuple[str, str]], name: str) -> str | None:
+    """The version V2's answer carries in header `name` (--v2-version-header): its first
+    value, trimmed, as text any store takes, at most MAX_TEXT characters; None without one."""
+    lname = name.lower()
+    value = next((v for k, v in headers if k.lower() == lname), None)
+    if value is None or not value.strip():
+        return None
+    return value.strip().encode("utf-8", "backslashreplace").decode("utf-8")[:MAX_TEXT]
+
+
+def detected(version: str, ts: float, header: str) -> Deploy:
+    """The V2 deploy marker recorded the first time V2's answers carry `version` in `header`,
+    at `ts` (when V2 gave that answer). Its id is the version's own, so every comparer
+    replica records the same marker, once."""
+    digest = hashlib.sha256(version.encode("utf-8", "backslashreplace")).hexdigest()[:24]
+    return deploy(AUTO_PREFIX + digest, ts, "v2", version,
+                  f"detected: V2 answered with {header}: {version}"[:MAX_TEXT])
+
+
+class FixedIn(TypedDict):
+    """The V2 deploy a class marked fixed expects its fix in: a marker (id, version, ts),
+    or only a version not marked yet (id and ts None: the marker, when it comes, says when)."""
+
+    id: str | None
+    version: str | None
+    ts: float | None
+
+
+def fixed_in(d: Deploy | None, version: str | None = None) -> FixedIn | None:
+    """What a class marked fixed records: the deploy `d` (the latest V2 deploy at marking
+    time, or the one of `version`), else `version` alone (no such marker yet), else None
+    (no deploy known: the class reopens at its next mismatch, whenever it happened)."""
+    if d is not None:
+        return {"id": d["id"], "version": d.get("version"), "ts": d["ts"]}
+    if version:
+        return {"id": None, "version": version, "ts": None}
+    return None
+
+
+def reopens(fixed: FixedIn | None, due_ts: float | None, ts: float | None) -> bool:
+    """Whether a mismatch received at `ts` reopens a class marked fixed that expects its fix
+    in `fixed`, live from `due_ts` (None: that deploy is not marked yet): only one received
+    after that deploy does (without a deploy, every mismatch does, as before)."""
+    if fixed is None:
+        return True
+    if due_ts is None:
+        return False  # the fix is not live yet: its mismatches are expected
+    return ts is None or ts >= due_ts
 
 
 def since_deploy(d: Deploy) -> Window:

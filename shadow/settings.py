@@ -183,6 +183,18 @@ def _request_id_header(value: str, flag: str) -> None:
                           "name (letters, digits and !#$%&'*+-.^_`|~, e.g. X-Request-Id)")
 
 
+def _version_header(value: str, flag: str) -> None:
+    if not is_token(value):
+        raise ConfigError(f"{flag}: {value!r} is not a valid header name (letters, digits and "
+                          "!#$%&'*+-.^_`|~, e.g. X-Version)")
+
+
+def _segment_by(value: str, flag: str) -> None:
+    from shadow.segments import parse_segment_by
+
+    parse_segment_by(value, flag)
+
+
 def _log_format(value: str, flag: str) -> None:
     if value not in ("text", "json"):
         raise ConfigError(f"{flag}: expected text or json (one JSON object per line), got "
@@ -430,6 +442,17 @@ class Settings:
     max_routes: int = setting(
         1000, "distinct routes tracked (default 1000); the rest count as one '(other)' route",
         _positive)
+    segment_by: str | None = setting(
+        None, "count, classify and judge the traffic per segment too (e.g. per tenant): where "
+        "its value is, header:NAME, cookie:NAME or query:NAME (e.g. header:X-Tenant); read from "
+        "the redacted request (a secret-looking name's values as their tokens)", _segment_by,
+        main=("up", "comparer"), metavar="KIND:NAME")
+    max_segments: int = setting(
+        100, "distinct segments tracked (default 100); the rest count as one '(other)' segment",
+        _positive)
+    v2_version_header: str | None = setting(
+        None, "a header of V2's answers naming its version (e.g. X-Version): the first answer "
+        "with a new value records a V2 deploy marker", _version_header, metavar="NAME")
     stale_after_s: float = setting(
         300.0, "a comparison whose V2 call came this long after V1's answer is flagged stale",
         _positive)
