@@ -15,6 +15,10 @@ Redaction's cost (#11): POST of a ~1 KB JSON body answered with ~1 KB of JSON (t
 which holds an e-mail address the default policy tokenizes), shadow-1w with the default
 policy (shadow-redact) against --redaction false (shadow-noredact), interleaved like the rest.
 `--only redaction` runs just that pair.
+All-in-one (#16): `shadow up` on its defaults (a proxy worker per core, the subscriber and the
+comparer niced, the embedded Redis, SQLite) with the whole pipeline replaying to V2 and
+comparing while wrk runs; afterwards, how long the pipeline took to catch up.
+`--only all-in-one` runs it with the nginx references.
 
 shadow-nopub and shadow-1w run --repeat times (default 3), interleaved (off, on, off, on, ...),
 and their medians are reported with the range: one 10 s run varies by 5-10% here, which is
@@ -104,8 +108,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3,
                     help="interleaved runs of shadow-nopub and shadow-1w; medians reported "
                          "(default 3)")
-    ap.add_argument("--only", choices=("all", "redaction"), default="all",
-                    help="redaction: only the redaction on/off pair (default all)")
+    ap.add_argument("--only", choices=("all", "redaction", "all-in-one"), default="all",
+                    help="redaction: only the redaction on/off pair; all-in-one: only shadow up "
+                         "and the nginx references (default all)")
     args = ap.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
     ensure_tools()
@@ -198,14 +203,52 @@ def main() -> int:
             os.kill(redis.pid, signal.SIGCONT)  # type: ignore[arg-type]
         threading.Thread(target=job, daemon=True).start()
 
+    @contextlib.contextmanager
+    def shadow_up() -> Iterator[tuple[int, int]]:
+        port, api = free_port(), free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shadow", "up", "--v1", f"http://127.0.0.1:{ports['v1']}",
+             "--v2", f"http://127.0.0.1:{ports['v2']}", "--listen", f"127.0.0.1:{port}",
+             "--api", f"127.0.0.1:{api}", "--data-dir", str(work / "up"),
+             "--store", f"sqlite:///{work / 'up' / 'shadow.db'}", "--log-level", "warning"],
+            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        try:
+            wait_port(port, 60, what="shadow up's proxy")
+            wait_port(api, 60, what="shadow up's reports API")
+            yield port, api
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
+
+    def caught_up(api: int, timeout_s: float = 600) -> float:
+        """Seconds until every request sent so far is compared (the pipeline caught up)."""
+        import json
+        import urllib.request
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            with urllib.request.urlopen(f"http://127.0.0.1:{api}/api/summary") as r:
+                summary = json.load(r)
+            if summary.get("total") and not summary.get("pending"):
+                return time.monotonic() - started
+            time.sleep(0.5)
+        return float("nan")
+
     try:
-        with shadow([]) as on, shadow(["--redaction", "false"]) as off:
-            run_interleaved({"shadow-noredact": off, "shadow-redact": on}, "/user", post_lua)
+        if args.only in ("all", "redaction"):
+            with shadow([]) as on, shadow(["--redaction", "false"]) as off:
+                run_interleaved({"shadow-noredact": off, "shadow-redact": on}, "/user", post_lua)
         if args.only == "redaction":
             return summarize(args, conns, results, spread)
         run("v1-direct", ports["v1"])
         run("nginx-proxy", ports["nginx_proxy"])
         run("nginx-mirror", ports["nginx_mirror"])
+        with shadow_up() as (port, api):
+            run("all-in-one", port)
+            catch_up = caught_up(api)
+            print(f"all-in-one: the pipeline caught up {catch_up:.0f} s after the load stopped",
+                  flush=True)
+        if args.only == "all-in-one":
+            return summarize(args, conns, results, spread)
         with shadow(["--publish", "false"]) as off, shadow([]) as on:
             run_interleaved({"shadow-nopub": off, "shadow-1w": on})
         with shadow(["--workers", "2"]) as port:
@@ -248,6 +291,11 @@ def summarize(args: argparse.Namespace, conns: list[int],
         if on and off:
             print(f"- c={c}: publishing costs {100 * (1 - on['rps'] / off['rps']):.1f}% of "
                   f"throughput (target <= 15%)")
+        allin = results.get(("all-in-one", c))
+        if allin and mirror:
+            print(f"- c={c}: all-in-one (shadow up, pipeline working) vs nginx-mirror: "
+                  f"{allin['rps'] / mirror['rps']:.2f}× req/s (target >= 1.0 at 64), p99 "
+                  f"{allin['p99'] - mirror['p99']:+.2f} ms (target <= +1 ms at 8)")
         two = results.get(("shadow-2w", c))
         if on and mirror and two:
             print(f"- c={c}: throughput vs nginx-mirror: shadow-1w {on['rps'] / mirror['rps']:.2f}, "
