@@ -271,7 +271,8 @@ class Publisher:
             return
         for attempt in (1, 2):
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.evalsha(self._script.sha, 2, keys.v1, keys.stats, *args)
+                # (a cluster pipeline refuses .evalsha(); the raw command is routed by its keys)
+                pipe.execute_command("EVALSHA", self._script.sha, 2, keys.v1, keys.stats, *args)
                 await wait_replicas(self.redis, pipe, keys.v1, self.wait_replicas,
                                     self.wait_timeout_ms)
                 replies: list[Any] = await pipe.execute(raise_on_error=False)

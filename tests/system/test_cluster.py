@@ -16,12 +16,14 @@ import pytest
 from aiohttp import web
 
 from comparer.firehose import FirehoseHub, FirehosePublisher
+from proxy import Publisher
 from shadow.bus import connect, ensure_layout, listeners
 from shadow.keys import SHARDS_FIELD, Keys
-from shadow.model import Answer, Comparison, Exchange, Request
+from shadow.model import Answer, Comparison, Exchange, Request, ResponseEvent
 from shadow.redact import Policy
 from shadow.settings import Settings
 from subscriber import Subscriber
+from subscriber.globalrate import GlobalRate
 from tests.conftest import wait_for
 from tests.pipeline import Pipeline
 from tests.procs import ROOT, reap
@@ -210,3 +212,26 @@ async def test_another_shard_count_is_refused_with_what_to_do(cluster, keys, tmp
     assert "written with 3 shards and still hold 1 entries" in text
     assert "Start every service with --stream-shards 3" in text
     assert "Traceback" not in text
+
+
+async def test_the_replica_wait_and_the_global_rate_work_on_a_cluster(cluster, keys):
+    """--publish-wait-replicas sends WAIT to each shard's node on the connection that wrote
+    (these masters have no replica: the events are published, counted unconfirmed); the
+    global rate's bucket is one key, its script runs on that key's node."""
+    sharded = Keys.for_redis(keys.prefix, 3, True)
+    redis = connect(cluster.url, 5.0)
+    publisher = Publisher(redis, sharded, wait_replicas=1, wait_timeout_s=0.05, linger_s=0)
+    try:
+        await publisher.start()
+        for i in range(30):
+            publisher.offer(ResponseEvent(id=f"x{i}", ts=1.0, answer=Answer(status=200)))
+        await wait_for(lambda: publisher.idle, 30, "the publisher idle")
+        assert (publisher.published, publisher.dropped, publisher.unconfirmed) == (30, 0, 30)
+        lengths = [await redis.xlen(s.v1) for s in sharded.all]
+        assert sum(lengths) == 30 and all(lengths)
+        bucket = GlobalRate(redis, sharded.rate, 5.0, burst=5.0)
+        granted = [await bucket.take() for _ in range(20)]
+        assert 5 <= sum(granted) < 20
+    finally:
+        await publisher.stop()
+        await redis.aclose()
