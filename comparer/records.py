@@ -9,12 +9,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shadow import codec
+from shadow import codec, segments
 from shadow.compare import OTHER_ERROR, class_shape, error_kind_of
+from shadow.deploys import FixedIn, reopens
 from shadow.errors import StoreError
 from shadow.filters import Filters
 from shadow.model import (
     CLASS_ACCEPTED,
+    CLASS_FIXED,
     CLASS_NEW,
     CLASS_STATUSES,
     COMPARE_ERROR,
@@ -40,6 +42,7 @@ from shadow.reports_model import (
     NoiseEntry,
     PathKind,
     RouteSummary,
+    SegmentSummary,
     StatusPair,
     Summary,
 )
@@ -67,6 +70,7 @@ class RequestPart:
     url: str
     route: str
     request: dict[str, Any]
+    segment: str = segments.NONE  # shadow.segments: as the comparer named it
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,16 +89,19 @@ class AnswerPart:
 Part = RequestPart | AnswerPart
 
 
-def parts(events: Iterable[Event], routes: Mapping[str, str] | None = None) -> list[Part]:
+def parts(events: Iterable[Event], routes: Mapping[str, str] | None = None,
+          segments_by_id: Mapping[str, str] | None = None) -> list[Part]:
     """Each event's part, in order. A request's route is the one the comparer named for its
-    exchange id in `routes` (its rules, --max-routes), else the automatic template."""
+    exchange id in `routes` (its rules, --max-routes), else the automatic template; its
+    segment the one named in `segments_by_id` (--segment-by, --max-segments), else none."""
     out: list[Part] = []
     for e in events:
         if isinstance(e, RequestEvent):
             r = e.request
             route = (routes or {}).get(e.id) or route_template(r.url)
             out.append(RequestPart(e.id, e.request_id, e.ts, r.method, r.url, route,
-                                   codec.request_to_dict(r)))
+                                   codec.request_to_dict(r),
+                                   (segments_by_id or {}).get(e.id, segments.NONE)))
             continue
         a = e.answer
         doc = codec.answer_to_dict(a)
@@ -114,6 +121,7 @@ class ClassHit:
     route: str | None
     paths: list[PathKind]
     example: str | None  # None: its document is not kept (shadow.keep), not an example
+    ts: float | None = None  # the exchange's (its arrival): whether it reopens a fixed class
 
 
 @dataclass(slots=True)
@@ -127,10 +135,11 @@ class Tally:
 
 
 def tally(recorded: Iterable[tuple[str, Comparison]],
-          routes: Mapping[str, tuple[str | None, str | None]]) -> Tally:
+          routes: Mapping[str, tuple[str | None, str | None]],
+          times: Mapping[str, float | None] | None = None) -> Tally:
     """The counters' share of the comparisons just recorded; `routes` holds the (method,
     route) of each exchange recorded now: the others were decided before (a re-delivery,
-    never counted twice)."""
+    never counted twice); `times` their ts (for the classes they may reopen)."""
     t = Tally()
     for ident, c in recorded:
         if ident not in routes:
@@ -145,8 +154,20 @@ def tally(recorded: Iterable[tuple[str, Comparison]],
                 t.noise[(*key, path)] = t.noise.get((*key, path), 0) + 1
         if c.outcome == MISMATCH and c.signature:
             shape: list[PathKind] = [{"path": p, "kind": k} for p, k in class_shape(c.diff)]
-            t.classes.append(ClassHit(c.signature, method, route, shape, ident))
+            t.classes.append(ClassHit(c.signature, method, route, shape, ident,
+                                      (times or {}).get(ident)))
     return t
+
+
+def reopening(hits: Iterable[tuple[str, str]],
+              fixed: Mapping[str, tuple[FixedIn | None, float | None]],
+              times: Mapping[str, float | None]) -> list[tuple[str, str]]:
+    """Of the mismatches decided (exchange id, signature), in order, the ones that may open or
+    reopen their class (what shadow.keep.openers then judges): all but those of a class marked
+    fixed (`fixed`: its FixedIn and when that deploy went live, None: not yet) that do not
+    reopen it, received (`times`) before the deploy of its fix (shadow.deploys.reopens)."""
+    return [(ident, sig) for ident, sig in hits
+            if sig not in fixed or reopens(*fixed[sig], times.get(ident))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,28 +206,30 @@ def routes_to_admit(routes: Iterable[str]) -> list[str]:
 
 # ---- rollups ----
 # What each exchange adds to the counters, by the minute bucket of its `ts` (its arrival at the
-# proxy): one count per (bucket, method, route, outcome, signature or ""), and for compared
+# proxy): one count per (bucket, method, route, outcome, signature or "", segment or ""), and
+# for compared
 # exchanges (DIFFED) a latency-histogram count per side and a status-pair count. A write
 # moves an exchange's counts from its state before to its state after (both read in the
 # write's own transaction, or atomically with it); deleting its document never does:
 # counts outlive documents. Both stores write these deltas, batched.
 
-CountKey = tuple[int, str, str, str, str]  # bucket, method, route, outcome, signature or ""
+# bucket, method, route, outcome, signature or "", segment (shadow.segments; "": none)
+CountKey = tuple[int, str, str, str, str, str]
 LatencyKey = tuple[int, str, str, str, int]  # bucket, method, route, side, latency bucket
 StatusKey = tuple[int, str, str, int, int]  # bucket, method, route, v1 status, v2 status (0: none)
 KeptKey = tuple[int, str, str, str]  # bucket, method, route, outcome: documents held (shadow.keep)
 
 # the exchange fields a contribution depends on
 CONTRIBUTION_FIELDS = ("ts", "method", "route", "outcome", "signature", "stale", "v1_bucket",
-                       "v2_bucket", "v1_status", "v2_status")
+                       "v2_bucket", "v1_status", "v2_status", "segment")
 
 # The rollup tables (collections), each with its key fields and its counts: by minute
 # (bucket first: windows read a range of it) and for all time (the same without bucket).
 ROLLUP_KEYS: dict[str, tuple[str, ...]] = {
-    "roll_counts": ("bucket", "method", "route", "outcome", "signature"),
+    "roll_counts": ("bucket", "method", "route", "outcome", "signature", "segment"),
     "roll_latency": ("bucket", "method", "route", "side", "latency"),
     "roll_status": ("bucket", "method", "route", "v1_status", "v2_status"),
-    "route_counts": ("method", "route", "outcome", "signature"),
+    "route_counts": ("method", "route", "outcome", "signature", "segment"),
     "route_latency": ("method", "route", "side", "latency"),
     "route_status": ("method", "route", "v1_status", "v2_status"),
     # documents held: +1 while an exchange's document exists, in its state's place; the keep
@@ -238,7 +261,8 @@ class Rollup:
         method, route = doc.get("method") or "?", doc.get("route") or "?"
         outcome = doc.get("outcome") or PENDING
         self.hold(doc, sign)
-        key = (bucket, method, route, outcome, doc.get("signature") or "")
+        key = (bucket, method, route, outcome, doc.get("signature") or "",
+               doc.get("segment") or segments.NONE)
         n = self.counts.setdefault(key, [0, 0])
         n[0] += sign
         n[1] += sign * int(doc.get("stale") or 0)
@@ -336,11 +360,42 @@ def window_classes(counted: Iterable[tuple[str, int, int, int]], classes: Iterab
 def class_doc(signature: str, method: str | None, route: str | None, paths: list[PathKind],
               count: int, first_seen: float | None, last_seen: float | None,
               examples: list[str], status: str, ticket: str | None, note: str | None,
-              reopened_at: float | None) -> MismatchClass:
+              reopened_at: float | None, fixed_in: FixedIn | None = None,
+              reopened_after: FixedIn | None = None) -> MismatchClass:
+    """A class as reports show it. `fixed_in`: the deploy a class marked fixed expects its fix
+    in (shadow.deploys.fixed_in); `reopened_after`: a reopened class's, when it had one."""
+    reopened = reopened_at is not None and status == CLASS_NEW
     return {"signature": signature, "method": method or "?", "route": route or "?",
             "count": count, "paths": paths, "status": status, "examples": examples,
             "first_seen": first_seen, "last_seen": last_seen, "ticket": ticket, "note": note,
-            "reopened": reopened_at is not None and status == CLASS_NEW, "reopened_at": reopened_at}
+            "reopened": reopened, "reopened_at": reopened_at,
+            "fixed_in": fixed_in if status == CLASS_FIXED else None,
+            "reopened_after": reopened_after if reopened else None}
+
+
+def segment_classes(counted: Iterable[tuple[str, int]], classes: Iterable[MismatchClass],
+                    ) -> list[MismatchClass]:
+    """The classes counted in a segment over all time: (signature, n) each, with that count;
+    their sightings and triage are the class's own."""
+    book = {c["signature"]: c for c in classes}
+    out: list[MismatchClass] = [{**book[sig], "count": n}
+                                for sig, n in counted if sig in book and n > 0]
+    return sorted(out, key=lambda c: (-c["count"], c["signature"]))
+
+
+def segment_list(rows: Iterable[tuple[str, str, str, str, int]]) -> list[SegmentSummary]:
+    """/api/segments: per segment, its counts (as a route's), from rows of (segment, method,
+    route, outcome, n); most counted first."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNT_KEYS.values(), 0))
+    routes: dict[str, set[RouteKey]] = defaultdict(set)
+    for segment, method, route, outcome, n in rows:
+        if n > 0:
+            counts[segment][COUNT_KEYS[outcome]] += n
+            routes[segment].add((method, route))
+    out: list[SegmentSummary] = [
+        {"segment": segments.shown(seg), **_counts(n), "routes": len(routes[seg])}  # type: ignore[typeddict-item]
+        for seg, n in counts.items()]
+    return sorted(out, key=lambda s: (-s["total"], s["segment"]))
 
 
 def exchange_summary(row: Mapping[str, Any]) -> ExchangeSummary:
@@ -392,8 +447,9 @@ def learned_noise(suspected: Iterable[tuple[str, str, str, int]],
             for key, entries in _noise_entries(suspected, repeats).items()}
 
 
-def summary(a: Aggregates, window: Window = ALL_TIME) -> Summary:
-    """The /api/summary object from a store's aggregates (counted in `window`)."""
+def summary(a: Aggregates, window: Window = ALL_TIME, segment: str | None = None) -> Summary:
+    """The /api/summary object from a store's aggregates (counted in `window`; with a
+    `segment`, its counts and classes gathered for that segment only)."""
     counts: dict[RouteKey, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNT_KEYS.values(), 0))
     for method, route, outcome, n in a.counts:
         if n > 0:
@@ -406,6 +462,8 @@ def summary(a: Aggregates, window: Window = ALL_TIME) -> Summary:
         if n > 0:
             pairs[(method, route)].append({"v1": v1 or None, "v2": v2 or None, "count": n})
     keys = set(counts) | {(m, r) for m, r, _ in hist} | set(pairs)
+    if segment is not None:  # the routes it was counted on (latency and pairs: every segment's)
+        keys = set(counts)
     classes: dict[RouteKey, int] = defaultdict(int)
     paths: dict[RouteKey, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
     for c in a.classes:
@@ -422,7 +480,7 @@ def summary(a: Aggregates, window: Window = ALL_TIME) -> Summary:
     routes = [_route(key, counts[key], hist, pairs[key], classes[key], paths[key],
                      noise.get(key, []), suspected.get(key, []), kept[key]) for key in keys]
     totals = {name: sum(n[name] for n in counts.values()) for name in COUNT_KEYS.values()}
-    return {
+    out: Summary = {
         **_counts(totals),
         "kept": sum(kept.values()),
         "stale": a.stale,
@@ -430,6 +488,9 @@ def summary(a: Aggregates, window: Window = ALL_TIME) -> Summary:
         "routes": sorted(routes, key=lambda r: (-r["total"], r["route"], r["method"])),
         "window": window.doc(),
     }
+    if segment is not None:
+        out["segment"] = segments.shown(segment)
+    return out
 
 
 def _counts(n: Mapping[str, int]) -> Counts:

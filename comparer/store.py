@@ -20,12 +20,12 @@ from typing import Protocol
 
 from comparer.timeline import Timeline
 from shadow.credentials import mask_url
-from shadow.deploys import Deploy
+from shadow.deploys import Deploy, FixedIn
 from shadow.errors import ConfigError
 from shadow.filters import Filters
 from shadow.keep import EVERYTHING, KeepPolicy
 from shadow.model import Comparison, Event, Exchange, RouteKey
-from shadow.reports_model import ExchangeSummary, MismatchClass, Summary
+from shadow.reports_model import ExchangeSummary, MismatchClass, SegmentSummary, Summary
 from shadow.stats import RouteEvidence
 from shadow.windows import ALL_TIME, Window
 
@@ -35,11 +35,12 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    async def apply(self, events: list[Event],
-                    routes: Mapping[str, str] | None = None) -> list[Exchange]:
+    async def apply(self, events: list[Event], routes: Mapping[str, str] | None = None,
+                    segments: Mapping[str, str] | None = None) -> list[Exchange]:
         """Upsert each event's part (idempotent; the first copy of a part wins). Returns the
         touched exchanges that now have both answers and are not decided yet. `routes` holds
-        the route of each request by exchange id (default: the automatic template)."""
+        the route of each request by exchange id (default: the automatic template),
+        `segments` its segment (shadow.segments; default none)."""
 
     async def complete(self, results: list[tuple[str, Comparison]], *,
                        keep: KeepPolicy = EVERYTHING) -> list[str]:
@@ -70,6 +71,10 @@ class Store(Protocol):
         """Of `routes`, those counted apart: the ones already known, and new ones admitted
         while fewer than `max_routes` are known (atomically, across every process sharing
         the store). The others count as OTHER_ROUTE."""
+
+    async def admit_segments(self, names: list[str], max_segments: int) -> set[str]:
+        """The same for segments (--max-segments): the others count as segments.OTHER; the
+        segments NONE and OTHER never take a place."""
 
     async def retain(self, *, max_age_s: float | None = None, max_docs: int | None = None,
                      max_bytes: int | None = None, rollup_max_age_s: float | None = None,
@@ -105,28 +110,42 @@ class Store(Protocol):
     async def list_exchanges(self, f: Filters) -> tuple[list[ExchangeSummary], str | None]:
         """Exchange summaries, newest first (by id), and the cursor of the next page."""
 
-    async def classes(self, *, signature: str | None = None,
-                      window: Window = ALL_TIME) -> list[MismatchClass]:
+    async def classes(self, *, signature: str | None = None, window: Window = ALL_TIME,
+                      segment: str | None = None) -> list[MismatchClass]:
         """Mismatch classes, most counted first. In a window: the classes counted there, with
         that count and their first/last sighting there (to the minute); their triage (status,
-        ticket, note, examples) is the class's own."""
+        ticket, note, examples) is the class's own. With a `segment`: the classes counted in
+        it, with its count."""
 
     async def set_class_status(self, signature: str, status: str, ticket: str | None = None,
-                               note: str | None = None) -> MismatchClass | None: ...
+                               note: str | None = None, fixed_in: FixedIn | None = None,
+                               ) -> MismatchClass | None:
+        """Triage a class (None: no such class). Marked fixed, it records `fixed_in`, the
+        deploy it expects its fix in: a later mismatch reopens it (new, reopened_after that
+        deploy) only when received once that deploy was live (shadow.deploys.reopens);
+        without one, any later mismatch does."""
 
     async def add_deploy(self, d: Deploy) -> None:
         """Record a deploy marker (shadow.deploys); the same id twice is recorded once."""
 
-    async def deploys(self, target: str | None = None, limit: int = 100) -> list[Deploy]:
-        """Deploy markers (of `target`), latest first (by the time they went live)."""
+    async def deploys(self, target: str | None = None, limit: int = 100,
+                      version: str | None = None) -> list[Deploy]:
+        """Deploy markers (of `target`, of `version`), latest first (by the time they went
+        live)."""
 
-    async def summary(self, window: Window = ALL_TIME) -> Summary:
+    async def summary(self, window: Window = ALL_TIME, segment: str | None = None) -> Summary:
         """The /api/summary object for the window. Noise and suspected-noise figures are
-        all time."""
+        all time. With a `segment` (as stored: '' is none), the routes it was counted on
+        with its counts and classes; latency, status pairs and documents held are the
+        route's over every segment."""
 
-    async def route_evidence(self, window: Window = ALL_TIME) -> list[RouteEvidence]:
-        """The verdict's evidence per route (in the window): compared, matched, and the
-        mismatches per class (accepted classes apart)."""
+    async def route_evidence(self, window: Window = ALL_TIME,
+                             segment: str | None = None) -> list[RouteEvidence]:
+        """The verdict's evidence per route (in the window, of the segment): compared,
+        matched, and the mismatches per class (accepted classes apart)."""
+
+    async def segments(self, window: Window = ALL_TIME) -> list[SegmentSummary]:
+        """Each segment counted in the window, with its counts, most counted first."""
 
     async def timeline(self, window: Window = ALL_TIME, step_s: int | None = None, *,
                        now: float | None = None) -> Timeline:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, NotRequired, TypedDict
 
+from shadow.deploys import FixedIn
 from shadow.windows import WindowDoc
 
 Percentiles = dict[str, float | None]  # {"p50", "p95", "p99"}: ms, None without samples
@@ -72,6 +73,9 @@ class Summary(Counts):
     routes_overflowed: int  # exchanges counted as the one OTHER_ROUTE (--max-routes)
     routes: list[RouteSummary]
     window: WindowDoc  # the time window counted (shadow.windows: exact to the minute)
+    # with segment=: the segment counted (shadow.segments); counts, rates and classes are its
+    # own, latency, status pairs, noise and documents held the route's over every segment
+    segment: NotRequired[str]
     # added by the reports API from Redis
     dropped_events: NotRequired[int | None]
     trimmed_unprocessed: NotRequired[dict[str, int]]
@@ -97,6 +101,15 @@ class MismatchClass(TypedDict):
     note: str | None
     reopened: bool
     reopened_at: float | None
+    fixed_in: NotRequired[FixedIn | None]  # marked fixed: the V2 deploy expected to fix it
+    reopened_after: NotRequired[FixedIn | None]  # reopened: the deploy that should have fixed it
+
+
+class SegmentSummary(Counts):
+    """A segment's counts (shadow.segments): /api/segments."""
+
+    segment: str  # as queries name it ("(none)": no value; "(other)": past --max-segments)
+    routes: int  # routes it was counted on
 
 
 class ExchangeSummary(TypedDict):

@@ -38,8 +38,9 @@ def old_sqlite_store(path: Path, written: Path) -> None:
     db = sqlite3.connect(path)
     db.executescript(OLD_SCHEMA)
     db.execute("ATTACH DATABASE ? AS written", (str(written),))
-    db.execute("INSERT INTO exchanges SELECT * FROM written.exchanges")
-    db.execute("INSERT INTO classes SELECT * FROM written.classes")
+    for table in ("exchanges", "classes"):  # the columns the old schema has
+        columns = ", ".join(row[1] for row in db.execute(f"PRAGMA main.table_info({table})"))
+        db.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM written.{table}")
     db.commit()
     assert db.execute("SELECT sum(n) FROM route_stats").fetchone()[0] == 10  # old triggers
     assert db.execute("PRAGMA user_version").fetchone()[0] == 0

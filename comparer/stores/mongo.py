@@ -30,14 +30,14 @@ from typing import Any
 
 from comparer import records
 from comparer.timeline import Timeline, frame, shape
-from shadow import codec, keep, model
+from shadow import codec, keep, model, segments
 from shadow.credentials import mask_url
-from shadow.deploys import Deploy, deploy
+from shadow.deploys import Deploy, FixedIn, deploy, reopens
 from shadow.errors import StoreError
 from shadow.filters import Filters
 from shadow.keep import EVERYTHING, KeepPolicy
 from shadow.model import Comparison, Difference, Event, Exchange, RouteKey
-from shadow.reports_model import ExchangeSummary, MismatchClass, Summary
+from shadow.reports_model import ExchangeSummary, MismatchClass, SegmentSummary, Summary
 from shadow.rules import OTHER_ROUTE
 from shadow.stats import RouteEvidence
 from shadow.windows import ALL_TIME, DAY_S, Window, coarsen, floor_to, fold_marks
@@ -48,6 +48,7 @@ COMPARED = list(model.DIFFED)
 _UNDECIDED = list(model.UNDECIDED)
 _DUPLICATE_KEY = 11000
 _ROUTES_COUNT = "routes"  # the `meta` document counting the admitted routes
+_SEGMENTS_COUNT = "segments"  # the `meta` document counting the admitted segments
 _SCHEMA = "schema"  # the `meta` document with the store's schema version
 # 1: rollups (a store without the document and with exchanges is older); 2: evidence
 # (shadow.keep: documents held per rollup key, tombstones in `dropped`, counters in
@@ -96,7 +97,8 @@ def _part_fields(p: records.Part) -> tuple[str, dict[str, Any]]:
     """The part's name in the document (written once: the first copy wins) and its fields."""
     if isinstance(p, records.RequestPart):
         return "request", {"request": codec.pack_part(p.request), "request_id": p.request_id,
-                           "method": p.method, "url": p.url, "route": p.route}
+                           "method": p.method, "url": p.url, "route": p.route,
+                           "segment": p.segment}
     fields = {p.side: codec.pack_part(p.answer), f"{p.side}_status": p.status,
               f"{p.side}_latency_ms": p.latency_ms, f"{p.side}_bucket": p.bucket,
               f"{p.side}_ts": p.ts}
@@ -152,6 +154,7 @@ class MongoStore:
             if "created_at_1" in await x.index_information():
                 # an older shadow's TTL index: retention deletes now, never a class's last example
                 await x.drop_index("created_at_1")
+            await self._add_segments()
             for name, fields in _ROLLUPS.items():
                 await self._db[name].create_index([(f, 1) for f in fields], unique=True)
             await self._ensure_rollups()
@@ -163,6 +166,19 @@ class MongoStore:
         except Exception as e:
             raise StoreError(f"cannot open MongoDB store {mask_url(self.url)}: "
                              f"{mask_url(str(e))}") from e
+
+    async def _add_segments(self) -> None:
+        """The count rollups of a store written before segments: their rows get segment ''
+        (none) and their unique index without a segment goes, so the one with it (created
+        next) is the only one. Idempotent: every process opening the store may run it."""
+        for name in ("roll_counts", "route_counts"):
+            before = "_".join(f"{f}_1" for f in _ROLLUPS[name] if f != "segment")
+            if before not in await self._db[name].index_information():
+                continue
+            await self._db[name].update_many({"segment": {"$exists": False}},
+                                             {"$set": {"segment": segments.NONE}})
+            with contextlib.suppress(Exception):  # another process dropped it first
+                await self._db[name].drop_index(before)
 
     async def _ensure_rollups(self) -> None:
         """A store written before rollups gets them, counted from its exchanges once, by the
@@ -307,13 +323,13 @@ class MongoStore:
                 for q, u in writes:
                     await self.db[name].update_one(q, u, upsert=True)
 
-    async def apply(self, events: list[Event],
-                    routes: Mapping[str, str] | None = None) -> list[Exchange]:
+    async def apply(self, events: list[Event], routes: Mapping[str, str] | None = None,
+                    segments: Mapping[str, str] | None = None) -> list[Exchange]:
         rollup = records.Rollup(await self._folded())
         gone = await self._dropped({e.id for e in events})  # decided, document dropped
         created: dict[str, dict[str, Any]] = {}  # documents this batch created: their state
         try:
-            for p in records.parts(events, routes):
+            for p in records.parts(events, routes, segments):
                 if p.id in gone:
                     continue  # a late or re-delivered part: never stored or counted again
                 moved = await self._upsert_part(p.id, *_part_fields(p), p.ts, rollup)
@@ -361,7 +377,8 @@ class MongoStore:
                 if c.outcome == model.MISMATCH and c.signature])
         finally:
             await self._count(rollup)
-        t = records.tally(recorded, routes)
+        t = records.tally(recorded, routes,
+                          {ident: s.get("ts") for ident, s in decided_states.items()})
         for (method, route), n in t.noise_observed.items():
             await self.db.noise_observed.update_one({"method": method, "route": route},
                                                     {"$inc": {"n": n}}, upsert=True)
@@ -394,9 +411,14 @@ class MongoStore:
         if policy.keeps_all or not decided:
             return set(decided)
         signatures = sorted({sig for _, sig in hits})
-        book = {d["_id"]: d.get("status", model.CLASS_NEW) async for d in self.db.classes.find(
-            {"_id": {"$in": signatures}}, {"status": 1})} if signatures else {}
-        opens = keep.openers(hits, book)
+        found = await self.db.classes.find({"_id": {"$in": signatures}},
+                                           {"status": 1, "fixed_in": 1}).to_list(None) \
+            if signatures else []
+        book = {d["_id"]: d.get("status", model.CLASS_NEW) for d in found}
+        fixed = {d["_id"]: (d.get("fixed_in"), await self._fix_due(d.get("fixed_in")))
+                 for d in found if d.get("status") == model.CLASS_FIXED}
+        opens = keep.openers(records.reopening(
+            hits, fixed, {ident: s.get("ts") for ident, s in decided.items()}), book)
         items = [keep.Decided(ident, s.get("ts"), s.get("method"), s.get("route"), s["outcome"],
                               s.get("signature"), ident in opens) for ident, s in decided.items()]
         seen = {key: await self._seen(key, n) for key, n in keep.groups(items).items()}
@@ -432,10 +454,29 @@ class MongoStore:
                     raise
         return 0
 
+    async def _fix_due(self, fixed: FixedIn | None) -> float | None:
+        """When the deploy a class marked fixed expects its fix in went live: its time, or
+        the first V2 deploy marked with its version (None: not yet, or no deploy)."""
+        if fixed is None or fixed.get("ts") is not None:
+            return None if fixed is None else fixed["ts"]
+        if not fixed.get("version"):
+            return None
+        first = await self.db.deploys.find({"target": "v2", "version": fixed["version"]}) \
+            .sort("ts", 1).limit(1).to_list(1)
+        return float(first[0]["ts"]) if first else None
+
     async def _count_class(self, hit: records.ClassHit, now: float) -> None:
         classes = self.db.classes
-        await classes.update_one({"_id": hit.signature, "status": model.CLASS_FIXED},
-                                 {"$set": {"status": model.CLASS_NEW, "reopened_at": now}})
+        marked = await classes.find_one({"_id": hit.signature, "status": model.CLASS_FIXED},
+                                        {"fixed_in": 1})
+        if marked is not None:  # reopened by a mismatch received once its fix was live
+            fixed = marked.get("fixed_in")
+            due = await self._fix_due(fixed)
+            if reopens(fixed, due, hit.ts):
+                await classes.update_one(
+                    {"_id": hit.signature, "status": model.CLASS_FIXED},
+                    {"$set": {"status": model.CLASS_NEW, "reopened_at": now, "fixed_in": None,
+                              "reopened_after": None if fixed is None else {**fixed, "ts": due}}})
         await classes.update_one(
             {"_id": hit.signature},
             {"$inc": {"count": 1}, "$max": {"last_seen": now}, "$min": {"first_seen": now},
@@ -474,26 +515,36 @@ class MongoStore:
         return expired
 
     async def admit_routes(self, routes: list[str], max_routes: int) -> set[str]:
+        return await self._admit("routes", _ROUTES_COUNT, records.routes_to_admit(routes),
+                                 max_routes)
+
+    async def admit_segments(self, names: list[str], max_segments: int) -> set[str]:
+        return await self._admit("segments", _SEGMENTS_COUNT, segments.to_admit(names),
+                                 max_segments)
+
+    async def _admit(self, collection: str, counter: str, wanted: list[str], cap: int,
+                     ) -> set[str]:
+        """Of `wanted`, the names `collection` holds, and new ones it takes while the `meta`
+        document `counter` counts fewer than `cap` (atomically, across every process)."""
         from pymongo.errors import DuplicateKeyError
 
-        wanted = records.routes_to_admit(routes)
         if not wanted:
             return set()
-        known = {d["_id"] async for d in self.db.routes.find({"_id": {"$in": wanted}}, {"_id": 1})}
-        for route in wanted:
-            if route in known:
+        known = {d["_id"] async for d in self.db[collection].find({"_id": {"$in": wanted}},
+                                                                 {"_id": 1})}
+        for name in wanted:
+            if name in known:
                 continue
-            try:  # take a slot: fails (duplicate _id) once max_routes are taken
+            try:  # take a slot: fails (duplicate _id) once `cap` are taken
                 await self.db.meta.find_one_and_update(
-                    {"_id": _ROUTES_COUNT, "n": {"$lt": max_routes}}, {"$inc": {"n": 1}},
-                    upsert=True)
+                    {"_id": counter, "n": {"$lt": cap}}, {"$inc": {"n": 1}}, upsert=True)
             except DuplicateKeyError:
-                break  # full: the rest count as OTHER_ROUTE
+                break  # full: the rest count as the overflow
             try:
-                await self.db.routes.insert_one({"_id": route})
+                await self.db[collection].insert_one({"_id": name})
             except DuplicateKeyError:  # another process admitted it meanwhile: give back the slot
-                await self.db.meta.update_one({"_id": _ROUTES_COUNT}, {"$inc": {"n": -1}})
-            known.add(route)
+                await self.db.meta.update_one({"_id": counter}, {"$inc": {"n": -1}})
+            known.add(name)
         return known
 
     # ---- housekeeping: compaction and retention, off the ingest path ----
@@ -739,9 +790,11 @@ class MongoStore:
             last = docs[-1]["_id"]
 
     async def set_class_status(self, signature: str, status: str, ticket: str | None = None,
-                               note: str | None = None) -> MismatchClass | None:
+                               note: str | None = None, fixed_in: FixedIn | None = None,
+                               ) -> MismatchClass | None:
         changes: dict[str, Any] = {"status": records.checked_status(status),
-                                   "updated_at": time.time()}
+                                   "updated_at": time.time(),
+                                   "fixed_in": fixed_in if status == model.CLASS_FIXED else None}
         if ticket is not None:
             changes["ticket"] = ticket
         if note is not None:
@@ -758,8 +811,9 @@ class MongoStore:
 
     # ---- reads ----
 
-    async def deploys(self, target: str | None = None, limit: int = 100) -> list[Deploy]:
-        query = {"target": target} if target is not None else {}
+    async def deploys(self, target: str | None = None, limit: int = 100,
+                      version: str | None = None) -> list[Deploy]:
+        query = {k: v for k, v in (("target", target), ("version", version)) if v is not None}
         cursor = self.db.deploys.find(query).sort([("ts", -1), ("_id", -1)]).limit(int(limit))
         return [deploy(d["_id"], d["ts"], d["target"], d.get("version"), d.get("note"))
                 async for d in cursor]
@@ -845,36 +899,44 @@ class MongoStore:
         items = [records.exchange_summary({**d, "id": d["_id"]}) for d in docs[:f.limit]]
         return items, (items[-1]["id"] if len(docs) > f.limit else None)
 
-    async def classes(self, *, signature: str | None = None,
-                      window: Window = ALL_TIME) -> list[MismatchClass]:
+    async def classes(self, *, signature: str | None = None, window: Window = ALL_TIME,
+                      segment: str | None = None) -> list[MismatchClass]:
         counted: dict[tuple[Any, ...], tuple[int, ...]] = {}
         query: dict[str, Any] = {"_id": signature} if signature is not None else {}
         marks = await self._marks("published")
         window = coarsen(window, marks)
-        if not window.all_time:
+        if not window.all_time or segment is not None:
             match: dict[str, Any] = {"outcome": model.MISMATCH, "signature": {"$ne": ""}}
             if signature is not None:
                 match["signature"] = signature
-            counted = await self._rolled("counts", window, ("signature",), match, bounds=True)
+            if segment is not None:
+                match["segment"] = segment
+            counted = await self._rolled("counts", window, ("signature",), match,
+                                         bounds=not window.all_time)
             query = {"_id": {"$in": [sig for (sig,) in counted]}}
         docs = await self.db.classes.find(query).to_list(None)
         book = [records.class_doc(d["_id"], d.get("method"), d.get("route"), d.get("paths", []),
                                   d.get("count", 0), d.get("first_seen"), d.get("last_seen"),
                                   d.get("examples", []), d.get("status", model.CLASS_NEW),
-                                  d.get("ticket"), d.get("note"), d.get("reopened_at"))
+                                  d.get("ticket"), d.get("note"), d.get("reopened_at"),
+                                  d.get("fixed_in"), d.get("reopened_after"))
                 for d in docs]
+        if window.all_time and segment is not None:  # one segment's, over all time
+            return records.segment_classes([(sig, n) for (sig,), (n, _) in counted.items()],
+                                           book)
         if not window.all_time:
             return records.window_classes(
                 [(sig, n, first, last) for (sig,), (n, _, first, last) in counted.items()], book,
                 marks)
         return sorted(book, key=lambda c: (-c["count"], c["signature"]))
 
-    async def summary(self, window: Window = ALL_TIME) -> Summary:
+    async def summary(self, window: Window = ALL_TIME, segment: str | None = None) -> Summary:
         def mr(key: tuple[Any, ...]) -> tuple[str, str]:
             return key[0] or "?", key[1] or "?"
 
         window = await self.resolve(window)
-        counts = await self._rolled("counts", window, ("method", "route", "outcome"))
+        counts = await self._rolled("counts", window, ("method", "route", "outcome"),
+                                    None if segment is None else {"segment": segment})
         latency = await self._rolled("latency", window, ("method", "route", "side", "latency"))
         statuses = await self._rolled("status", window,
                                       ("method", "route", "v1_status", "v2_status"))
@@ -883,20 +945,30 @@ class MongoStore:
             [(*mr(k), k[2], n) for k, (n, _) in counts.items() if n > 0],
             [(*mr(k), k[2], k[3], n) for k, (n,) in latency.items() if n > 0],
             [(*mr(k), k[2] or 0, k[3] or 0, n) for k, (n,) in statuses.items() if n > 0],
-            await self.classes(window=window),
+            await self.classes(window=window, segment=segment),
             stale=sum(stale for _, stale in counts.values()),
             noise=await self._counted("noise", "path"), observed=await self._counted("noise_observed"),
             suspected=await self._counted("suspected", "path"),
             repeats=await self._counted("repeats"),
-            kept=[(*mr(k), k[2], n) for k, (n,) in held.items() if n > 0]), window)
+            kept=[(*mr(k), k[2], n) for k, (n,) in held.items() if n > 0]), window, segment)
 
-    async def route_evidence(self, window: Window = ALL_TIME) -> list[RouteEvidence]:
+    async def route_evidence(self, window: Window = ALL_TIME,
+                             segment: str | None = None) -> list[RouteEvidence]:
         window = await self.resolve(window)
         # mismatches per class and V2 errors per kind (their signatures name it)
-        rows = await self._rolled("counts", window, ("method", "route", "signature"),
-                                  {"outcome": {"$in": [model.MISMATCH, model.V2_ERROR]}})
-        return records.evidence(await self.summary(window), await self.classes(window=window),
+        match: dict[str, Any] = {"outcome": {"$in": [model.MISMATCH, model.V2_ERROR]}}
+        if segment is not None:
+            match["segment"] = segment
+        rows = await self._rolled("counts", window, ("method", "route", "signature"), match)
+        return records.evidence(await self.summary(window, segment),
+                                await self.classes(window=window, segment=segment),
                                 [(*k, n) for k, (n, _) in rows.items() if n > 0])
+
+    async def segments(self, window: Window = ALL_TIME) -> list[SegmentSummary]:
+        rows = await self._rolled("counts", await self.resolve(window),
+                                  ("segment", "method", "route", "outcome"))
+        return records.segment_list([(k[0] or segments.NONE, k[1] or "?", k[2] or "?", k[3], n)
+                                     for k, (n, _) in rows.items() if n > 0])
 
     async def timeline(self, window: Window = ALL_TIME, step_s: int | None = None, *,
                        now: float | None = None) -> Timeline:

@@ -24,8 +24,8 @@ import aiosqlite
 
 from comparer import records
 from comparer.timeline import Timeline, frame, shape
-from shadow import codec, keep
-from shadow.deploys import Deploy, deploy
+from shadow import codec, keep, segments
+from shadow.deploys import Deploy, FixedIn, deploy
 from shadow.errors import StoreError
 from shadow.filters import Filters
 from shadow.keep import EVERYTHING, KeepPolicy
@@ -42,7 +42,7 @@ from shadow.model import (
     Exchange,
     RouteKey,
 )
-from shadow.reports_model import ExchangeSummary, MismatchClass, Summary
+from shadow.reports_model import ExchangeSummary, MismatchClass, SegmentSummary, Summary
 from shadow.rules import OTHER_ROUTE
 from shadow.settings import sqlite_path
 from shadow.stats import RouteEvidence
@@ -60,9 +60,11 @@ _UNDECIDED = _sql_set(UNDECIDED)
 
 # PRAGMA user_version: 0 = before rollups, 1 = rollups kept by triggers (a development
 # version), 2 = rollups written with each batch, 3 = evidence (shadow.keep: documents held
-# per rollup key, tombstones of dropped documents, the keep policy's counters). Older stores
-# are brought up to date at open.
-SCHEMA_VERSION = 3
+# per rollup key, tombstones of dropped documents, the keep policy's counters), 4 = segments
+# (shadow.segments: exchanges.segment, a segment key on roll_counts/route_counts, '' for the
+# rows before; the segments table) and the deploy a class marked fixed expects its fix in.
+# Older stores are brought up to date at open.
+SCHEMA_VERSION = 4
 
 
 def _rollup_upsert(table: str) -> str:
@@ -81,6 +83,22 @@ _STATE = ", ".join(("id", *records.CONTRIBUTION_FIELDS))  # what an exchange's c
 # schema 1's
 _OLD_TRIGGERS = ("exchanges_insert", "exchanges_update", "exchanges_delete", "x_count_insert",
                  "x_compared_insert", "x_count_update", "x_compared_update")
+
+# the count rollups, keyed by segment too since schema 4 (rebuilt from older ones at open)
+_COUNTS_TABLES = {
+    "route_counts": """CREATE TABLE IF NOT EXISTS route_counts (
+    method TEXT NOT NULL, route TEXT NOT NULL, outcome TEXT NOT NULL, signature TEXT NOT NULL,
+    segment TEXT NOT NULL DEFAULT '', n INTEGER NOT NULL, stale INTEGER NOT NULL,
+    PRIMARY KEY (method, route, outcome, signature, segment)) WITHOUT ROWID""",
+    "roll_counts": """CREATE TABLE IF NOT EXISTS roll_counts (
+    bucket INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, outcome TEXT NOT NULL,
+    signature TEXT NOT NULL, segment TEXT NOT NULL DEFAULT '', n INTEGER NOT NULL,
+    stale INTEGER NOT NULL,
+    PRIMARY KEY (bucket, method, route, outcome, signature, segment)) WITHOUT ROWID""",
+}
+# columns added to older tables (schema 4), with their type
+_ADDED_COLUMNS = {"exchanges": (("segment", "TEXT"),),
+                  "classes": (("fixed_in", "TEXT"), ("reopened_after", "TEXT"))}
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS exchanges (
@@ -109,7 +127,8 @@ SCHEMA = [
     compared_at REAL,
     replay_delay_ms REAL,
     stale INTEGER NOT NULL DEFAULT 0,
-    noise TEXT)""",
+    noise TEXT,
+    segment TEXT)""",
     "CREATE INDEX IF NOT EXISTS exchanges_request_id ON exchanges(request_id)",
     "CREATE INDEX IF NOT EXISTS exchanges_ts ON exchanges(ts)",
     "CREATE INDEX IF NOT EXISTS exchanges_route ON exchanges(route, method)",
@@ -117,10 +136,7 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS exchanges_signature ON exchanges(signature)",
     "CREATE INDEX IF NOT EXISTS exchanges_stale ON exchanges(stale) WHERE stale = 1",
     # all time
-    """CREATE TABLE IF NOT EXISTS route_counts (
-    method TEXT NOT NULL, route TEXT NOT NULL, outcome TEXT NOT NULL, signature TEXT NOT NULL,
-    n INTEGER NOT NULL, stale INTEGER NOT NULL,
-    PRIMARY KEY (method, route, outcome, signature)) WITHOUT ROWID""",
+    _COUNTS_TABLES["route_counts"],
     """CREATE TABLE IF NOT EXISTS route_latency (
     method TEXT NOT NULL, route TEXT NOT NULL, side TEXT NOT NULL, latency INTEGER NOT NULL,
     n INTEGER NOT NULL, PRIMARY KEY (method, route, side, latency)) WITHOUT ROWID""",
@@ -129,10 +145,7 @@ SCHEMA = [
     v2_status INTEGER NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (method, route, v1_status, v2_status)) WITHOUT ROWID""",
     # by minute (bucket: unix seconds of the minute's start)
-    """CREATE TABLE IF NOT EXISTS roll_counts (
-    bucket INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, outcome TEXT NOT NULL,
-    signature TEXT NOT NULL, n INTEGER NOT NULL, stale INTEGER NOT NULL,
-    PRIMARY KEY (bucket, method, route, outcome, signature)) WITHOUT ROWID""",
+    _COUNTS_TABLES["roll_counts"],
     """CREATE TABLE IF NOT EXISTS roll_latency (
     bucket INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, side TEXT NOT NULL,
     latency INTEGER NOT NULL, n INTEGER NOT NULL,
@@ -154,13 +167,14 @@ SCHEMA = [
     method TEXT NOT NULL, route TEXT NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (method, route)) WITHOUT ROWID""",
     "CREATE TABLE IF NOT EXISTS routes (route TEXT PRIMARY KEY) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS segments (segment TEXT PRIMARY KEY) WITHOUT ROWID",
     """CREATE TABLE IF NOT EXISTS rule_stats (
     rule TEXT PRIMARY KEY, suppressed INTEGER NOT NULL) WITHOUT ROWID""",
     f"""CREATE TABLE IF NOT EXISTS classes (
     signature TEXT PRIMARY KEY, method TEXT, route TEXT, paths TEXT NOT NULL,
     count INTEGER NOT NULL, first_seen REAL, last_seen REAL, examples TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT '{CLASS_NEW}', ticket TEXT, note TEXT, reopened_at REAL,
-    updated_at REAL)""",
+    updated_at REAL, fixed_in TEXT, reopened_after TEXT)""",
     # evidence (shadow.keep): documents held, by minute and for all time (records.Rollup.kept)
     """CREATE TABLE IF NOT EXISTS roll_kept (
     bucket INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, outcome TEXT NOT NULL,
@@ -182,11 +196,11 @@ SCHEMA = [
 # First writer wins for each part: a re-delivered or re-replayed part never rewrites an
 # exchange that may already be compared (the diff always describes the stored answers).
 _UPSERT_REQUEST = """
-INSERT INTO exchanges (id, request_id, ts, method, url, route, request)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO exchanges (id, request_id, ts, method, url, route, request, segment)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(id) DO UPDATE SET request_id = excluded.request_id, ts = excluded.ts,
     method = excluded.method, url = excluded.url, route = excluded.route,
-    request = excluded.request
+    request = excluded.request, segment = excluded.segment
 WHERE exchanges.request IS NULL
 """
 _UPSERT_V1 = """
@@ -219,9 +233,22 @@ ON CONFLICT(signature) DO UPDATE SET
     examples = CASE WHEN json_array_length(examples) < {records.MAX_EXAMPLES}
                          AND json_extract(excluded.examples, '$[0]') IS NOT NULL
                     THEN json_insert(examples, '$[#]', json_extract(excluded.examples, '$[0]'))
-                    ELSE examples END,
-    reopened_at = CASE WHEN status = '{CLASS_FIXED}' THEN excluded.last_seen ELSE reopened_at END,
-    status = CASE WHEN status = '{CLASS_FIXED}' THEN '{CLASS_NEW}' ELSE status END
+                    ELSE examples END
+"""
+# When its fix is live: the deploy a class marked fixed expects it in (shadow.deploys.FixedIn:
+# its time, or the first V2 deploy marked with its version); NULL while it is not.
+_FIX_DUE = ("coalesce(json_extract(classes.fixed_in, '$.ts'), (SELECT min(ts) FROM deploys "
+            "WHERE target = 'v2' AND version = json_extract(classes.fixed_in, '$.version')))")
+# A mismatch received at :ts reopens a class marked fixed (shadow.deploys.reopens): any one
+# without a deploy to wait for, else one received once its fix was live; the reopening
+# keeps that deploy (with its time) in reopened_after.
+_REOPEN_CLASS = f"""
+UPDATE classes SET status = '{CLASS_NEW}', reopened_at = :now,
+    reopened_after = CASE WHEN fixed_in IS NULL THEN NULL
+                          ELSE json_set(fixed_in, '$.ts', {_FIX_DUE}) END,
+    fixed_in = NULL
+WHERE signature = :signature AND status = '{CLASS_FIXED}'
+    AND (fixed_in IS NULL OR :ts IS NULL OR :ts >= {_FIX_DUE})
 """
 
 
@@ -312,6 +339,8 @@ class SQLiteStore:
                 if recount:  # before rollups: its aggregates are rebuilt from the exchanges
                     for table in ("route_stats", "route_latency", "route_status"):
                         await db.execute(f"DROP TABLE IF EXISTS {table}")
+                if existing and version < 4:
+                    await _add_segments(db)
                 for statement in SCHEMA:
                     await db.execute(statement)
                 if recount:
@@ -367,14 +396,14 @@ class SQLiteStore:
 
     # ---- writes ----
 
-    async def apply(self, events: list[Event],
-                    routes: Mapping[str, str] | None = None) -> list[Exchange]:
+    async def apply(self, events: list[Event], routes: Mapping[str, str] | None = None,
+                    segments: Mapping[str, str] | None = None) -> list[Exchange]:
         requests: list[tuple[Any, ...]] = []
         answers: dict[str, list[tuple[Any, ...]]] = {"v1": [], "v2": []}
-        for p in records.parts(events, routes):
+        for p in records.parts(events, routes, segments):
             if isinstance(p, records.RequestPart):
                 requests.append((p.id, p.request_id, p.ts, p.method, p.url, p.route,
-                                 codec.pack_part(p.request)))
+                                 codec.pack_part(p.request), p.segment or None))
             else:
                 answers[p.side].append((p.id, p.ts, codec.pack_part(p.answer), p.status,
                                         p.latency_ms, p.bucket, p.ts))
@@ -421,7 +450,7 @@ class SQLiteStore:
             before = await _states(db, f"id IN ({marks}) AND outcome IN {_UNDECIDED}", ids)
             undecided = {ident: (s["method"], s["route"]) for ident, s in before.items()}
             rows = [_decision(ident, c, now) for ident, c in results if ident in undecided]
-            t = records.tally(results, undecided)
+            t = records.tally(results, undecided, {ident: s["ts"] for ident, s in before.items()})
             await db.executemany(
                 "UPDATE exchanges SET outcome = ?, diff = ?, diff_paths = ?, signature = ?, "
                 "flags = ?, compared_at = ?, replay_delay_ms = ?, stale = ?, noise = ? "
@@ -435,7 +464,7 @@ class SQLiteStore:
                                       "stale": int("stale" in c.flags)}
                     rollup.move(state, decided[ident])
             held = await _keep(db, keep, decided, rollup, [(k.example, k.signature)
-                                                           for k in t.classes])
+                                                           for k in t.classes], t.classes)
             t.classes = [k if k.example in held else dataclasses.replace(k, example=None)
                          for k in t.classes]  # a class's examples: documents held
             await _count(db, rollup)
@@ -450,6 +479,8 @@ class SQLiteStore:
                     "ON CONFLICT (method, route, path) DO UPDATE SET n = n + excluded.n",
                     [(*k, n) for k, n in t.noise.items()])
             if t.classes:
+                await db.executemany(_REOPEN_CLASS, [
+                    {"now": now, "signature": k.signature, "ts": k.ts} for k in t.classes])
                 await db.executemany(_UPSERT_CLASS, [
                     (k.signature, k.method, k.route, _text(k.paths), now, now, k.example, now)
                     for k in t.classes])
@@ -490,26 +521,33 @@ class SQLiteStore:
         return expired
 
     async def admit_routes(self, routes: list[str], max_routes: int) -> set[str]:
-        wanted = records.routes_to_admit(routes)
+        return await self._admit("routes", "route", records.routes_to_admit(routes), max_routes)
+
+    async def admit_segments(self, names: list[str], max_segments: int) -> set[str]:
+        return await self._admit("segments", "segment", segments.to_admit(names), max_segments)
+
+    async def _admit(self, table: str, column: str, wanted: list[str], cap: int) -> set[str]:
+        """Of `wanted`, the names `table` holds, and new ones it takes while it holds fewer
+        than `cap` (atomically, across every process sharing the store)."""
         if not wanted:
             return set()
         db = self.db
         marks = ",".join("?" * len(wanted))
-        async with db.execute(f"SELECT route FROM routes WHERE route IN ({marks})", wanted) as cur:
+        select = f"SELECT {column} FROM {table} WHERE {column} IN ({marks})"
+        async with db.execute(select, wanted) as cur:
             known = {row[0] async for row in cur}
         new = [r for r in wanted if r not in known]
         if not new:
             return known
         async with self._writing:  # BEGIN IMMEDIATE: one writer across every process
             async with _transaction(db):
-                async with db.execute(f"SELECT route FROM routes WHERE route IN ({marks})",
-                                      wanted) as cur:
+                async with db.execute(select, wanted) as cur:
                     known = {row[0] async for row in cur}
-                async with db.execute("SELECT count(*) FROM routes") as cur:
+                async with db.execute(f"SELECT count(*) FROM {table}") as cur:
                     row = await cur.fetchone()
-                room = max(0, max_routes - (int(row[0]) if row else 0))
+                room = max(0, cap - (int(row[0]) if row else 0))
                 admitted = [r for r in wanted if r not in known][:room]
-                await db.executemany("INSERT INTO routes (route) VALUES (?)",
+                await db.executemany(f"INSERT INTO {table} ({column}) VALUES (?)",
                                      [(r,) for r in admitted])
         return known | set(admitted)
 
@@ -690,13 +728,16 @@ class SQLiteStore:
         return used
 
     async def set_class_status(self, signature: str, status: str, ticket: str | None = None,
-                               note: str | None = None) -> MismatchClass | None:
+                               note: str | None = None, fixed_in: FixedIn | None = None,
+                               ) -> MismatchClass | None:
         records.checked_status(status)
         db = self.db
+        fixed = _text(fixed_in) if fixed_in is not None and status == CLASS_FIXED else None
         async with self._writing:
             cur = await db.execute("UPDATE classes SET status = ?, ticket = coalesce(?, ticket), "
-                                   "note = coalesce(?, note), updated_at = ? WHERE signature = ?",
-                                   (status, ticket, note, time.time(), signature))
+                                   "note = coalesce(?, note), updated_at = ?, fixed_in = ? "
+                                   "WHERE signature = ?",
+                                   (status, ticket, note, time.time(), fixed, signature))
             changed = cur.rowcount > 0
         if not changed:
             return None
@@ -710,8 +751,14 @@ class SQLiteStore:
 
     # ---- reads ----
 
-    async def deploys(self, target: str | None = None, limit: int = 100) -> list[Deploy]:
-        where, args = ("WHERE target = ?", [target]) if target is not None else ("", [])
+    async def deploys(self, target: str | None = None, limit: int = 100,
+                      version: str | None = None) -> list[Deploy]:
+        clauses, args = [], []
+        for column, value in (("target", target), ("version", version)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         rows = await self._rows(f"SELECT id, ts, target, version, note FROM deploys {where} "
                                 "ORDER BY ts DESC, id DESC LIMIT ?", [*args, int(limit)])
         return [deploy(*row) for row in rows]
@@ -787,24 +834,34 @@ class SQLiteStore:
                  for row in rows[:f.limit]]
         return items, (items[-1]["id"] if len(rows) > f.limit else None)
 
-    async def classes(self, *, signature: str | None = None,
-                      window: Window = ALL_TIME) -> list[MismatchClass]:
+    async def classes(self, *, signature: str | None = None, window: Window = ALL_TIME,
+                      segment: str | None = None) -> list[MismatchClass]:
         sql = ("SELECT signature, method, route, paths, count, first_seen, last_seen, examples, "
-               "status, ticket, note, reopened_at FROM classes")
+               "status, ticket, note, reopened_at, fixed_in, reopened_after FROM classes")
         args: list[Any] = []
         if signature is not None:
             sql += " WHERE signature = ?"
             args.append(signature)
         async with self.db.execute(sql + " ORDER BY count DESC, signature", args) as cur:
             book = [records.class_doc(sig, method, route, codec.loads(paths), count, first, last,
-                                      codec.loads(examples), status, ticket, note, reopened)
+                                      codec.loads(examples), status, ticket, note, reopened,
+                                      codec.loads(fixed) if fixed else None,
+                                      codec.loads(after) if after else None)
                     async for (sig, method, route, paths, count, first, last, examples, status,
-                               ticket, note, reopened) in cur]
-        if window.all_time:
+                               ticket, note, reopened, fixed, after) in cur]
+        if window.all_time and segment is None:
             return book
+        mismatches = [f"outcome = '{MISMATCH}'", "signature != ''"]
+        if window.all_time:  # one segment's, over all time: the class's own sightings
+            where, args = _segment_where(*_bucketed(window, mismatches), segment)
+            if signature is not None:
+                where += " AND signature = ?"
+                args.append(signature)
+            return records.segment_classes(await self._rows(
+                f"SELECT signature, sum(n) FROM route_counts {where} GROUP BY signature", args),
+                book)
         marks = await _marks(self.db, "published")
-        where, args = _bucketed(coarsen(window, marks),
-                                [f"outcome = '{MISMATCH}'", "signature != ''"])
+        where, args = _segment_where(*_bucketed(coarsen(window, marks), mismatches), segment)
         if signature is not None:
             where += " AND signature = ?"
             args.append(signature)
@@ -813,15 +870,16 @@ class SQLiteStore:
                                    "HAVING sum(n) > 0", args)
         return records.window_classes(counted, book, marks)
 
-    async def summary(self, window: Window = ALL_TIME) -> Summary:
+    async def summary(self, window: Window = ALL_TIME, segment: str | None = None) -> Summary:
         window = await self.resolve(window)
         counts, where, args = _counted(window)
         by_minute = not window.all_time
         latency = "roll_latency" if by_minute else "route_latency"
         statuses = "roll_status" if by_minute else "route_status"
         held = "roll_kept" if by_minute else "route_kept"
+        own, own_args = _segment_where(where, args, segment)  # the counts: the segment's
         rows = await self._rows(f"SELECT method, route, outcome, sum(n), sum(stale) FROM {counts} "
-                                f"{where} GROUP BY 1, 2, 3", args)
+                                f"{own} GROUP BY 1, 2, 3", own_args)
         return records.summary(records.Aggregates(
             counts=[(m, r, o, n) for m, r, o, n, _ in rows if n > 0],
             latency=await self._rows(f"SELECT method, route, side, latency, sum(n) FROM "
@@ -830,22 +888,32 @@ class SQLiteStore:
             statuses=await self._rows(f"SELECT method, route, v1_status, v2_status, sum(n) FROM "
                                       f"{statuses} {where} GROUP BY 1, 2, 3, 4 HAVING sum(n) > 0",
                                       args),
-            classes=await self.classes(window=window), stale=sum(st for *_, st in rows),
+            classes=await self.classes(window=window, segment=segment),
+            stale=sum(st for *_, st in rows),
             noise=await self._rows("SELECT method, route, path, n FROM noise"),
             observed=await self._rows("SELECT method, route, n FROM noise_observed"),
             suspected=await self._rows("SELECT method, route, path, n FROM suspected"),
             repeats=await self._rows("SELECT method, route, n FROM repeats"),
             kept=await self._rows(f"SELECT method, route, outcome, sum(n) FROM {held} {where} "
-                                  "GROUP BY 1, 2, 3 HAVING sum(n) > 0", args)), window)
+                                  "GROUP BY 1, 2, 3 HAVING sum(n) > 0", args)), window,
+            segment)
 
-    async def route_evidence(self, window: Window = ALL_TIME) -> list[RouteEvidence]:
+    async def route_evidence(self, window: Window = ALL_TIME,
+                             segment: str | None = None) -> list[RouteEvidence]:
         window = await self.resolve(window)
         # mismatches per class and V2 errors per kind (their signatures name it)
         table, where, args = _counted(window, [f"outcome IN ('{MISMATCH}', '{V2_ERROR}')"])
+        where, args = _segment_where(where, args, segment)
         rows = await self._rows(f"SELECT method, route, signature, sum(n) FROM {table} {where} "
                                 "GROUP BY 1, 2, 3 HAVING sum(n) > 0", args)
-        return records.evidence(await self.summary(window), await self.classes(window=window),
-                                rows)
+        return records.evidence(await self.summary(window, segment),
+                                await self.classes(window=window, segment=segment), rows)
+
+    async def segments(self, window: Window = ALL_TIME) -> list[SegmentSummary]:
+        table, where, args = _counted(await self.resolve(window))
+        return records.segment_list(await self._rows(
+            f"SELECT segment, method, route, outcome, sum(n) FROM {table} {where} "
+            "GROUP BY 1, 2, 3, 4 HAVING sum(n) > 0", args))
 
     async def timeline(self, window: Window = ALL_TIME, step_s: int | None = None, *,
                        now: float | None = None) -> Timeline:
@@ -875,6 +943,13 @@ def _bucketed(window: Window, where: list[str] | None = None) -> tuple[str, list
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
+def _segment_where(where: str, args: list[Any], segment: str | None) -> tuple[str, list[Any]]:
+    """`where` (a WHERE clause or nothing) and the rows of `segment` only (None: every one)."""
+    if segment is None:
+        return where, args
+    return f"{where} AND segment = ?" if where else "WHERE segment = ?", [*args, segment]
+
+
 def _counted(window: Window, where: list[str] | None = None) -> tuple[str, str, list[Any]]:
     """The count table to read for `window` (all time: one row per key) and its WHERE."""
     return ("route_counts" if window.all_time else "roll_counts", *_bucketed(window, where))
@@ -894,6 +969,34 @@ async def _transaction(db: aiosqlite.Connection) -> AsyncIterator[None]:
         raise
 
 
+async def _columns(db: aiosqlite.Connection, table: str) -> set[str] | None:
+    """The columns of `table` (None: there is no such table)."""
+    rows = await _fetch(db, f"PRAGMA table_info({table})", [])
+    return {row[1] for row in rows} if rows else None
+
+
+async def _add_segments(db: aiosqlite.Connection) -> None:
+    """Schema 4, in the migration's transaction: the columns older tables lack (exchanges'
+    segment: NULL, no segment; classes' fixed_in, reopened_after), and the count rollups
+    rebuilt with a segment key, every row of theirs in segment '' (none)."""
+    for table, added in _ADDED_COLUMNS.items():
+        columns = await _columns(db, table)
+        for name, kind in added:
+            if columns is not None and name not in columns:
+                await db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+    for table, ddl in _COUNTS_TABLES.items():
+        columns = await _columns(db, table)
+        if columns is None or "segment" in columns:
+            continue
+        kept = [c for c in records.ROLLUP_KEYS[table] if c != "segment"]
+        copied = ", ".join((*kept, *records.ROLLUP_COUNTS[table]))
+        await db.execute(f"ALTER TABLE {table} RENAME TO {table}_before_segments")
+        await db.execute(ddl)
+        await db.execute(f"INSERT INTO {table} ({copied}, segment) SELECT {copied}, '' FROM "
+                         f"{table}_before_segments")
+        await db.execute(f"DROP TABLE {table}_before_segments")
+
+
 async def _states(db: aiosqlite.Connection, where: str, args: list[Any],
                   ) -> dict[str, dict[str, Any]]:
     """By exchange id, what the counts of the exchanges matching `where` depend on."""
@@ -910,19 +1013,26 @@ async def _count(db: aiosqlite.Connection, rollup: records.Rollup) -> None:
 
 
 async def _keep(db: aiosqlite.Connection, policy: KeepPolicy, decided: Mapping[str, dict[str, Any]],
-                rollup: records.Rollup, hits: list[tuple[str | None, str]]) -> set[str]:
+                rollup: records.Rollup, hits: list[tuple[str | None, str]],
+                classes: list[records.ClassHit] | None = None) -> set[str]:
     """The keep policy (shadow.keep) on exchanges just decided (`decided`: their states now,
     by id), in the caller's transaction: each document it does not keep is deleted, leaving a
     tombstone in `dropped`, and is no longer held (`rollup`); its counts stay. `hits`: the
     mismatches decided, in order (exchange id, signature), for the classes they open or
-    reopen. Returns the ids whose documents are kept."""
+    reopen (`classes`: the same as ClassHits, with their times). Returns the ids whose
+    documents are kept."""
     if policy.keeps_all or not decided:
         return set(decided)
     signatures = sorted({sig for _, sig in hits})
-    book = {sig: status for sig, status in await _select(
-        db, f"SELECT signature, status FROM classes WHERE signature IN ({_qmarks(signatures)})",
-        signatures)} if signatures else {}
-    opens = keep.openers([(ident, sig) for ident, sig in hits if ident is not None], book)
+    found = await _select(
+        db, f"SELECT signature, status, fixed_in, {_FIX_DUE} FROM classes WHERE signature IN "
+        f"({_qmarks(signatures)})", signatures) if signatures else []
+    book = {sig: status for sig, status, _, _ in found}
+    fixed = {sig: (codec.loads(f) if f else None, due) for sig, status, f, due in found
+             if status == CLASS_FIXED}
+    times = {k.example: k.ts for k in classes or [] if k.example is not None}
+    opens = keep.openers(records.reopening([(ident, sig) for ident, sig in hits
+                                            if ident is not None], fixed, times), book)
     items = [keep.Decided(ident, s["ts"], s["method"], s["route"], s["outcome"], s["signature"],
                           ident in opens) for ident, s in decided.items()]
     wanted = keep.groups(items)
