@@ -23,14 +23,23 @@ from comparer.timeline import TimelineError, parse_step, view
 from shadow import codec, metrics
 from shadow.bus import keys_for, stats_totals, stream_health, streams_health
 from shadow.codec import exchange_for_display
-from shadow.deploys import TARGETS, Deploy, DeployError, deploy, since_deploy
+from shadow.deploys import (
+    MAX_TEXT,
+    TARGETS,
+    Deploy,
+    DeployError,
+    deploy,
+    fixed_in,
+    since_deploy,
+)
 from shadow.filters import FilterError, Filters, parse_filters
 from shadow.firehose import wanted
 from shadow.ids import new_id
 from shadow.keys import COMPARERS, DROPPED_EVENTS, TRIMMED_UNPROCESSED, TRIMMED_UNREAD, Keys
-from shadow.model import CLASS_STATUSES, LIVE
+from shadow.model import CLASS_FIXED, CLASS_STATUSES, LIVE
 from shadow.protection import RAW, parse_capture_bodies
 from shadow.rules import RuleSet, load_rules_file
+from shadow.segments import MAX_CHARS, OTHER, asked
 from shadow.serve import start_site
 from shadow.settings import Settings, check_access, is_loopback
 from shadow.stats import (
@@ -54,6 +63,7 @@ RAW_BODIES_KEY = web.AppKey("raw_bodies", list[str])
 RulesSource = Callable[[], RuleSet]  # the rules in force, read when asked (they can be reloaded)
 RULES_KEY: web.AppKey[RulesSource] = web.AppKey("rules")
 HUB_KEY = web.AppKey("firehose", FirehoseHub)
+SEGMENTING_KEY = web.AppKey("segmenting", dict[str, Any])  # --segment-by, --max-segments
 OUTCOMES = frozenset(LIVE)
 KEEPALIVE_S = 15.0
 MAX_MIN_SAMPLES = 10**9  # larger whole numbers are no JSON number every client reads
@@ -165,8 +175,20 @@ def _window(request: web.Request) -> Window:
         raise _bad_request(str(e)) from e
 
 
+def _segment(request: web.Request) -> str | None:
+    """The segment asked for with `segment` (shadow.segments: "(none)" is the exchanges
+    without one), as stored; None: every segment."""
+    name = request.query.get("segment")
+    if name is None:
+        return None
+    if not name or len(name) > MAX_CHARS:
+        raise _bad_request(f"segment must be a segment's name (1 to {MAX_CHARS} characters, "
+                           "as /api/segments lists them; (none): the exchanges without one)")
+    return asked(name)
+
+
 async def summary(request: web.Request) -> web.Response:
-    data = await request.app[STORE_KEY].summary(_window(request))
+    data = await request.app[STORE_KEY].summary(_window(request), _segment(request))
     keys = request.app[KEYS_KEY]
     # --capture-bodies ...=raw: path globs whose bodies are stored unredacted (as configured
     # for this process; give every service the same --capture-bodies)
@@ -192,8 +214,22 @@ async def summary(request: web.Request) -> web.Response:
 
 
 async def routes(request: web.Request) -> web.Response:
-    data = await request.app[STORE_KEY].summary(_window(request))
-    return json_response({"routes": data["routes"], "window": data["window"]})
+    data = await request.app[STORE_KEY].summary(_window(request), _segment(request))
+    out: dict[str, Any] = {"routes": data["routes"], "window": data["window"]}
+    if "segment" in data:
+        out["segment"] = data["segment"]
+    return json_response(out)
+
+
+async def segments_endpoint(request: web.Request) -> web.Response:
+    """Each segment counted in the window (--segment-by), most counted first."""
+    store = request.app[STORE_KEY]
+    window = await store.resolve(_window(request))  # as compacted
+    listed = await store.segments(window)
+    segmenting: dict[str, Any] = request.app[SEGMENTING_KEY]
+    return json_response({**segmenting, "segments": listed,
+                          "overflowed": sum(x["total"] for x in listed if x["segment"] == OTHER),
+                          "window": window.doc()})
 
 
 def _filters(request: web.Request, default_outcome: str | None) -> Filters:
@@ -215,8 +251,13 @@ async def exchanges(request: web.Request) -> web.Response:
 
 async def classes(request: web.Request) -> web.Response:
     window = await request.app[STORE_KEY].resolve(_window(request))  # as compacted
-    return json_response({"classes": await request.app[STORE_KEY].classes(window=window),
-                          "window": window.doc()})
+    segment = _segment(request)
+    out: dict[str, Any] = {
+        "classes": await request.app[STORE_KEY].classes(window=window, segment=segment),
+        "window": window.doc()}
+    if segment is not None:
+        out["segment"] = request.query["segment"]
+    return json_response(out)
 
 
 async def set_class(request: web.Request) -> web.Response:
@@ -233,10 +274,22 @@ async def set_class(request: web.Request) -> web.Response:
     status = body.get("status") if isinstance(body, dict) else None
     if status not in CLASS_STATUSES:
         return json_response({"error": f"status must be one of {', '.join(CLASS_STATUSES)}"}, 400)
-    ticket, note = body.get("ticket"), body.get("note")
-    if not all(v is None or isinstance(v, str) for v in (ticket, note)):
-        return json_response({"error": "ticket and note must be strings"}, 400)
-    updated = await request.app[STORE_KEY].set_class_status(signature, status, ticket, note)
+    ticket, note, in_deploy = body.get("ticket"), body.get("note"), body.get("in_deploy")
+    if not all(v is None or isinstance(v, str) for v in (ticket, note, in_deploy)):
+        return json_response({"error": "ticket, note and in_deploy must be strings"}, 400)
+    if in_deploy is not None and (status != CLASS_FIXED or not in_deploy
+                                  or len(in_deploy) > MAX_TEXT):
+        return json_response({"error": "in_deploy names the V2 version expected to fix the "
+                                       "class: with status fixed only, 1 to "
+                                       f"{MAX_TEXT} characters"}, 400)
+    store = request.app[STORE_KEY]
+    expected = None
+    if status == CLASS_FIXED:  # the deploy it expects its fix in: that version's, else the latest
+        found = await store.deploys("v2", limit=10_000, version=in_deploy) if in_deploy \
+            else await store.deploys("v2", limit=1)
+        first = min(found, key=lambda d: (d["ts"], d["id"])) if found else None
+        expected = fixed_in(first, in_deploy)
+    updated = await store.set_class_status(signature, status, ticket, note, expected)
     if updated is None:
         return json_response({"error": f"no mismatch class with signature {signature!r}"}, 404)
     return json_response(updated)
@@ -278,11 +331,15 @@ async def verdict_endpoint(request: web.Request) -> web.Response:
         gates = _verdict_gates(q)
     except ValueError as e:
         return json_response({"error": str(e)}, 400)
+    segment = _segment(request)
     window, since = await _verdict_window(request)
-    evidence = await request.app[STORE_KEY].route_evidence(window)
-    return json_response({**verdict(evidence, min_match=min_match, min_samples=min_samples,
-                                    exclude=q.getall("exclude", []), **gates),
-                          "window": {**window.doc(), "from_deploy": since}})
+    evidence = await request.app[STORE_KEY].route_evidence(window, segment)
+    out = {**verdict(evidence, min_match=min_match, min_samples=min_samples,
+                     exclude=q.getall("exclude", []), **gates),
+           "window": {**window.doc(), "from_deploy": since}}
+    if segment is not None:
+        out["segment"] = q["segment"]
+    return json_response(out)
 
 
 async def _verdict_window(request: web.Request) -> tuple[Window, Deploy | None]:
@@ -476,6 +533,8 @@ def build_app(settings: Settings, store: Store, redis: aioredis.Redis, keys: Key
         rules = lambda: loaded  # noqa: E731
     app[RULES_KEY] = rules
     app[HUB_KEY] = hub = FirehoseHub(redis, keys.firehose)
+    app[SEGMENTING_KEY] = {"segment_by": settings.segment_by,
+                           "max_segments": settings.max_segments}
 
     async def close_firehose(_: web.Application) -> None:
         await hub.close()  # long-lived streams end now, not after the shutdown timeout
@@ -484,6 +543,7 @@ def build_app(settings: Settings, store: Store, redis: aioredis.Redis, keys: Key
     app.router.add_get("/", index)
     app.router.add_get("/api/summary", summary)
     app.router.add_get("/api/routes", routes)
+    app.router.add_get("/api/segments", segments_endpoint)
     app.router.add_get("/api/mismatches", mismatches)
     app.router.add_get("/api/exchanges", exchanges)
     app.router.add_get("/api/classes", classes)

@@ -19,6 +19,7 @@ from shadow import __version__, codec
 from shadow.deploys import MAX_TEXT, TARGETS
 from shadow.filters import KNOWN, MAX_LIMIT, MAX_URL_TEXT
 from shadow.model import CLASS_STATUSES, LIVE, OUTCOMES
+from shadow.segments import MAX_CHARS, NONE_NAME, OTHER
 from shadow.stats import (
     LATENCY_FLOOR_MS,
     MAX_LATENCY_RATIO,
@@ -100,8 +101,21 @@ def _schemas() -> dict[str, Schema]:
             "kept": COUNT,
             "dropped_events": {**null(COUNT), "description": "null when Redis is unreachable"},
             "trimmed_unprocessed": mapping(COUNT), "trimmed_unread": mapping(COUNT),
-            "raw_bodies": array(STR), "streams": mapping(ANY), "warnings": array(STR)}),
-        "Routes": obj({"routes": array(ref("RouteSummary")), "window": ref("Window")}),
+            "raw_bodies": array(STR), "streams": mapping(ANY), "warnings": array(STR),
+            "segment": {**STR, "description": "the segment counted (segment=): counts, rates "
+                        "and classes are its own; latency, status pairs, noise and documents "
+                        "held the route's over every segment"}}),
+        "Routes": obj({"routes": array(ref("RouteSummary")), "window": ref("Window")},
+                      {"segment": STR}),
+        "SegmentSummary": obj({**counts, "segment": STR, "routes": COUNT}),
+        "Segments": obj({
+            "segments": array(ref("SegmentSummary")), "window": ref("Window"),
+            "segment_by": {**null(STR), "description": "--segment-by (null: not set)"},
+            "max_segments": COUNT,
+            "overflowed": {**COUNT, "description": f"exchanges counted as {OTHER} (past "
+                                                   "--max-segments)"}},
+            description=f"Each segment counted in the window. {NONE_NAME}: exchanges without "
+                        f"a segment value; {OTHER}: the values past --max-segments."),
         "Point": obj({**counts, "ts": {**INT, "description": "the step's start, unix seconds"}}),
         "Timeline": obj({
             "window": ref("Window"), "step_s": INT, "from_ts": null(INT), "until_ts": null(INT),
@@ -124,10 +138,21 @@ def _schemas() -> dict[str, Schema]:
             "paths": array(ref("PathKind")), "status": {"enum": list(CLASS_STATUSES)},
             "examples": {**array(STR), "description": "exchange ids"},
             "first_seen": null(NUM), "last_seen": null(NUM), "ticket": null(STR),
-            "note": null(STR), "reopened": BOOL, "reopened_at": null(NUM)}),
-        "Classes": obj({"classes": array(ref("MismatchClass")), "window": ref("Window")}),
+            "note": null(STR), "reopened": BOOL, "reopened_at": null(NUM)},
+            {"fixed_in": {**null(ref("FixedIn")), "description": "marked fixed: the V2 deploy "
+                          "its fix is expected in"},
+             "reopened_after": {**null(ref("FixedIn")), "description": "reopened: the deploy "
+                                "that was expected to fix it"}}),
+        "FixedIn": obj({"id": null(STR), "version": null(STR),
+                        "ts": {**null(NUM), "description": "when that deploy went live (null: "
+                               "no marker for that version yet)"}}),
+        "Classes": obj({"classes": array(ref("MismatchClass")), "window": ref("Window")},
+                       {"segment": STR}),
         "ClassTriage": obj({"status": {"enum": list(CLASS_STATUSES)}},
-                           {"ticket": null(STR), "note": null(STR)}),
+                           {"ticket": null(STR), "note": null(STR),
+                            "in_deploy": {**null({**STR, "minLength": 1, "maxLength": MAX_TEXT}),
+                                          "description": "with status fixed: the V2 version "
+                                          "expected to fix it (default: the latest V2 deploy)"}}),
         "ExchangeSummary": obj({
             "id": STR, "request_id": null(STR), "ts": null(NUM), "method": null(STR),
             "url": null(STR), "route": null(STR), "outcome": null(STR),
@@ -172,7 +197,8 @@ def _schemas() -> dict[str, Schema]:
             "ready": BOOL, "routes": array(ref("VerdictRoute")), "min_match": NUM,
             "min_samples": COUNT, "max_v2_error_rate": NUM, "max_latency_ratio": NUM,
             "latency_floor_ms": NUM,
-            "window": {"allOf": [ref("Window"), obj({"from_deploy": null(ref("Deploy"))})]}}),
+            "window": {"allOf": [ref("Window"), obj({"from_deploy": null(ref("Deploy"))})]}},
+            {"segment": STR}),
         "Deploy": obj({"id": STR, "ts": NUM, "at": null(STR), "target": {"enum": list(TARGETS)},
                        "version": null(STR), "note": null(STR)}),
         "DeployInput": obj({}, {
@@ -236,6 +262,9 @@ TIME_EXAMPLES = {"relative": {"value": "24h"}, "iso": {"value": "2026-12-02T11:0
 TIME: Schema = {"type": "string", "pattern": (
     r"^(-?[0-9]+(\.[0-9]+)?|[0-9]+(\.[0-9]+)? ?[smhdw]|[0-9]{4}-[0-9]{2}-[0-9]{2}"
     r"(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?)$")}
+SEGMENT = _query("segment", {"type": "string", "minLength": 1, "maxLength": MAX_CHARS},
+                 "only this segment (--segment-by), as /api/segments names it; "
+                 f"{NONE_NAME}: the exchanges without one", examples={"tenant": {"value": "acme"}})
 WINDOW = [
     _query("since", TIME, "only exchanges received from this time on (rounded down to the "
                           "bucket): " + ACCEPTED, examples=TIME_EXAMPLES),
@@ -329,6 +358,7 @@ def _paths() -> dict[str, Schema]:
         _query("all_time", {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no"]},
                "judge all the evidence (by default the window starts at the latest V2 deploy "
                "marker; since/until override it)"),
+        SEGMENT,
     ]
     not_found = {"404": _error("no such exchange, class or resource")}
     return {
@@ -341,11 +371,14 @@ def _paths() -> dict[str, Schema]:
             {"200": _json({"type": "object"}, "OpenAPI 3.1")}, tag="meta")},
         "/api/summary": {"get": _op(
             "summary", "totals and per-route figures", {"200": _json(ref("Summary")), **BAD},
-            parameters=WINDOW, description="Counted from rollups: every exchange, whether "
-                                           "its document is kept or not.")},
+            parameters=[*WINDOW, SEGMENT], description="Counted from rollups: every exchange, "
+                                                       "whether its document is kept or not.")},
         "/api/routes": {"get": _op(
             "routes", "per-route figures", {"200": _json(ref("Routes")), **BAD},
-            parameters=WINDOW)},
+            parameters=[*WINDOW, SEGMENT])},
+        "/api/segments": {"get": _op(
+            "segments", "each segment (--segment-by) with its counts, most counted first",
+            {"200": _json(ref("Segments")), **BAD}, parameters=WINDOW)},
         "/api/timeline": {"get": _op(
             "timeline", "counts over time: overall, per route and per mismatch class",
             {"200": _json(ref("Timeline")), **BAD},
@@ -358,7 +391,7 @@ def _paths() -> dict[str, Schema]:
                                              "/users/{id} or GET /users/{id}")])},
         "/api/classes": {"get": _op(
             "classes", "mismatch classes, most counted first",
-            {"200": _json(ref("Classes")), **BAD}, parameters=WINDOW)},
+            {"200": _json(ref("Classes")), **BAD}, parameters=[*WINDOW, SEGMENT])},
         "/api/classes/{signature}": {"post": _op(
             "triageClass", "set a mismatch class's status (and ticket, note)",
             {"200": _json(ref("MismatchClass")), **BAD, **not_found},

@@ -170,6 +170,20 @@ def reopening(hits: Iterable[tuple[str, str]],
             if sig not in fixed or reopens(*fixed[sig], times.get(ident))]
 
 
+def reopened(hits: Iterable[ClassHit], fixed: Mapping[str, tuple[FixedIn | None, float | None]],
+             ) -> dict[str, FixedIn | None]:
+    """The classes marked fixed (`fixed`: the deploy of each one's fix and when it went live)
+    that these mismatches reopen (shadow.deploys.reopens), each with what its reopening notes:
+    that deploy, with the time it went live (None: it had none)."""
+    out: dict[str, FixedIn | None] = {}
+    for hit in hits:
+        if hit.signature in fixed and hit.signature not in out:
+            expected, due = fixed[hit.signature]
+            if reopens(expected, due, hit.ts):
+                out[hit.signature] = None if expected is None else {**expected, "ts": due}
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Expiry:
     """Pending exchanges past the join timeout whose parts are so get `outcome`. Applied in

@@ -27,13 +27,15 @@ from shadow.bus import (
 )
 from shadow.codec import decode_event
 from shadow.compare import Judgement, judge, refused
+from shadow.deploys import describe, detected, version_of
 from shadow.errors import EventError, ShadowError
 from shadow.keep import KeepPolicy
 from shadow.keys import COMPARERS, Keys
-from shadow.model import Comparison, Event, Exchange, RequestEvent, RouteKey
+from shadow.model import CandidateEvent, Comparison, Event, Exchange, RequestEvent, RouteKey
 from shadow.noise import V1Memory, repeat_counts
-from shadow.redact import Policy
+from shadow.redact import TOKEN, Policy
 from shadow.rules import OTHER_ROUTE, capped_route, load_rules_file, route_of
+from shadow.segments import NONE, OTHER, capped, parse_segment_by, segment_of
 from shadow.settings import Settings
 
 log = logging.getLogger("shadow.comparer")
@@ -73,6 +75,12 @@ class Comparer:
         self.housekeeper = Housekeeper(store, Limits.from_settings(settings))
         self._routes: set[str] = set()  # routes the store counts apart (--max-routes)
         self._overflow_logged = False
+        # --segment-by: each request's segment; the ones the store counts apart (--max-segments)
+        self.segment_by = parse_segment_by(settings.segment_by) if settings.segment_by else None
+        self._segments: set[str] = set()
+        self._segments_overflow_logged = False
+        self._warn_redacted_segments()
+        self._versions: set[str] = set()  # V2 versions with a deploy marker (--v2-version-header)
         # new and reopened classes, the verdict per route, lag: gauges and --notify-url
         self.notifier = Notifier(settings, redis, store, self.keys)
 
@@ -81,6 +89,17 @@ class Comparer:
             log.warning("rule %s (%s line %d, owner %s) expired on %s and no longer applies: "
                         "renew or remove it", rule.id, self.rules.source, rule.line,
                         rule.owner or "-", rule.expires)
+
+    def _warn_redacted_segments(self) -> None:
+        """Values under a secret-looking name reach the comparer redacted: as tokens (one per
+        value: segments work), else masked or dropped (every exchange in one segment)."""
+        s, by = self.settings, self.segment_by
+        if by is None or not s.redaction or s.redact_action.strip().lower() == TOKEN:
+            return
+        if Policy.from_settings(s, None).is_secret(by.name):
+            log.warning("--segment-by %s: the proxy redacts %r with --redact-action %s, so every "
+                        "exchange falls in one segment: use --redact-action token (one token per "
+                        "value) or --redact-allow %s", by, by.name, s.redact_action, by.name)
 
     def reload_rules(self) -> bool:
         """Read --rules again (SIGHUP): the next batch is compared under the new rules. A bad
@@ -154,8 +173,10 @@ class Comparer:
                 log.warning("dead-lettering entry %s of %s: %s", entry.id, entry.stream, e)
                 await self.reader.dead_letter(entry, str(e))
         events = [event for _, event in decoded]
-        ready, stored = await self._apply(decoded, await self._route_names(events))
+        ready, stored = await self._apply(decoded, await self._route_names(events),
+                                          await self._segment_names(events))
         done += stored
+        await self._detect_deploys(events)
         for event in events:
             metrics.EVENTS_INGESTED.labels(event.type).inc()
         compared = await self._judge_all(ready)
@@ -200,13 +221,56 @@ class Comparer:
                             self.settings.max_routes, OTHER_ROUTE)
         return {ident: capped_route(route, admitted) for ident, route in named.items()}
 
+    async def _segment_names(self, events: list[Event]) -> dict[str, str]:
+        """Each request's segment (--segment-by), by exchange id: past --max-segments known
+        segments (the store keeps them, for every replica and restart) new ones count as
+        OTHER."""
+        if self.segment_by is None:
+            return {}
+        named = {e.id: segment_of(e.request, self.segment_by)
+                 for e in events if isinstance(e, RequestEvent)}
+        unknown = set(named.values()) - self._segments - {NONE, OTHER}
+        if unknown:
+            self._segments |= await self.store.admit_segments(sorted(unknown),
+                                                              self.settings.max_segments)
+        out = {ident: capped(segment, self._segments) for ident, segment in named.items()}
+        if not self._segments_overflow_logged and any(
+                out[ident] == OTHER and named[ident] != OTHER for ident in out):
+            self._segments_overflow_logged = True
+            log.warning("%d segments are known (--max-segments %d): requests of new segments "
+                        "now count as the segment %r. Raise --max-segments if they matter",
+                        len(self._segments), self.settings.max_segments, OTHER)
+        return out
+
+    async def _detect_deploys(self, events: list[Event]) -> None:
+        """--v2-version-header: the first V2 answer carrying a version no V2 deploy marker
+        names records one, at that answer's time (its id is the version's: every replica
+        records the same marker, once)."""
+        header = self.settings.v2_version_header
+        if not header:
+            return
+        first: dict[str, float] = {}
+        for e in events:
+            if isinstance(e, CandidateEvent):
+                version = version_of(e.answer.headers, header)
+                if version is not None and version not in self._versions:
+                    first[version] = min(first.get(version, e.ts), e.ts)
+        for version, ts in sorted(first.items(), key=lambda kv: kv[1]):
+            if not await self.store.deploys("v2", limit=1, version=version):
+                marker = detected(version, ts, header)
+                await self.store.add_deploy(marker)
+                log.info("%s marked: V2 answered with %s: %s for the first time (the verdict's "
+                         "default window starts after it)", describe(marker), header, version)
+            self._versions.add(version)
+
     async def _apply(self, decoded: list[tuple[Entry, Event]], routes: Mapping[str, str],
+                     segments: Mapping[str, str] | None = None,
                      ) -> tuple[list[Exchange], list[Entry]]:
         """Store the events' parts: (exchanges now ready to compare, entries stored). When the
         batch fails, each event is stored alone; one the store refuses stays unacknowledged
         (redelivered, then dead-lettered) instead of holding back the others."""
         try:
-            return await self.store.apply([e for _, e in decoded], routes), \
+            return await self.store.apply([e for _, e in decoded], routes, segments), \
                 [entry for entry, _ in decoded]
         except Exception as e:
             if len(decoded) <= 1:
@@ -218,7 +282,7 @@ class Comparer:
         refused: list[tuple[Entry, Event, Exception]] = []
         for entry, event in decoded:
             try:
-                ready.update((x.id, x) for x in await self.store.apply([event], routes))
+                ready.update((x.id, x) for x in await self.store.apply([event], routes, segments))
                 stored.append(entry)
             except Exception as e:
                 refused.append((entry, event, e))

@@ -31,7 +31,10 @@ def test_every_filter_window_and_error_is_described() -> None:
                  "/api/timeline"):
         assert {"since", "until"} <= parameters(path), path
     assert {"min_match", "min_samples", "max_v2_error_rate", "max_latency_ratio",
-            "latency_floor_ms", "exclude", "all_time"} <= parameters("/api/verdict")
+            "latency_floor_ms", "exclude", "all_time", "segment"} <= parameters("/api/verdict")
+    for path in ("/api/summary", "/api/routes", "/api/classes"):
+        assert "segment" in parameters(path), path
+    assert {"since", "until"} == parameters("/api/segments")
     responses = openapi.document()["components"]["responses"]
     for path, item in openapi.document()["paths"].items():
         for method, op in item.items():

@@ -239,16 +239,10 @@ ON CONFLICT(signature) DO UPDATE SET
 # its time, or the first V2 deploy marked with its version); NULL while it is not.
 _FIX_DUE = ("coalesce(json_extract(classes.fixed_in, '$.ts'), (SELECT min(ts) FROM deploys "
             "WHERE target = 'v2' AND version = json_extract(classes.fixed_in, '$.version')))")
-# A mismatch received at :ts reopens a class marked fixed (shadow.deploys.reopens): any one
-# without a deploy to wait for, else one received once its fix was live; the reopening
-# keeps that deploy (with its time) in reopened_after.
+# a class marked fixed reopened: the deploy that should have fixed it kept in reopened_after
 _REOPEN_CLASS = f"""
-UPDATE classes SET status = '{CLASS_NEW}', reopened_at = :now,
-    reopened_after = CASE WHEN fixed_in IS NULL THEN NULL
-                          ELSE json_set(fixed_in, '$.ts', {_FIX_DUE}) END,
-    fixed_in = NULL
-WHERE signature = :signature AND status = '{CLASS_FIXED}'
-    AND (fixed_in IS NULL OR :ts IS NULL OR :ts >= {_FIX_DUE})
+UPDATE classes SET status = '{CLASS_NEW}', reopened_at = ?, reopened_after = ?, fixed_in = NULL
+WHERE signature = ? AND status = '{CLASS_FIXED}'
 """
 
 
@@ -463,8 +457,9 @@ class SQLiteStore:
                     decided[ident] = {**state, "outcome": c.outcome, "signature": c.signature,
                                       "stale": int("stale" in c.flags)}
                     rollup.move(state, decided[ident])
+            fixed = await _fixed(db, sorted({k.signature for k in t.classes}))
             held = await _keep(db, keep, decided, rollup, [(k.example, k.signature)
-                                                           for k in t.classes], t.classes)
+                                                           for k in t.classes], fixed, t.classes)
             t.classes = [k if k.example in held else dataclasses.replace(k, example=None)
                          for k in t.classes]  # a class's examples: documents held
             await _count(db, rollup)
@@ -480,7 +475,8 @@ class SQLiteStore:
                     [(*k, n) for k, n in t.noise.items()])
             if t.classes:
                 await db.executemany(_REOPEN_CLASS, [
-                    {"now": now, "signature": k.signature, "ts": k.ts} for k in t.classes])
+                    (now, None if after is None else _text(after), sig)
+                    for sig, after in records.reopened(t.classes, fixed).items()])
                 await db.executemany(_UPSERT_CLASS, [
                     (k.signature, k.method, k.route, _text(k.paths), now, now, k.example, now)
                     for k in t.classes])
@@ -1012,27 +1008,36 @@ async def _count(db: aiosqlite.Connection, rollup: records.Rollup) -> None:
             await db.executemany(_ROLLUP_UPSERTS[table], [(*key, *by) for key, by in rows])
 
 
+async def _fixed(db: aiosqlite.Connection, signatures: list[str],
+                 ) -> dict[str, tuple[FixedIn | None, float | None]]:
+    """Of these classes, the ones marked fixed: the deploy each expects its fix in, and when
+    that deploy went live (None: not yet)."""
+    if not signatures:
+        return {}
+    return {sig: (codec.loads(f) if f else None, due) for sig, f, due in await _select(
+        db, f"SELECT signature, fixed_in, {_FIX_DUE} FROM classes WHERE status = "
+        f"'{CLASS_FIXED}' AND signature IN ({_qmarks(signatures)})", signatures)}
+
+
 async def _keep(db: aiosqlite.Connection, policy: KeepPolicy, decided: Mapping[str, dict[str, Any]],
                 rollup: records.Rollup, hits: list[tuple[str | None, str]],
+                fixed: Mapping[str, tuple[FixedIn | None, float | None]] | None = None,
                 classes: list[records.ClassHit] | None = None) -> set[str]:
     """The keep policy (shadow.keep) on exchanges just decided (`decided`: their states now,
     by id), in the caller's transaction: each document it does not keep is deleted, leaving a
     tombstone in `dropped`, and is no longer held (`rollup`); its counts stay. `hits`: the
     mismatches decided, in order (exchange id, signature), for the classes they open or
-    reopen (`classes`: the same as ClassHits, with their times). Returns the ids whose
-    documents are kept."""
+    reopen (`fixed`: the classes marked fixed among them, as _fixed says; `classes`: the hits
+    as ClassHits, with their times). Returns the ids whose documents are kept."""
     if policy.keeps_all or not decided:
         return set(decided)
     signatures = sorted({sig for _, sig in hits})
-    found = await _select(
-        db, f"SELECT signature, status, fixed_in, {_FIX_DUE} FROM classes WHERE signature IN "
-        f"({_qmarks(signatures)})", signatures) if signatures else []
-    book = {sig: status for sig, status, _, _ in found}
-    fixed = {sig: (codec.loads(f) if f else None, due) for sig, status, f, due in found
-             if status == CLASS_FIXED}
+    book = {sig: status for sig, status in await _select(
+        db, f"SELECT signature, status FROM classes WHERE signature IN ({_qmarks(signatures)})",
+        signatures)} if signatures else {}
     times = {k.example: k.ts for k in classes or [] if k.example is not None}
     opens = keep.openers(records.reopening([(ident, sig) for ident, sig in hits
-                                            if ident is not None], fixed, times), book)
+                                            if ident is not None], fixed or {}, times), book)
     items = [keep.Decided(ident, s["ts"], s["method"], s["route"], s["outcome"], s["signature"],
                           ident in opens) for ident, s in decided.items()]
     wanted = keep.groups(items)

@@ -42,6 +42,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "report": reports.cmd_report, "mismatches": reports.cmd_mismatches, "show": reports.cmd_show,
     "classes": reports.cmd_classes, "mark": reports.cmd_mark, "rules": reports.cmd_rules,
     "verdict": reports.cmd_verdict, "tail": reports.cmd_tail, "deploy": reports.cmd_deploy,
+    "segments": reports.cmd_segments,
     "export": export.cmd_export,
 }
 

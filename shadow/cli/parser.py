@@ -78,6 +78,13 @@ def _add_window(parser: argparse.ArgumentParser) -> None:
                              "up to the minute")
 
 
+def _add_segment(parser: argparse.ArgumentParser) -> None:
+    """--segment: one segment's figures (the comparer's --segment-by), passed to the API."""
+    parser.add_argument("--segment", metavar="NAME",
+                        help="only this segment (e.g. a tenant, as `shadow segments` lists "
+                             "them; '(none)': the exchanges without one)")
+
+
 def _add_settings(parser: argparse.ArgumentParser, command: str) -> None:
     main_group = parser.add_argument_group("main options")
     tuning = parser.add_argument_group("tuning (also SHADOW_<NAME> or shadow.toml)")
@@ -152,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="reports API URL (default http://<api setting>, 127.0.0.1:8081)")
     report.add_argument("--json", action="store_true", help="print the /api/summary JSON")
     _add_window(report)
+    _add_segment(report)
     report.add_argument("--config", default=None, metavar="FILE", help="TOML settings file")
 
     def reader(name: str, help_text: str, description: str,
@@ -175,18 +183,31 @@ def build_parser() -> argparse.ArgumentParser:
                   "Show one exchange (by exchange id or X-Request-Id): the request, V1's and "
                   "V2's answers side by side with the differing fields highlighted.")
     show.add_argument("id", help="exchange id or request id")
-    _add_window(reader("classes", "mismatch classes: one line per bug",
-                       "List mismatch classes (exchanges grouped by route and shape of "
-                       "difference); with --since/--until, the ones seen in that window, "
-                       "counted there."))
+    cl = reader("classes", "mismatch classes: one line per bug",
+                "List mismatch classes (exchanges grouped by route and shape of difference); "
+                "with --since/--until, the ones seen in that window, counted there; with "
+                "--segment, the ones seen in that segment, counted there.")
+    _add_window(cl)
+    _add_segment(cl)
+    sg = reader("segments", "segments (--segment-by) with their counts",
+                "List the segments the comparer counts apart (--segment-by, e.g. tenants), most "
+                "counted first, with their counts and match rates; (none): exchanges without a "
+                "segment value; (other): the values past --max-segments. Then `shadow verdict "
+                "--segment NAME` judges one of them.")
+    _add_window(sg)
     mark = reader("mark", "set a mismatch class's status",
                   "Triage a mismatch class: new, known, accepted (a deliberate change; it no "
                   "longer counts against the verdict), bug (with --ticket), fixed (reopens by "
-                  "itself if it mismatches again).")
+                  "itself if it mismatches again after the deploy of its fix: the latest V2 "
+                  "deploy marker, or --in-deploy VERSION's).")
     mark.add_argument("signature")
     mark.add_argument("status", choices=CLASS_STATUSES)
     mark.add_argument("--ticket", help="a link to the bug ticket")
     mark.add_argument("--note", help="free text")
+    mark.add_argument("--in-deploy", metavar="VERSION",
+                      help="with fixed: the V2 version that brings the fix (marked or not yet): "
+                           "mismatches received before it goes live do not reopen the class "
+                           "(default: the latest V2 deploy marker)")
     rl = reader("rules", "the comparison rules in force, and what each one hid",
                 "List the rules of the comparer's --rules file with their reason, owner, expiry "
                 "and in how many exchanges each one has hidden a difference, so suppressions stay "
@@ -226,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     vd.add_argument("--all-time", action="store_true",
                     help="judge all the evidence; by default the verdict starts at the latest V2 "
                          "deploy marker (`shadow deploy mark v2`), and --since/--until override it")
+    _add_segment(vd)
     dp = reader("deploy", "mark a V2 release: the verdict's window starts there",
                 "Mark a deploy: `shadow deploy mark v2 --version 2.4.1` records that this V2 "
                 "release went live now (or --at T). The verdict's default window starts at the "

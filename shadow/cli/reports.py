@@ -1,5 +1,6 @@
 """The reports-API client: one way to reach a running comparer (fetch_json, the SSE firehose)
-and the commands that read it: report, mismatches, show, tail, classes, mark, rules, verdict."""
+and the commands that read it: report, mismatches, show, tail, classes, mark, rules, verdict,
+segments."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from shadow.cli.views import (
     print_json,
     print_summary,
     rules_table,
+    segments_table,
     show_exchange,
     verdict_lines,
     verdict_markdown,
@@ -74,7 +76,10 @@ def _window_query(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 def _with_window(url: str, args: argparse.Namespace, query: list[tuple[str, str]] | None = None,
                  ) -> str:
+    """`url` with `query`, the report window and the segment (--segment) as parameters."""
     params = [*(query or []), *_window_query(args)]
+    if getattr(args, "segment", None) is not None:
+        params.append(("segment", args.segment))
     return f"{url}?{urllib.parse.urlencode(params)}" if params else url
 
 
@@ -90,6 +95,9 @@ def _print_window(data: dict[str, Any]) -> None:
     line = window_line(data.get("window"))
     if line:
         print(visible(line))
+    if data.get("segment") is not None:
+        print(visible(f"segment: {data['segment']} (its counts and classes; latency is the "
+                      "route's over every segment)"))
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
@@ -183,14 +191,43 @@ def cmd_classes(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_mark(args: argparse.Namespace, settings: Settings) -> int:
+    if args.in_deploy is not None and args.status != "fixed":
+        raise ShadowError("shadow mark: --in-deploy goes with the status fixed")
     body = {"status": args.status, "ticket": args.ticket, "note": args.note}
+    if args.in_deploy is not None:
+        body["in_deploy"] = args.in_deploy
     data = fetch_json(f"{_api_url(args, settings)}/api/classes/{args.signature}",
                       settings.api_token, body=body)
     if args.json:
         print_json(data)
     else:
         print(visible(f"class {data['signature']} ({data['method']} {data['route']}): "
-                      f"{data['status']}" + (f" {data['ticket']}" if data.get("ticket") else "")))
+                      f"{data['status']}" + (f" {data['ticket']}" if data.get("ticket") else "")
+                      + fix_text(data.get("fixed_in"))))
+    return 0
+
+
+def fix_text(fixed: dict[str, Any] | None) -> str:
+    """For people: the deploy a class marked fixed expects its fix in ('' without one)."""
+    if not fixed:
+        return ""
+    name = f"V2 {fixed['version']}" if fixed.get("version") else "the V2 deploy"
+    if fixed.get("ts") is None:
+        return f"; expected in {name} (not deployed yet: its mismatches until then are expected)"
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(fixed["ts"]))
+    return f"; expected in {name} (live since {at}: a mismatch received after it reopens it)"
+
+
+def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
+    data = fetch_json(_with_window(f"{_api_url(args, settings)}/api/segments", args),
+                      settings.api_token)
+    if args.json:
+        print_json(data)
+        return 0
+    _print_window(data)
+    if not data.get("segment_by"):
+        print("the comparer has no --segment-by: every exchange is in the segment (none)")
+    make_console().print(segments_table(data))
     return 0
 
 
@@ -232,7 +269,8 @@ def cmd_verdict(args: argparse.Namespace, settings: Settings) -> int:
         print_json({"ready": data["ready"],
                      "routes": [{k: r[k] for k in ("method", "route", "ready", "reason")}
                                 for r in data["routes"]],
-                     "window": data.get("window")})
+                     "window": data.get("window"),
+                     **({"segment": data["segment"]} if "segment" in data else {})})
     else:
         _print_window(data)
         since = (data.get("window") or {}).get("from_deploy")

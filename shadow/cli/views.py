@@ -157,13 +157,31 @@ def classes_table(classes: list[dict[str, Any]]) -> Table:
     colors = {CLASS_NEW: "red", CLASS_BUG: "red", CLASS_KNOWN: "yellow", CLASS_ACCEPTED: "green",
               CLASS_FIXED: "green"}
     for c in classes:
-        status = c["status"] + (" (reopened)" if c.get("reopened") else "")
+        after = c.get("reopened_after") or {}
+        status = c["status"] + ((f" (reopened after V2 {after['version']})" if after.get("version")
+                                 else " (reopened)") if c.get("reopened") else "")
+        if (c.get("fixed_in") or {}).get("version"):
+            status += f" in V2 {c['fixed_in']['version']}"
         if c.get("ticket"):
             status += f" {c['ticket']}"
         table.add_row(_t(c["signature"]), _t(f"{c['method']} {c['route']}"), _t(c["count"]),
                       _t(status, style=colors.get(c["status"], "white")),
                       Text("\n").join(_t(f"{p['path']} {p['kind']}") for p in c["paths"][:5]),
                       Text("\n").join(_t(e) for e in c["examples"][:2]))
+    return table
+
+
+def segments_table(data: dict[str, Any]) -> Table:
+    """/api/segments: one line per segment, most counted first."""
+    title = f"segments ({data['segment_by']})" if data.get("segment_by") else "segments"
+    table = Table(title=title, title_justify="left")
+    for name in ("segment", "total", "compared", "match rate", "mismatched", "V2 errors",
+                 "routes"):
+        table.add_column(name, overflow="fold", justify="left" if name == "segment" else "right")
+    for x in data["segments"]:
+        table.add_row(_t(x["segment"]), _t(x["total"]), _t(x["compared"]),
+                      _t(_pct(x.get("match_rate"))), _t(x["mismatched"]), _t(x["v2_errors"]),
+                      _t(x["routes"]))
     return table
 
 
@@ -219,7 +237,8 @@ def verdict_markdown(v: dict[str, Any]) -> str:
     covered = "all time" if since is None and until is None else \
         f"{since or 'the beginning'} to {until or 'now'} (UTC, by arrival, to the minute)"
     verdict = "READY" if v["ready"] else "NOT ready"
-    out = [f"## shadow verdict: {verdict} for cutover", "",
+    segment = f" (segment {_md(v['segment'])})" if v.get("segment") is not None else ""
+    out = [f"## shadow verdict: {verdict} for cutover{segment}", "",
            f"Window: {_md(covered)}" + (f", from the latest deploy: {_md(describe(w['from_deploy']))}"
                                          if w.get("from_deploy") else ""),
            "", f"Gates: {_md(gates_text(v))}.", ""]

@@ -162,11 +162,11 @@ class RefusingStore(SQLiteStore):
     """A real SQLite store that refuses one exchange's comparison and another one's V1 answer,
     as MongoDB refuses a value it cannot hold."""
 
-    async def apply(self, events: list[Event],
-                    routes: Mapping[str, str] | None = None) -> list[Exchange]:
+    async def apply(self, events: list[Event], routes: Mapping[str, str] | None = None,
+                    segments: Mapping[str, str] | None = None) -> list[Exchange]:
         if any(isinstance(e, ResponseEvent) and e.id == "unstorable" for e in events):
             raise StoreError("V1 answer the store cannot hold")
-        return await super().apply(events, routes)
+        return await super().apply(events, routes, segments)
 
     async def complete(self, results: list[tuple[str, Comparison]],
                        **kw: Any) -> list[str]:
