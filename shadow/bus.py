@@ -497,6 +497,20 @@ async def recorded_shards(redis: aioredis.Redis, keys: Keys) -> int | None:
     return int(raw) if raw else None
 
 
+def _check_spread(redis: aioredis.Redis, keys: Keys) -> None:
+    """On a cluster, say when the shards do not reach every master (fewer shards than
+    masters, or slots split unevenly): the streams' load stays on fewer masters."""
+    if not is_cluster(redis):
+        return
+    cluster: Any = redis
+    masters = {node.name for node in cluster.get_primaries()}
+    used = {node_of(redis, shard.v1).name for shard in keys.all}
+    if masters - used:
+        log.warning("--stream-shards %d: the streams are on %d of the cluster's %d masters; use "
+                    "at least as many shards as masters (a multiple spreads them evenly)",
+                    keys.shards, len(used & masters), len(masters))
+
+
 async def ensure_layout(redis: aioredis.Redis, keys: Keys) -> None:
     """Check the shard count against the one recorded in Redis (`<prefix>:meta`), and record it
     when there is none. Another count is refused (ConfigError) unless the streams it wrote are
@@ -507,6 +521,7 @@ async def ensure_layout(redis: aioredis.Redis, keys: Keys) -> None:
         seen = raw.decode() if isinstance(raw, bytes) else (raw or "")
         recorded = int(seen) if seen else None
         if recorded == keys.shards:
+            _check_spread(redis, keys)
             return
         old = keys.with_shards(recorded or 1)
         if old.all != keys.all:
@@ -525,6 +540,7 @@ async def ensure_layout(redis: aioredis.Redis, keys: Keys) -> None:
             if recorded is not None:
                 log.warning("stream shards changed from %d to %d (the streams were drained)",
                             recorded, keys.shards)
+            _check_spread(redis, keys)
             return
     raise BusError("the recorded stream shard count keeps changing: are services with "
                    "different --stream-shards starting at once?")

@@ -430,7 +430,8 @@ class Settings:
     v2_add_prefix: str | None = setting(
         None, "path prefix to add before calling V2", _check_path_prefix)
     breaker_failures: int = setting(
-        10, "consecutive V2 failures or timeouts that open the circuit breaker", _positive)
+        10, "consecutive V2 failures or timeouts that open the circuit breaker (each subscriber "
+        "has its own)", _positive)
     breaker_cooldown_s: float = setting(
         30.0, "seconds the breaker stays open before one probe goes to V2", _positive)
     # comparer

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -234,4 +235,18 @@ async def test_the_replica_wait_and_the_global_rate_work_on_a_cluster(cluster, k
         assert 5 <= sum(granted) < 20
     finally:
         await publisher.stop()
+        await redis.aclose()
+
+
+async def test_fewer_shards_than_masters_is_said_at_start(cluster, keys, caplog):
+    redis = connect(cluster.url, 5.0)
+    try:
+        with caplog.at_level(logging.WARNING, logger="shadow.bus"):
+            await ensure_layout(redis, Keys.for_redis(keys.prefix, 1, True))
+        assert "the streams are on 1 of the cluster's 3 masters" in caplog.text
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="shadow.bus"):
+            await ensure_layout(redis, Keys.for_redis(f"{keys.prefix}b", 3, True))
+        assert "masters" not in caplog.text
+    finally:
         await redis.aclose()
