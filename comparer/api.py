@@ -35,7 +35,14 @@ from shadow.deploys import (
 from shadow.filters import FilterError, Filters, parse_filters
 from shadow.firehose import wanted
 from shadow.ids import new_id
-from shadow.keys import COMPARERS, DROPPED_EVENTS, TRIMMED_UNPROCESSED, TRIMMED_UNREAD, Keys
+from shadow.keys import (
+    COMPARERS,
+    DROPPED_EVENTS,
+    TRIMMED_UNPROCESSED,
+    TRIMMED_UNREAD,
+    UNCONFIRMED_EVENTS,
+    Keys,
+)
 from shadow.model import CLASS_FIXED, CLASS_STATUSES, LIVE
 from shadow.protection import RAW, parse_capture_bodies
 from shadow.rules import RuleSet, load_rules_file
@@ -197,6 +204,8 @@ async def summary(request: web.Request) -> web.Response:
         r = request.app[REDIS_KEY]
         stats = await stats_totals(r, keys)  # every shard's counters, added up
         data["dropped_events"] = stats.get(DROPPED_EVENTS, 0)
+        if UNCONFIRMED_EVENTS in stats:  # --publish-wait-replicas: events a failover may lose
+            data["unconfirmed_events"] = stats[UNCONFIRMED_EVENTS]
         data["trimmed_unprocessed"] = {k.removeprefix(TRIMMED_UNPROCESSED): v
                                        for k, v in stats.items()
                                        if k.startswith(TRIMMED_UNPROCESSED)}

@@ -31,7 +31,7 @@ from shadow.bus import ensure_layout, recorded_shards, wait_replicas
 from shadow.codec import encode_event
 from shadow.drain import backstop_maxlen
 from shadow.errors import ConfigError
-from shadow.keys import DROPPED_EVENTS, EVENT_FIELD, Keys, shard_of
+from shadow.keys import DROPPED_EVENTS, EVENT_FIELD, UNCONFIRMED_EVENTS, Keys, shard_of
 from shadow.model import Event
 
 log = logging.getLogger("shadow.proxy.publisher")
@@ -51,6 +51,9 @@ while pos <= #blob do
 end
 if tonumber(ARGV[2]) > 0 then
     redis.call('HINCRBY', KEYS[2], '{DROPPED_EVENTS}', ARGV[2])
+end
+if ARGV[4] and tonumber(ARGV[4]) > 0 then
+    redis.call('HINCRBY', KEYS[2], '{UNCONFIRMED_EVENTS}', ARGV[4])
 end
 return n
 """
@@ -89,6 +92,7 @@ class Publisher:
         self.dropped = 0
         self.unconfirmed = 0  # published, but fewer than wait_replicas replicas confirmed them
         self._unreported_drops = 0
+        self._unreported_unconfirmed = 0
         self._task: asyncio.Task[None] | None = None
         self._sending = False
         self._healthy = True
@@ -219,9 +223,10 @@ class Publisher:
         if not await self._layout_ok():
             self._drop(n, "shard_count")
             return 0
-        drops = self._unreported_drops  # reported with the first shard's batch
+        # counts reported with the first shard's batch
+        drops, unconfirmed = self._unreported_drops, self._unreported_unconfirmed
         results = await asyncio.gather(
-            *(self._publish(shard, frames, drops if i == 0 else 0)
+            *(self._publish(shard, frames, *((drops, unconfirmed) if i == 0 else (0, 0)))
               for i, (shard, frames) in enumerate(batches)), return_exceptions=True)
         sent = 0
         for (_, frames), result in zip(batches, results, strict=True):
@@ -238,6 +243,7 @@ class Publisher:
             sent += count
         if batches and not isinstance(results[0], BaseException):
             self._unreported_drops -= drops
+            self._unreported_unconfirmed -= unconfirmed
         return sent
 
     async def _layout_ok(self) -> bool:
@@ -260,11 +266,13 @@ class Publisher:
         self._layout_error = None
         return True
 
-    async def _publish(self, shard: int, frames: list[bytes], drops: int) -> None:
+    async def _publish(self, shard: int, frames: list[bytes], drops: int,
+                       unconfirmed: int = 0) -> None:
         """One EVALSHA per shard's batch: one argument to pack, one round trip, one reply
         (with wait_replicas, the WAIT follows on the same connection)."""
         keys = self.keys.shard(shard)
-        args: list[EncodableT] = [backstop_maxlen(self.maxlen), drops, b"".join(frames)]
+        args: list[EncodableT] = [backstop_maxlen(self.maxlen), drops, b"".join(frames),
+                                  unconfirmed]
         if not self.wait_replicas:
             await self._script(keys=[keys.v1, keys.stats], args=args)
             self._published(frames, True)
@@ -299,6 +307,7 @@ class Publisher:
         """Published, but fewer replicas than --publish-wait-replicas have them: a failover
         now could lose them. Counted, and said once a minute at most."""
         self.unconfirmed += n
+        self._unreported_unconfirmed += n  # to the stats hash with the next batch
         now = time.monotonic()
         if now >= self._next_unconfirmed_log:
             self._next_unconfirmed_log = now + 60.0

@@ -25,6 +25,8 @@ COMPARERS = "comparers"
 EVENT_FIELD = b"e"
 # Fields of each shard's stats hash (ShardKeys.stats); summaries add them up over the shards
 DROPPED_EVENTS = "dropped_events"  # events the proxy could not hand to Redis
+UNCONFIRMED_EVENTS = "unconfirmed_events"  # published, but not confirmed by the replicas
+# --publish-wait-replicas asked for: a failover may have lost them
 TRIMMED_UNPROCESSED = "trimmed_unprocessed:"  # + group: pending entries trimmed before it processed them
 TRIMMED_UNREAD = "trimmed_unread:"  # + stream label (v1, v2): entries a safety limit deleted before
 # some group was given them

@@ -78,6 +78,7 @@ class Summary(Counts):
     segment: NotRequired[str]
     # added by the reports API from Redis
     dropped_events: NotRequired[int | None]
+    unconfirmed_events: NotRequired[int]  # published, not confirmed by --publish-wait-replicas
     trimmed_unprocessed: NotRequired[dict[str, int]]
     raw_bodies: NotRequired[list[str]]  # --capture-bodies globs whose bodies are stored raw
     trimmed_unread: NotRequired[dict[str, int]]  # by stream label: deleted by a safety limit unread

@@ -121,6 +121,9 @@ async def test_a_failover_during_traffic_loses_no_acknowledged_event(tmp_path, h
 
             await wait_for(later_compared, 120, "exchanges begun after the failover compared")
             matched = (await p.store.outcomes()).get("match", 0)
+            # the events the replica did not confirm are counted where the reports show them
+            summary = await p.summary()
+            assert 0 < summary["unconfirmed_events"] <= p.publisher.unconfirmed
             assert p.comparer.completed == matched  # none compared twice
             print(f"failover: {n} exchanges, {len(acknowledged)} acknowledged, "
                   f"{p.publisher.dropped} events dropped, {p.publisher.unconfirmed} "
