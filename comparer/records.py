@@ -241,18 +241,22 @@ CONTRIBUTION_FIELDS = ("ts", "method", "route", "outcome", "signature", "stale",
 # (bucket first: windows read a range of it) and for all time (the same without bucket).
 ROLLUP_KEYS: dict[str, tuple[str, ...]] = {
     "roll_counts": ("bucket", "method", "route", "outcome", "signature", "segment"),
-    "roll_latency": ("bucket", "method", "route", "side", "latency"),
+    "roll_latency": ("bucket", "method", "route", "side"),  # a histogram each (HISTOGRAMS)
     "roll_status": ("bucket", "method", "route", "v1_status", "v2_status"),
     "route_counts": ("method", "route", "outcome", "signature", "segment"),
-    "route_latency": ("method", "route", "side", "latency"),
+    "route_latency": ("method", "route", "side"),
     "route_status": ("method", "route", "v1_status", "v2_status"),
     # documents held: +1 while an exchange's document exists, in its state's place; the keep
     # policy's drops and every deletion take it away (`forget`), its counts stay
     "roll_kept": ("bucket", "method", "route", "outcome"),
     "route_kept": ("method", "route", "outcome"),
 }
+# The latency tables hold one histogram per key (comparer.histograms), not counts: every
+# latency bucket of a (time bucket, method, route, side) in one row.
+HISTOGRAMS = ("roll_latency", "route_latency")
 ROLLUP_COUNTS: dict[str, tuple[str, ...]] = {
-    name: ("n", "stale") if name.endswith("_counts") else ("n",) for name in ROLLUP_KEYS}
+    name: ("n", "stale") if name.endswith("_counts") else ("n",) for name in ROLLUP_KEYS
+    if name not in HISTOGRAMS}
 
 
 @dataclass(slots=True)
@@ -309,9 +313,10 @@ class Rollup:
         self.hold(doc, -1)
 
     def writes(self) -> dict[str, list[tuple[tuple[Any, ...], tuple[int, ...]]]]:
-        """Per rollup table (ROLLUP_KEYS), the increments to add: (key, counts as named in
-        ROLLUP_COUNTS), none that cancel out. All time is the sum over the buckets."""
-        out: dict[str, dict[tuple[Any, ...], list[int]]] = {name: {} for name in ROLLUP_KEYS}
+        """Per rollup table of counts (ROLLUP_COUNTS), the increments to add: (key, counts as
+        named there), none that cancel out. All time is the sum over the buckets. The
+        latency histograms: `histograms`."""
+        out: dict[str, dict[tuple[Any, ...], list[int]]] = {name: {} for name in ROLLUP_COUNTS}
 
         def inc(name: str, key: tuple[Any, ...], *by: int) -> None:
             for table, k in ((f"roll_{name}", key), (f"route_{name}", key[1:])):
@@ -321,14 +326,25 @@ class Rollup:
 
         for key, (n, stale) in self.counts.items():
             inc("counts", key, n, stale)
-        for lkey, n in self.latency.items():
-            inc("latency", lkey, n)
         for skey, n in self.statuses.items():
             inc("status", skey, n)
         for kkey, n in self.kept.items():
             inc("kept", kkey, n)
         return {name: [(k, tuple(v)) for k, v in rows.items() if any(v)]
                 for name, rows in out.items()}
+
+    def histograms(self) -> dict[str, list[tuple[tuple[Any, ...], dict[int, int]]]]:
+        """Per latency table (HISTOGRAMS), the histograms to add to its rows: (key, {latency
+        bucket: n}), none that cancel out. All time is the sum over the buckets."""
+        out: dict[str, dict[tuple[Any, ...], dict[int, int]]] = {name: {} for name in HISTOGRAMS}
+        for (bucket, method, route, side, lat), n in self.latency.items():
+            if n:
+                for table, key in (("roll_latency", (bucket, method, route, side)),
+                                   ("route_latency", (method, route, side))):
+                    h = out[table].setdefault(key, {})
+                    h[lat] = h.get(lat, 0) + n
+        return {name: [(k, {b: n for b, n in h.items() if n}) for k, h in rows.items()
+                       if any(h.values())] for name, rows in out.items()}
 
 
 def fold(rows: Iterable[tuple[tuple[Any, ...], Sequence[int]]], span: int,

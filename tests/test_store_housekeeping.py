@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from comparer import histograms
 from comparer.store import Store
 from comparer.stores.mongo import MongoStore
 from comparer.stores.sqlite import SQLiteStore
@@ -279,3 +280,103 @@ async def test_stored_parts_are_compressed_and_older_uncompressed_ones_still_rea
                                           for p in await stored_parts(store, xid(2))])
     assert await store.expire(older_than_ts=T0 + 100) == 1
     assert await store.outcomes(window(T0, T0 + 60)) == {"skipped": 1}
+
+
+# ---- latency histograms: one row per time bucket, route and side ----
+
+OLD_LATENCY = {  # a row per latency bucket, as shadow kept them before histograms
+    "roll_latency": ("bucket", "method", "route", "side"),
+    "route_latency": ("method", "route", "side"),
+}
+
+
+async def latency_rows(s: Store, table: str) -> tuple[int, int]:
+    """A latency table's rows, and its distinct keys (without the latency bucket)."""
+    keys = OLD_LATENCY[table]
+    if isinstance(s, SQLiteStore):
+        async with s.db.execute(f"SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT "
+                                f"{', '.join(keys)} FROM {table})) FROM {table}") as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+    assert isinstance(s, MongoStore)
+    docs = await s.db[table].find({}).to_list(None)
+    return len(docs), len({tuple(d[k] for k in keys) for d in docs})
+
+
+async def as_rows_per_latency(s: Store) -> None:
+    """Rewrite the latency histograms as an older shadow kept them: a row (document) per
+    latency bucket; the store's schema version set back to the one before histograms."""
+    if isinstance(s, SQLiteStore):
+        for table, keys in OLD_LATENCY.items():
+            cols = ", ".join(keys)
+            rows = [(*row[:-1], b, n) for row in await s._rows(f"SELECT {cols}, h FROM {table}")
+                    for b, n in histograms.decode(row[-1]).items()]
+            await s.db.execute(f"DROP TABLE {table}")
+            await s.db.execute(f"CREATE TABLE {table} ({cols}, latency INTEGER NOT NULL, n INTEGER "
+                               f"NOT NULL, PRIMARY KEY ({cols}, latency)) WITHOUT ROWID")
+            await s.db.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * (len(keys) + 2))})",
+                                   rows)
+        await s.db.execute("PRAGMA user_version = 3")
+        return
+    assert isinstance(s, MongoStore)
+    for table, keys in OLD_LATENCY.items():
+        docs = await s.db[table].find({}).to_list(None)
+        await s.db[table].drop()
+        await s.db[table].create_index([(k, 1) for k in (*keys, "latency")], unique=True)
+        await s.db[table].insert_many([{**{k: d[k] for k in keys}, "latency": int(b), "n": n}
+                                       for d in docs for b, n in d["h"].items()])
+    await s.db.meta.update_one({"_id": "schema"}, {"$set": {"version": 2, "heartbeat": 0.0}})
+
+
+async def reopened(s: Store) -> Store:
+    await s.close()
+    again: Store
+    if isinstance(s, SQLiteStore):
+        again = SQLiteStore(f"sqlite:///{s.path}")
+    else:
+        assert isinstance(s, MongoStore)
+        again = MongoStore(s.url, client=s._client, database=s.database)
+    await again.open()
+    return again
+
+
+def latencies(summary: Any) -> dict[tuple[str, str], tuple[Any, Any]]:
+    return {(r["method"], r["route"]): (r["v1_latency_ms"], r["v2_latency_ms"])
+            for r in summary["routes"]}
+
+
+async def test_latency_percentiles_are_the_same_after_compaction_and_after_the_migration(
+        store: Store):
+    """Each (time bucket, route, side) is one histogram row however spread the latencies;
+    compaction folds histograms, and a store that kept a row per latency bucket is migrated
+    into histograms at open: every window's percentiles stay what they were."""
+    for i in range(240):  # four days, two routes, ~50 latency buckets per side and route
+        ts = NOW - 4 * DAY_S + i * (4 * DAY_S / 240)
+        v1, v2 = answer({"id": i}, latency=1.0 + (i * 37) % 50), \
+            answer({"id": i}, latency=2.0 + (i * 53) % 97)
+        await ingest(store, exchange_events(i, path=f"/r{i % 2}/1", v1=v1, v2=v2, ts=ts))
+    before = {w: latencies(await store.summary(w)) for w in ALIGNED}
+    assert all(p is not None for a, b in before[ALL_TIME].values() for p in (*a.values(), *b.values()))
+    for table in OLD_LATENCY:
+        rows, keys = await latency_rows(store, table)
+        assert rows == keys, table  # a histogram per key, not a row per latency bucket
+    assert await store.compact(NOW, settle_s=0) > 0
+    assert (await latency_rows(store, "roll_latency"))[0] < 240  # folded into hours and days
+    for w in ALIGNED:
+        assert latencies(await store.summary(w)) == before[w], w
+    reports = {w: await everything(store, w) for w in ALIGNED}
+    await as_rows_per_latency(store)
+    assert (await latency_rows(store, "route_latency"))[0] > 4  # a row per latency bucket
+    migrated = await reopened(store)
+    try:
+        for table in OLD_LATENCY:
+            rows, keys = await latency_rows(migrated, table)
+            assert rows == keys, table
+        for w in ALIGNED:
+            assert latencies(await migrated.summary(w)) == before[w], w
+            assert await everything(migrated, w) == reports[w], w
+        await ingest(migrated, exchange_events(999, ts=NOW - 30, v1=answer({"id": 999}, latency=7.0)))
+        assert (await migrated.summary(window(NOW - 60)))["total"] == 1
+    finally:
+        await migrated.close()

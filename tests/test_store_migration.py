@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from comparer.store import Store
+from comparer.stores import mongo
 from comparer.stores.mongo import MongoStore
 from comparer.stores.sqlite import SCHEMA_VERSION, SQLiteStore
 from shadow.errors import StoreError
@@ -196,7 +197,7 @@ async def test_a_mongodb_store_from_before_evidence_counts_its_documents_as_held
     await store.close()
     again = MongoStore("mongodb://mock/shadow", client=client, database=name)
     await again.open()
-    assert (await again.db.meta.find_one({"_id": "schema"}))["version"] == 2
+    assert (await again.db.meta.find_one({"_id": "schema"}))["version"] == mongo.SCHEMA_VERSION
     assert await reports(again) == expected
     docs = await documents(again)
     for w in WINDOWS:

@@ -7,7 +7,8 @@ undecided document), a TTL index enforces the age limit.
 
 Counts live in rollup collections, per minute (roll_counts, roll_latency, roll_status:
 indexed by bucket, method, route) and for all time (route_counts, route_latency,
-route_status). Every write of an exchange reads its state before (atomically, with
+route_status); a latency document holds its key's whole histogram (comparer.histograms:
+`h: {"<latency bucket>": n}`, written with $inc). Every write of an exchange reads its state before (atomically, with
 find_one_and_update) and adds the difference it made to the rollups with $inc upserts, in
 one bulk write per batch; deleting a document changes no count. Without multi-document
 transactions the two writes are not atomic: a comparer killed between them loses those
@@ -28,7 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from comparer import records
+from comparer import histograms, records
 from comparer.timeline import Timeline, frame, shape
 from shadow import codec, keep, model, segments
 from shadow.credentials import mask_url
@@ -52,8 +53,9 @@ _SEGMENTS_COUNT = "segments"  # the `meta` document counting the admitted segmen
 _SCHEMA = "schema"  # the `meta` document with the store's schema version
 # 1: rollups (a store without the document and with exchanges is older); 2: evidence
 # (shadow.keep: documents held per rollup key, tombstones in `dropped`, counters in
-# `keep_counts`)
-SCHEMA_VERSION = 2
+# `keep_counts`); 3: one latency histogram per document (comparer.histograms), not one
+# document per latency bucket
+SCHEMA_VERSION = 3
 _HEARTBEAT_S = 120.0  # a migration silent this long died: the next opener starts it again
 _FOLDS = "folds"  # the `meta` document with compaction's boundaries per level
 _HOUSEKEEPER = "housekeeper"  # the `meta` document naming the process doing housekeeping
@@ -156,8 +158,11 @@ class MongoStore:
                 await x.drop_index("created_at_1")
             await self._add_segments()
             for name, fields in _ROLLUPS.items():
-                await self._db[name].create_index([(f, 1) for f in fields], unique=True)
+                if name not in records.HISTOGRAMS:
+                    await self._db[name].create_index([(f, 1) for f in fields], unique=True)
             await self._ensure_rollups()
+            for name in records.HISTOGRAMS:  # unique once older latency documents are merged
+                await self._db[name].create_index([(f, 1) for f in _ROLLUPS[name]], unique=True)
             await self._db.deploys.create_index([("target", 1), ("ts", -1)])
             if await self._db.meta.find_one({"_id": _ROUTES_COUNT}) is None:
                 await self._count_existing_routes()
@@ -208,8 +213,11 @@ class MongoStore:
                          "the rollups; waiting", self.database)
                 await asyncio.sleep(2.0)
                 continue
-            # counted already (schema 1): its documents only need counting as held
-            await self._count_existing(held_only=doc is not None and doc.get("version", 0) >= 1)
+            version = 0 if doc is None else doc.get("version", 0)
+            if version < 2:  # counted already (schema 1): its documents only need counting as held
+                await self._count_existing(held_only=version >= 1)
+            if version >= 1:  # its latency documents, one per latency bucket (schema 3)
+                await self._latency_histograms()
             await meta.update_one({"_id": _SCHEMA}, {"$set": {"version": SCHEMA_VERSION}})
             return
 
@@ -240,6 +248,47 @@ class MongoStore:
                          total)
         await self._count(rollup)
         log.info("MongoDB store %s: %d exchanges counted", self.database, done)
+
+    async def _latency_histograms(self) -> None:
+        """Schema 3: the latency documents of an older store, one per latency bucket (with a
+        `latency` field), become one histogram per key. Each key's histogram is set from
+        them, then they are deleted: a migration that dies midway is finished by the next
+        opener, never counted twice (no other process writes meanwhile)."""
+        async for journal in self.db.folds.find({"table": {"$in": list(records.HISTOGRAMS)}}):
+            await self._finish_fold(journal)  # a compaction that died, as it was written
+        for name in records.HISTOGRAMS:
+            rows, keys = self.db[name], _ROLLUPS[name]
+            old = {"latency": {"$exists": True}}
+            if await rows.find_one(old, {"_id": 1}) is not None:
+                log.info("MongoDB store %s: %s becomes one latency histogram per document "
+                         "(once, after an upgrade)", self.database, name)
+            key: tuple[Any, ...] | None = None
+            group: list[dict[str, Any]] = []
+            async for d in rows.find(old).sort([(k, 1) for k in keys]):
+                if tuple(d.get(k) for k in keys) != key:
+                    await self._merge_latency(name, group)
+                    key, group = tuple(d.get(k) for k in keys), []
+                group.append(d)
+            await self._merge_latency(name, group)
+            for index, spec in (await rows.index_information()).items():
+                if any(field == "latency" for field, _ in spec["key"]):
+                    await rows.drop_index(index)
+
+    async def _merge_latency(self, name: str, group: list[dict[str, Any]]) -> None:
+        """One key's older latency documents into its histogram ($set: idempotent), then
+        deleted."""
+        if not group:
+            return
+        keys = _ROLLUPS[name]
+        h: dict[int, int] = {}
+        for d in group:
+            h[int(d["latency"])] = h.get(int(d["latency"]), 0) + int(d.get("n") or 0)
+        sets = {f"{histograms.FIELD}.{b}": n for b, n in h.items() if n}
+        if sets:
+            await self.db[name].update_one(
+                {**{k: group[0].get(k) for k in keys}, "latency": {"$exists": False}},
+                {"$set": sets}, upsert=True)
+        await self.db[name].delete_many({"_id": {"$in": [d["_id"] for d in group]}})
 
     async def _count_existing_routes(self, chunk: int = 1000) -> None:
         """Once, on a store written before the route cap: the routes it holds keep their
@@ -312,10 +361,15 @@ class MongoStore:
         write of $inc upserts per collection."""
         from pymongo import UpdateOne
 
+        batches: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
         for name, rows in rollup.writes().items():
             fields, counts = _ROLLUPS[name], records.ROLLUP_COUNTS[name]
-            writes = [(dict(zip(fields, key, strict=True)),
-                       {"$inc": dict(zip(counts, by, strict=True))}) for key, by in rows]
+            batches[name] = [(dict(zip(fields, key, strict=True)),
+                              {"$inc": dict(zip(counts, by, strict=True))}) for key, by in rows]
+        for name, hists in rollup.histograms().items():
+            batches[name] = [(dict(zip(_ROLLUPS[name], key, strict=True)),
+                              {"$inc": histograms.increments(h)}) for key, h in hists]
+        for name, writes in batches.items():
             if writes and self._bulk:
                 await self.db[name].bulk_write([UpdateOne(q, u, upsert=True) for q, u in writes],
                                                ordered=False)
@@ -616,7 +670,6 @@ class MongoStore:
     async def _fold_level(self, span: int, start: int, end: int) -> int:
         folded = 0
         for name in _BUCKETED:
-            keys, counts = _ROLLUPS[name], records.ROLLUP_COUNTS[name]
             lo = start
             while True:
                 found = await self.db[name].find({"bucket": {"$gte": lo, "$lt": end}}) \
@@ -630,12 +683,8 @@ class MongoStore:
                 rows = [r for r in found if r["bucket"] % span]
                 if not rows:
                     continue
-                increments = records.fold([(tuple(r.get(k) for k in keys),
-                                            [int(r.get(c) or 0) for c in counts]) for r in rows],
-                                          span)
                 journal = {"_id": uuid.uuid4().hex, "table": name,
-                           "ids": [r["_id"] for r in rows],
-                           "incs": [[list(k), list(by)] for k, by in increments]}
+                           "ids": [r["_id"] for r in rows], "incs": _fold_increments(name, rows, span)}
                 await self.db.folds.insert_one(journal)
                 await self._finish_fold(journal)
                 folded += len(rows)
@@ -651,9 +700,7 @@ class MongoStore:
 
         name, jid, ids = journal["table"], journal["_id"], journal["ids"]
         rows = self.db[name]
-        keys, counts = _ROLLUPS[name], records.ROLLUP_COUNTS[name]
-        targets = [(dict(zip(keys, key, strict=True)), dict(zip(counts, by, strict=True)))
-                   for key, by in journal["incs"]]
+        targets = [_fold_target(name, key, by) for key, by in journal["incs"]]
         if await rows.find_one({"_id": {"$in": ids}}, {"_id": 1}) is not None:
             for q, inc in targets:
                 try:
@@ -883,6 +930,27 @@ class MongoStore:
             out[tuple(row["_id"].get(f) for f in by)] = tuple(row[k] for k in sums)
         return out
 
+    async def _latency(self, window: Window) -> dict[tuple[Any, ...], int]:
+        """The latency histograms of the window summed per (method, route, side, latency
+        bucket): the window's documents (one per time bucket, route and side) unwound on the
+        server."""
+        query: dict[str, Any] = {}
+        name = "route_latency" if window.all_time else "roll_latency"
+        span = {k: v for k, v in (("$gte", window.since), ("$lt", window.until)) if v is not None}
+        if span:
+            query["bucket"] = span
+        h = histograms.FIELD
+        out: dict[tuple[Any, ...], int] = {}
+        async for row in self.db[name].aggregate([
+                {"$match": query},
+                {"$project": {"method": 1, "route": 1, "side": 1, h: {"$objectToArray": f"${h}"}}},
+                {"$unwind": f"${h}"},
+                {"$group": {"_id": {"method": "$method", "route": "$route", "side": "$side",
+                                    "latency": f"${h}.k"}, "n": {"$sum": f"${h}.v"}}}]):
+            k = row["_id"]
+            out[(k.get("method"), k.get("route"), k.get("side"), int(k["latency"]))] = row["n"]
+        return out
+
     async def list_exchanges(self, f: Filters) -> tuple[list[ExchangeSummary], str | None]:
         query: dict[str, Any] = dict(records.filter_fields(f))
         if f.path is not None:
@@ -937,13 +1005,13 @@ class MongoStore:
         window = await self.resolve(window)
         counts = await self._rolled("counts", window, ("method", "route", "outcome"),
                                     None if segment is None else {"segment": segment})
-        latency = await self._rolled("latency", window, ("method", "route", "side", "latency"))
+        latency = await self._latency(window)
         statuses = await self._rolled("status", window,
                                       ("method", "route", "v1_status", "v2_status"))
         held = await self._rolled("kept", window, ("method", "route", "outcome"))
         return records.summary(records.Aggregates(
             [(*mr(k), k[2], n) for k, (n, _) in counts.items() if n > 0],
-            [(*mr(k), k[2], k[3], n) for k, (n,) in latency.items() if n > 0],
+            [(*mr(k), k[2], k[3], n) for k, n in latency.items() if n > 0],
             [(*mr(k), k[2] or 0, k[3] or 0, n) for k, (n,) in statuses.items() if n > 0],
             await self.classes(window=window, segment=segment),
             stale=sum(stale for _, stale in counts.values()),
@@ -988,6 +1056,33 @@ class MongoStore:
         last = max((r[0] for r in rows), default=None)
         lo, hi, step = frame(window, first, last, step_s, time.time() if now is None else now)
         return shape(rows, await self.classes(), window, step, lo, hi, marks)
+
+
+def _fold_increments(name: str, rows: list[dict[str, Any]], span: int) -> list[list[Any]]:
+    """A fold's journal entries: [coarser key, {field: increment}] for rollup rows off a
+    `span` boundary (counts, or a latency histogram's buckets)."""
+    keys = _ROLLUPS[name]
+    if name in records.HISTOGRAMS:
+        return [[list(k), histograms.increments(h)] for k, h in histograms.fold(
+            [(tuple(r.get(k) for k in keys), histograms.from_doc(r.get(histograms.FIELD)))
+             for r in rows], span)]
+    counts = records.ROLLUP_COUNTS[name]
+    return [[list(k), dict(zip(counts, by, strict=True))] for k, by in records.fold(
+        [(tuple(r.get(k) for k in keys), [int(r.get(c) or 0) for c in counts]) for r in rows],
+        span)]
+
+
+def _fold_target(name: str, key: list[Any], by: list[int] | dict[str, int],
+                 ) -> tuple[dict[str, Any], dict[str, int]]:
+    """A journal entry's row and $inc. Journals written before schema 3 hold the counts as a
+    list, and a latency row's key ends with its latency bucket."""
+    if isinstance(by, dict):
+        return dict(zip(_ROLLUPS[name], key, strict=True)), by
+    if name in records.HISTOGRAMS:  # one document per latency bucket then
+        return ({**dict(zip(_ROLLUPS[name], key[:-1], strict=True)), "latency": key[-1]},
+                {"n": by[0]})
+    return (dict(zip(_ROLLUPS[name], key, strict=True)),
+            dict(zip(records.ROLLUP_COUNTS[name], by, strict=True)))
 
 
 def _exchange(d: dict[str, Any]) -> Exchange:

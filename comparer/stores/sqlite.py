@@ -22,7 +22,7 @@ from typing import Any
 
 import aiosqlite
 
-from comparer import records
+from comparer import histograms, records
 from comparer.timeline import Timeline, frame, shape
 from shadow import codec, keep, segments
 from shadow.deploys import Deploy, FixedIn, deploy
@@ -62,9 +62,10 @@ _UNDECIDED = _sql_set(UNDECIDED)
 # version), 2 = rollups written with each batch, 3 = evidence (shadow.keep: documents held
 # per rollup key, tombstones of dropped documents, the keep policy's counters), 4 = segments
 # (shadow.segments: exchanges.segment, a segment key on roll_counts/route_counts, '' for the
-# rows before; the segments table) and the deploy a class marked fixed expects its fix in.
+# rows before; the segments table) and the deploy a class marked fixed expects its fix in,
+# 5 = one latency histogram per row (comparer.histograms) instead of a row per latency bucket.
 # Older stores are brought up to date at open.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _rollup_upsert(table: str) -> str:
@@ -76,7 +77,15 @@ def _rollup_upsert(table: str) -> str:
             + ", ".join(f"{c} = {c} + excluded.{c}" for c in counts))
 
 
-_ROLLUP_UPSERTS = {table: _rollup_upsert(table) for table in records.ROLLUP_KEYS}
+_ROLLUP_UPSERTS = {table: _rollup_upsert(table) for table in records.ROLLUP_COUNTS}
+# a latency histogram merged into its row (shadow_hist_add: comparer.histograms.add)
+_HISTOGRAM_UPSERTS = {
+    table: (f"INSERT INTO {table} ({', '.join(records.ROLLUP_KEYS[table])}, "
+            f"{histograms.FIELD}) VALUES ({', '.join('?' * (len(records.ROLLUP_KEYS[table]) + 1))})"
+            f" ON CONFLICT ({', '.join(records.ROLLUP_KEYS[table])}) DO UPDATE SET "
+            f"{histograms.FIELD} = shadow_hist_add({histograms.FIELD}, "
+            f"excluded.{histograms.FIELD})")
+    for table in records.HISTOGRAMS}
 _STATE = ", ".join(("id", *records.CONTRIBUTION_FIELDS))  # what an exchange's counts depend on
 
 # triggers of older schemas: before rollups (they took counts away with deleted rows), and
@@ -137,9 +146,10 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS exchanges_stale ON exchanges(stale) WHERE stale = 1",
     # all time
     _COUNTS_TABLES["route_counts"],
+    # latency histograms (comparer.histograms), one per key
     """CREATE TABLE IF NOT EXISTS route_latency (
-    method TEXT NOT NULL, route TEXT NOT NULL, side TEXT NOT NULL, latency INTEGER NOT NULL,
-    n INTEGER NOT NULL, PRIMARY KEY (method, route, side, latency)) WITHOUT ROWID""",
+    method TEXT NOT NULL, route TEXT NOT NULL, side TEXT NOT NULL, h TEXT NOT NULL,
+    PRIMARY KEY (method, route, side)) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS route_status (
     method TEXT NOT NULL, route TEXT NOT NULL, v1_status INTEGER NOT NULL,
     v2_status INTEGER NOT NULL, n INTEGER NOT NULL,
@@ -148,8 +158,7 @@ SCHEMA = [
     _COUNTS_TABLES["roll_counts"],
     """CREATE TABLE IF NOT EXISTS roll_latency (
     bucket INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, side TEXT NOT NULL,
-    latency INTEGER NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (bucket, method, route, side, latency)) WITHOUT ROWID""",
+    h TEXT NOT NULL, PRIMARY KEY (bucket, method, route, side)) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS roll_status (
     bucket INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL,
     v1_status INTEGER NOT NULL, v2_status INTEGER NOT NULL, n INTEGER NOT NULL,
@@ -298,6 +307,8 @@ class SQLiteStore:
             await self._db.execute("PRAGMA busy_timeout=10000")
             await self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
             await self._db.create_function("shadow_skipped", 1, _skipped, deterministic=True)
+            await self._db.create_function("shadow_hist_add", 2, histograms.add,
+                                           deterministic=True)
             await self._schema(self._db)
             await self._db.execute(_FOLDS_TABLE)
             await self._db.execute(_DEPLOYS_TABLE)  # apart from the versioned schema: any store
@@ -335,8 +346,12 @@ class SQLiteStore:
                         await db.execute(f"DROP TABLE IF EXISTS {table}")
                 if existing and version < 4:
                     await _add_segments(db)
+                # before schema 5: a row per latency bucket, set aside to become histograms
+                set_aside = [] if recount else await _set_aside_latency(db)
                 for statement in SCHEMA:
                     await db.execute(statement)
+                for table in set_aside:
+                    await self._latency_histograms(db, table)
                 if recount:
                     await self._count_existing(db)
                 elif existing and version < 3:  # counted already: its documents are held
@@ -366,6 +381,30 @@ class SQLiteStore:
             await _count(db, rollup)
             last, done = max(states), done + len(states)
             log.info("SQLite store %s: %d/%d exchanges counted", self.path, done, total)
+
+    async def _latency_histograms(self, db: aiosqlite.Connection, table: str) -> None:
+        """Schema 5: the rows of an older latency table (one per latency bucket, set aside as
+        `<table>_rows`) become one histogram per key, in the migration's transaction."""
+        keys = records.ROLLUP_KEYS[table]
+        old = f"{table}_rows"
+        log.info("SQLite store %s: %s becomes one latency histogram per row (once, after an "
+                 "upgrade)", self.path, table)
+        key: tuple[Any, ...] | None = None
+        h: dict[int, int] = {}
+        batch: list[tuple[Any, ...]] = []
+        async with db.execute(f"SELECT {', '.join(keys)}, latency, n FROM {old} "
+                              f"ORDER BY {', '.join(keys)}") as cur:
+            async for row in cur:
+                if tuple(row[:-2]) != key:
+                    if key is not None and any(h.values()):
+                        batch.append((*key, histograms.encode(h)))
+                    key, h = tuple(row[:-2]), {}
+                h[int(row[-2])] = h.get(int(row[-2]), 0) + int(row[-1])
+        if key is not None and any(h.values()):
+            batch.append((*key, histograms.encode(h)))
+        for i in range(0, len(batch), 10_000):
+            await db.executemany(_HISTOGRAM_UPSERTS[table], batch[i:i + 10_000])
+        await db.execute(f"DROP TABLE {old}")
 
     async def close(self) -> None:
         db, self._db = self._db, None
@@ -556,6 +595,7 @@ class SQLiteStore:
             return db
         if self._side is None:
             side = await aiosqlite.connect(self.path, isolation_level=None)
+            await side.create_function("shadow_hist_add", 2, histograms.add, deterministic=True)
             await side.execute("PRAGMA synchronous=NORMAL")
             await side.execute("PRAGMA busy_timeout=10000")
             await side.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
@@ -878,9 +918,8 @@ class SQLiteStore:
                                 f"{own} GROUP BY 1, 2, 3", own_args)
         return records.summary(records.Aggregates(
             counts=[(m, r, o, n) for m, r, o, n, _ in rows if n > 0],
-            latency=await self._rows(f"SELECT method, route, side, latency, sum(n) FROM "
-                                     f"{latency} {where} GROUP BY 1, 2, 3, 4 HAVING sum(n) > 0",
-                                     args),
+            latency=histograms.flatten(await self._rows(
+                f"SELECT method, route, side, {histograms.FIELD} FROM {latency} {where}", args)),
             statuses=await self._rows(f"SELECT method, route, v1_status, v2_status, sum(n) FROM "
                                       f"{statuses} {where} GROUP BY 1, 2, 3, 4 HAVING sum(n) > 0",
                                       args),
@@ -1006,6 +1045,22 @@ async def _count(db: aiosqlite.Connection, rollup: records.Rollup) -> None:
     for table, rows in rollup.writes().items():
         if rows:
             await db.executemany(_ROLLUP_UPSERTS[table], [(*key, *by) for key, by in rows])
+    for table, hists in rollup.histograms().items():
+        if hists:
+            await db.executemany(_HISTOGRAM_UPSERTS[table],
+                                 [(*key, histograms.encode(h)) for key, h in hists])
+
+
+async def _set_aside_latency(db: aiosqlite.Connection) -> list[str]:
+    """Before schema 5, a latency table held a row per latency bucket: renamed to
+    `<table>_rows` (SQLiteStore._latency_histograms turns them into histograms). Returns the
+    tables set aside."""
+    aside = []
+    for table in records.HISTOGRAMS:
+        if "latency" in (await _columns(db, table) or ()):
+            await db.execute(f"ALTER TABLE {table} RENAME TO {table}_rows")
+            aside.append(table)
+    return aside
 
 
 async def _fixed(db: aiosqlite.Connection, signatures: list[str],
@@ -1140,14 +1195,21 @@ async def _fold_batch(db: aiosqlite.Connection, table: str, span: int, lo: int, 
                       limit: int) -> tuple[int, int]:
     """Fold up to `limit` rows of [lo, end) not on a `span` boundary into their `span`
     bucket (in the caller's transaction). Returns how many, and where the next batch starts."""
-    keys, counts = records.ROLLUP_KEYS[table], records.ROLLUP_COUNTS[table]
-    rows = await _fetch(db, f"SELECT {', '.join((*keys, *counts))} {_unfolded_where(table)} "
+    keys = records.ROLLUP_KEYS[table]
+    values = (histograms.FIELD,) if table in records.HISTOGRAMS else records.ROLLUP_COUNTS[table]
+    rows = await _fetch(db, f"SELECT {', '.join((*keys, *values))} {_unfolded_where(table)} "
                         "ORDER BY bucket LIMIT ?", [lo, end, span, limit])
     if not rows:
         return 0, lo
     k = len(keys)
-    increments = records.fold([(tuple(row[:k]), row[k:]) for row in rows], span)
-    await db.executemany(_ROLLUP_UPSERTS[table], [(*key, *by) for key, by in increments])
+    if table in records.HISTOGRAMS:
+        folded = histograms.fold([(tuple(row[:k]), histograms.decode(row[k])) for row in rows],
+                                 span)
+        await db.executemany(_HISTOGRAM_UPSERTS[table],
+                             [(*key, histograms.encode(h)) for key, h in folded])
+    else:
+        increments = records.fold([(tuple(row[:k]), row[k:]) for row in rows], span)
+        await db.executemany(_ROLLUP_UPSERTS[table], [(*key, *by) for key, by in increments])
     await db.executemany(f"DELETE FROM {table} WHERE {' AND '.join(f'{c} = ?' for c in keys)}",
                          [tuple(row[:k]) for row in rows])
     return len(rows), floor_to(rows[-1][0], span)
