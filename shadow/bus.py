@@ -62,6 +62,11 @@ class _SentinelMaster(aioredis.Redis):
     _checking: asyncio.Task[None] | None = None
     _master: tuple[str, int] | None = None  # as the last check found it
 
+    @property
+    def followed_master(self) -> tuple[str, int] | None:
+        """The master address the last check found (every connection goes there since)."""
+        return self._master
+
     def _follow(self) -> None:
         now = time.monotonic()
         if now < self._next_check or (self._checking is not None and not self._checking.done()):

@@ -18,8 +18,8 @@ from aiohttp import web
 
 from comparer.firehose import FirehoseHub, FirehosePublisher
 from proxy import Publisher
-from shadow.bus import connect, ensure_layout, listeners
-from shadow.keys import SHARDS_FIELD, Keys
+from shadow.bus import connect, ensure_layout, listeners, stats_totals
+from shadow.keys import SHARDS_FIELD, UNCONFIRMED_EVENTS, Keys
 from shadow.model import Answer, Comparison, Exchange, Request, ResponseEvent
 from shadow.redact import Policy
 from shadow.settings import Settings
@@ -230,6 +230,10 @@ async def test_the_replica_wait_and_the_global_rate_work_on_a_cluster(cluster, k
         assert (publisher.published, publisher.dropped, publisher.unconfirmed) == (30, 0, 30)
         lengths = [await redis.xlen(s.v1) for s in sharded.all]
         assert sum(lengths) == 30 and all(lengths)
+        # the count reaches the stats with the next batch (summed over the shards' hashes)
+        publisher.offer(ResponseEvent(id="y", ts=1.0, answer=Answer(status=200)))
+        await wait_for(lambda: publisher.idle, 30, "the publisher idle")
+        assert (await stats_totals(redis, sharded))[UNCONFIRMED_EVENTS] == 30
         bucket = GlobalRate(redis, sharded.rate, 5.0, burst=5.0)
         granted = [await bucket.take() for _ in range(20)]
         assert 5 <= sum(granted) < 20
