@@ -419,7 +419,7 @@ class Settings:
         _positive)
     max_replay_rate_global: float | None = setting(
         None, "at most this many replays per second over all subscribers together (a token "
-        "bucket in Redis; default: no limit)", _positive)
+        "bucket in Redis; default: no limit)", _positive, metavar="RATE")
     v2_set_headers: str | None = setting(
         None, "headers to set on requests to V2: 'Authorization: Bearer x; X-Env: shadow'",
         _set_headers, secret=True)
