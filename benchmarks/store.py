@@ -23,10 +23,13 @@ Ingest is what the comparer does per batch: upsert the request, response and can
 (three events per exchange), then record the outcomes (comparisons precomputed, so this
 measures the store, not the diff), with the keep policy. 10% of exchanges mismatch, in
 --classes classes, over 20 routes; each side answers in one of --latencies latencies (1 ms
-apart; default 1, as the figures before compaction were measured: each distinct latency
-bucket is a rollup row per route and time bucket, see the README). After ingest the
-housekeeping finishes (compaction with no settle time, retention on the defaults) and the
-WAL is checkpointed; bytes on disk are the database's files then.
+apart; default 1; 50 is a realistic spread: a route's latency histogram per time bucket is
+one rollup row however many buckets it has). The housekeeping runs as the comparer's does,
+the streams' horizon included (on an embedded Redis whose streams are empty: the traffic is
+drained, so the tombstones of dropped exchanges go once their last part is older than
+--tombstone-margin-s, 60 s). After ingest the housekeeping finishes (compaction with no
+settle time, retention on the defaults, the horizon) and the WAL is checkpointed; bytes on
+disk are the database's files then.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -50,13 +54,14 @@ import aiohttp  # noqa: E402
 import orjson  # noqa: E402
 
 from comparer import ReportsApi  # noqa: E402
-from comparer.housekeeping import Housekeeper, Limits  # noqa: E402
+from comparer.housekeeping import Housekeeper, Limits, StreamHorizon  # noqa: E402
 from comparer.stores.sqlite import SQLiteStore  # noqa: E402
 from shadow.bus import connect  # noqa: E402
 from shadow.cli.embedded_redis import EmbeddedRedis  # noqa: E402
 from shadow.compare import compare  # noqa: E402
 from shadow.ids import new_id  # noqa: E402
 from shadow.keep import KeepPolicy  # noqa: E402
+from shadow.keys import Keys  # noqa: E402
 from shadow.model import (  # noqa: E402
     Answer,
     CandidateEvent,
@@ -160,14 +165,18 @@ class Run:
         return self.bytes / self.n
 
 
-async def fill(settings: Settings, path: Path, n: int, ts_of: Callable[[int], float],
-               args: argparse.Namespace, label: str) -> tuple[SQLiteStore, Run]:
+async def fill(settings: Settings, redis: Any, path: Path, n: int,
+               ts_of: Callable[[int], float], args: argparse.Namespace, label: str,
+               ) -> tuple[SQLiteStore, Run]:
     """A fresh store holding n exchanges, as the comparer leaves it on the settings."""
     for f in path.parent.glob(path.name + "*"):
         f.unlink()
     store = SQLiteStore(f"sqlite:///{path}")
     await store.open()
-    housekeeper = Housekeeper(store, Limits.from_settings(settings), interval_s=5.0)
+    horizon = StreamHorizon(redis, Keys(f"bench{os.getpid()}"),  # streams drained: empty
+                            margin_s=settings.tombstone_margin_s)
+    housekeeper = Housekeeper(store, Limits.from_settings(settings), interval_s=5.0,
+                              horizon=horizon)
     print(f"{label}: ingesting {n:,} exchanges in batches of {args.batch} ...", flush=True)
     await housekeeper.start()
     try:
@@ -221,7 +230,7 @@ async def main() -> int:
     try:
         if args.small:
             end = time.time()
-            store, run = await fill(settings, path, args.small,
+            store, run = await fill(settings, redis, path, args.small,
                                     lambda i: end - (args.small - i) / args.rate, args,
                                     f"phase 1 ({args.rate:,.0f}/s)")
             runs.append(run)
@@ -234,7 +243,7 @@ async def main() -> int:
 
             def spread(i: int, first: float = first, step: float = step) -> float:
                 return first + i * step
-            store, run = await fill(settings, path, n, spread, args,
+            store, run = await fill(settings, redis, path, n, spread, args,
                                     f"phase 2 (over {args.span_s / 86400:g} days)")
             runs.append(run)
         if store is not None:

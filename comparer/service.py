@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from comparer.firehose import FirehosePublisher
-from comparer.housekeeping import Housekeeper, Limits
+from comparer.housekeeping import Housekeeper, Limits, StreamHorizon
 from comparer.notifier import Notifier
 from comparer.store import Store
 from shadow import metrics
@@ -72,7 +72,10 @@ class Comparer:
         self._task: asyncio.Task[None] | None = None
         self._next_sweep = 0.0
         # compaction and retention: a task of their own, off the ingest path
-        self.housekeeper = Housekeeper(store, Limits.from_settings(settings))
+        # (and the tombstones no part can still come for: the streams' horizon)
+        self.housekeeper = Housekeeper(
+            store, Limits.from_settings(settings),
+            horizon=StreamHorizon(redis, self.keys, margin_s=settings.tombstone_margin_s))
         self._routes: set[str] = set()  # routes the store counts apart (--max-routes)
         self._overflow_logged = False
         # --segment-by: each request's segment; the ones the store counts apart (--max-segments)

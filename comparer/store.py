@@ -11,7 +11,8 @@ Housekeeping (comparer/housekeeping.py runs it, off the ingest path): `compact` 
 minute buckets into 10 minutes, hours and days (shadow.windows.FOLDS), so a window edge there
 is exact to that bucket (`resolve` says which); `retain` deletes documents by age,
 count and disk budget and rollup buckets by age, oldest first, in short batches, never a
-class's last example and never a count."""
+class's last example and never a count; `forget_tombstones` deletes the keep policy's
+tombstones once no part of their exchanges can still arrive (shadow.horizon)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,12 @@ class Store(Protocol):
         buckets (whole days) older than `rollup_max_age_s`. Counts stay (all-time ones always,
         windows up to the rollup age), and so does each class's last example. In small
         batches, yielding to the comparer's writes between them. Returns documents deleted."""
+
+    async def forget_tombstones(self, before_ts: float) -> int:
+        """Delete the tombstones of dropped exchanges whose latest part came before
+        `before_ts` (unix seconds; shadow.horizon: the streams hold nothing of them any more),
+        in small batches; not those decided without V1's answer (it may still come: they go
+        with the documents' age limit, in `retain`). Returns how many."""
 
     async def compact(self, now: float | None = None, *, settle_s: float = 60.0) -> int:
         """Fold old per-minute rollup rows into 10 minutes, hours and days (FOLDS), in

@@ -437,6 +437,10 @@ class Settings:
     # comparer
     join_timeout_s: float = setting(
         60.0, "seconds to wait for V2's answer before an exchange is v1_only", _positive)
+    tombstone_margin_s: float = setting(
+        60.0, "a dropped exchange's tombstone goes once the streams hold nothing older than its "
+        "latest part plus this (default 60): covers how late the proxy may publish an event "
+        "and how far the hosts' clocks may disagree with Redis's", _positive)
     trust_canonical_resource: bool = setting(
         False, "let a request's Canonical-Resource header name its route (only if clients are "
         "trusted; default false)")

@@ -752,3 +752,38 @@ async def test_tombstones_and_keep_counters_go_with_the_documents_age_limit(stor
     assert await tombstones(store) == {xid(i) for i in (11, 12, 13, 14, 15)}
     assert await keep_hours(store) == {int(young // 3600 * 3600)}
     assert await held(store) == {xid(10)} and await store.count() == 12
+
+
+async def test_tombstones_go_once_the_streams_horizon_passes_their_latest_part(store: Store):
+    """forget_tombstones(t): the tombstones of exchanges whose latest part came before t go
+    (no part of them is left in the streams: shadow.horizon), in batches; those decided without
+    V1's answer stay (it may still come), until the documents' age limit."""
+    store.delete_batch = 2  # type: ignore[attr-defined]
+    policy = sampled(per_class_hour=0, matches=0.0)  # only what must be kept is kept
+    for i in range(6):  # matches 10 s apart: the first of the route this hour is kept
+        await ingest(store, exchange_events(i, ts=HOUR + 10 * i), keep=policy)
+    req, resp, cand = exchange_events(6, ts=HOUR + 1)
+    assert isinstance(cand, CandidateEvent)
+    late = CandidateEvent(cand.id, HOUR + 500.0, cand.answer)  # V2 answered 500 s later
+    await ingest(store, [req, resp, late], keep=policy)
+    await store.apply(exchange_events(7, ts=HOUR + 2)[:2])  # V2 never answers: v1_only
+    await store.apply(exchange_events(8, ts=HOUR + 3)[::2])  # V1's answer missing: v1_missing
+    skip = CandidateEvent(xid(9), HOUR + 4, Answer(None, skipped="method_not_replayed"))
+    await store.apply([exchange_events(9, ts=HOUR + 4)[0], skip])  # skipped, without V1's
+    assert await store.expire(older_than_ts=HOUR + 100, keep=policy) == 3
+    assert await held(store) == {xid(0)}
+    assert await tombstones(store) == {xid(i) for i in range(1, 10)}
+    counted = await reported(store, ALL_TIME)
+
+    assert await store.forget_tombstones(HOUR + 25) == 3  # parts before: 10, 20; 7's at 2.01
+    assert await tombstones(store) == {xid(i) for i in (3, 4, 5, 6, 8, 9)}
+    assert await store.forget_tombstones(HOUR + 25) == 0
+    assert await store.forget_tombstones(HOUR + 499) == 3  # 6's latest part is V2's, at 500
+    assert await tombstones(store) == {xid(i) for i in (6, 8, 9)}
+    assert await store.forget_tombstones(HOUR + 10_000) == 1
+    assert await tombstones(store) == {xid(8), xid(9)}  # V1's answer may still come
+    # a late V1 answer of those is still ignored; the age limit takes them
+    assert await ingest(store, [exchange_events(8, ts=HOUR + 3)[1]], keep=policy) == []
+    assert await reported(store, ALL_TIME) == counted
+    await store.retain(max_age_s=86400, now=HOUR + 2 * 86400)
+    assert await tombstones(store) == set()

@@ -31,7 +31,7 @@ from typing import Any
 
 from comparer import histograms, records
 from comparer.timeline import Timeline, frame, shape
-from shadow import codec, keep, model, segments
+from shadow import codec, horizon, keep, model, segments
 from shadow.credentials import mask_url
 from shadow.deploys import Deploy, FixedIn, deploy, reopens
 from shadow.errors import StoreError
@@ -64,6 +64,7 @@ _LEASE_S = 300.0  # a housekeeper silent this long died: another one takes over
 # each rollup collection and its key fields (a unique index, bucket first when bucketed)
 _ROLLUPS = records.ROLLUP_KEYS
 _CONTRIBUTION = {f: 1 for f in records.CONTRIBUTION_FIELDS}
+_DECIDING = {**_CONTRIBUTION, "v1_ts": 1, "v2_ts": 1}  # and what a tombstone says (_keep)
 _BUCKETED = [name for name in _ROLLUPS if name.startswith("roll_")]  # compacted, by bucket
 
 # Keys of JSON objects from the traffic (inside diff values) that BSON or MongoDB refuse:
@@ -164,6 +165,7 @@ class MongoStore:
             for name in records.HISTOGRAMS:  # unique once older latency documents are merged
                 await self._db[name].create_index([(f, 1) for f in _ROLLUPS[name]], unique=True)
             await self._db.deploys.create_index([("target", 1), ("ts", -1)])
+            await self._db.dropped.create_index([("no_v1", 1), ("ts", 1)])  # forget_tombstones
             if await self._db.meta.find_one({"_id": _ROUTES_COUNT}) is None:
                 await self._count_existing_routes()
         except StoreError:
@@ -420,7 +422,7 @@ class MongoStore:
                               "diff_paths": [d.path for d in c.diff], "flags": c.flags,
                               "compared_at": now, "replay_delay_ms": c.replay_delay_ms,
                               "noise": _diff_doc(c.noise)}},
-                    projection=_CONTRIBUTION)
+                    projection=_DECIDING)
                 if before is not None:  # else decided before: a re-delivery, never counted twice
                     recorded.append((ident, c))
                     routes[ident] = (before.get("method"), before.get("route"))
@@ -480,9 +482,8 @@ class MongoStore:
         gone = [ident for ident in decided if ident not in choice.kept]
         if gone:
             try:  # the tombstones first: a document is never gone without one
-                await self.db.dropped.insert_many(
-                    [{"_id": ident, "ts": decided[ident].get("ts"),
-                      "outcome": decided[ident]["outcome"]} for ident in gone], ordered=False)
+                await self.db.dropped.insert_many([_tombstone(ident, decided[ident])
+                                                   for ident in gone], ordered=False)
             except BulkWriteError:
                 pass  # some were there already (a retried batch)
             await self.db.exchanges.delete_many({"_id": {"$in": gone}})
@@ -558,7 +559,7 @@ class MongoStore:
                 for ident in found:  # one by one: each one's count moves from its state before
                     before = await self.db.exchanges.find_one_and_update(
                         {**query, "_id": ident}, {"$set": {"outcome": rule.outcome}},
-                        projection=_CONTRIBUTION)
+                        projection=_DECIDING)
                     if before is not None:
                         decided[ident] = {**before, "outcome": rule.outcome}
                         rollup.move(before, decided[ident])
@@ -741,6 +742,19 @@ class MongoStore:
         if rollup_max_age_s is not None:
             await self._forget_buckets(floor_to(now - rollup_max_age_s, DAY_S))
         return deleted
+
+    async def forget_tombstones(self, before_ts: float) -> int:
+        if not await self._lead():
+            return 0  # another process does it
+        forgotten = 0
+        while True:
+            ids = [d["_id"] async for d in self.db.dropped.find(
+                {"no_v1": False, "ts": {"$lt": before_ts}}, {"_id": 1}).limit(self.delete_batch)]
+            if ids:
+                forgotten += (await self.db.dropped.delete_many({"_id": {"$in": ids}})).deleted_count
+            if len(ids) < self.delete_batch:
+                return forgotten
+            await asyncio.sleep(0)
 
     async def _forget_dropped(self, before_ts: float) -> None:
         """Delete the keep policy's tombstones of exchanges older than `before_ts` (with the
@@ -1056,6 +1070,16 @@ class MongoStore:
         last = max((r[0] for r in rows), default=None)
         lo, hi, step = frame(window, first, last, step_s, time.time() if now is None else now)
         return shape(rows, await self.classes(), window, step, lo, hi, marks)
+
+
+def _tombstone(ident: str, state: Mapping[str, Any]) -> dict[str, Any]:
+    """The tombstone of a dropped exchange (its state as `_DECIDING` reads it): its latest
+    part's time (shadow.horizon.latest), its outcome, and whether V1's answer was missing
+    (no_v1: it may still come). Tombstones written before say nothing of V1 (no no_v1): they
+    go with the documents' age limit."""
+    return {"_id": ident, "ts": horizon.latest(state.get("ts"), state.get("v1_ts"),
+                                               state.get("v2_ts")),
+            "outcome": state["outcome"], "no_v1": state.get("v1_ts") is None}
 
 
 def _fold_increments(name: str, rows: list[dict[str, Any]], span: int) -> list[list[Any]]:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -24,7 +25,7 @@ import aiosqlite
 
 from comparer import histograms, records
 from comparer.timeline import Timeline, frame, shape
-from shadow import codec, keep, segments
+from shadow import codec, horizon, keep, segments
 from shadow.deploys import Deploy, FixedIn, deploy
 from shadow.errors import StoreError
 from shadow.filters import Filters
@@ -35,7 +36,9 @@ from shadow.model import (
     MISMATCH,
     OUTCOMES,
     PENDING,
+    SKIPPED,
     UNDECIDED,
+    V1_MISSING,
     V2_ERROR,
     Comparison,
     Event,
@@ -63,8 +66,9 @@ _UNDECIDED = _sql_set(UNDECIDED)
 # per rollup key, tombstones of dropped documents, the keep policy's counters), 4 = segments
 # (shadow.segments: exchanges.segment, a segment key on roll_counts/route_counts, '' for the
 # rows before; the segments table) and the deploy a class marked fixed expects its fix in,
-# 5 = one latency histogram per row (comparer.histograms) instead of a row per latency bucket.
-# Older stores are brought up to date at open.
+# 5 = one latency histogram per row (comparer.histograms) instead of a row per latency bucket,
+# and tombstones that say whether V1's answer was missing (the streams' horizon, shadow.horizon,
+# deletes the others). Older stores are brought up to date at open.
 SCHEMA_VERSION = 5
 
 
@@ -192,10 +196,14 @@ SCHEMA = [
     method TEXT NOT NULL, route TEXT NOT NULL, outcome TEXT NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (method, route, outcome)) WITHOUT ROWID""",
     # a decided exchange whose document the keep policy dropped: a late or re-delivered part
-    # of it is ignored (never stored or counted again). ts: the exchange's, in whole seconds;
-    # outcome: its index in model.OUTCOMES. Ids are time-ordered: key order is age order.
+    # of it is ignored (never stored or counted again). ts: its latest part's time, in whole
+    # seconds (shadow.horizon.latest); outcome: its index in model.OUTCOMES; no_v1: 1 when
+    # decided without V1's answer (which may still come). Ids are time-ordered: key order is
+    # age order. Those with no_v1 = 0 go once the streams' horizon passes them (by ts).
     """CREATE TABLE IF NOT EXISTS dropped (
-    id TEXT PRIMARY KEY, ts INTEGER NOT NULL, outcome INTEGER NOT NULL) WITHOUT ROWID""",
+    id TEXT PRIMARY KEY, ts INTEGER NOT NULL, outcome INTEGER NOT NULL,
+    no_v1 INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS dropped_horizon ON dropped (no_v1, ts)",
     # exchanges decided per keep group (shadow.keep.group_key) and hour
     """CREATE TABLE IF NOT EXISTS keep_counts (
     hour INTEGER NOT NULL, grp TEXT NOT NULL, n INTEGER NOT NULL,
@@ -348,6 +356,7 @@ class SQLiteStore:
                     await _add_segments(db)
                 # before schema 5: a row per latency bucket, set aside to become histograms
                 set_aside = [] if recount else await _set_aside_latency(db)
+                await _tombstones_say_no_v1(db)
                 for statement in SCHEMA:
                     await db.execute(statement)
                 for table in set_aside:
@@ -735,6 +744,21 @@ class SQLiteStore:
             after = rows[-1][0]
             await asyncio.sleep(0)  # the comparer's writes go first
 
+    async def forget_tombstones(self, before_ts: float) -> int:
+        db = await self._side_db()
+        before = math.floor(before_ts)  # ts holds whole seconds, rounded down
+        forgotten = 0
+        while True:
+            async with self._writing:
+                async with _transaction(db):
+                    cur = await db.execute(
+                        "DELETE FROM dropped WHERE id IN (SELECT id FROM dropped WHERE no_v1 = 0 "
+                        "AND ts < ? LIMIT ?)", (before, self.delete_batch))
+            forgotten += max(0, cur.rowcount)
+            if cur.rowcount < self.delete_batch:
+                return forgotten
+            await asyncio.sleep(0)  # the comparer's writes go first
+
     async def _forget_buckets(self, db: aiosqlite.Connection, before: int) -> None:
         """Delete the rollups' buckets before `before` (all-time counts stay), in batches."""
         for table in _BUCKETED:
@@ -1051,6 +1075,17 @@ async def _count(db: aiosqlite.Connection, rollup: records.Rollup) -> None:
                                  [(*key, histograms.encode(h)) for key, h in hists])
 
 
+async def _tombstones_say_no_v1(db: aiosqlite.Connection) -> None:
+    """Schema 5: tombstones say whether V1's answer was missing (no_v1). Older ones of
+    exchanges that may have been decided without it (v1_missing, skipped) are marked so: they
+    stay until the documents' age limit, as before."""
+    columns = await _columns(db, "dropped")
+    if columns is not None and "no_v1" not in columns:
+        await db.execute("ALTER TABLE dropped ADD COLUMN no_v1 INTEGER NOT NULL DEFAULT 0")
+        await db.execute(f"UPDATE dropped SET no_v1 = 1 WHERE outcome IN "
+                         f"({OUTCOMES.index(V1_MISSING)}, {OUTCOMES.index(SKIPPED)})")
+
+
 async def _set_aside_latency(db: aiosqlite.Connection) -> list[str]:
     """Before schema 5, a latency table held a row per latency bucket: renamed to
     `<table>_rows` (SQLiteStore._latency_histograms turns them into histograms). Returns the
@@ -1109,12 +1144,15 @@ async def _keep(db: aiosqlite.Connection, policy: KeepPolicy, decided: Mapping[s
                          "(hour, grp) DO UPDATE SET n = n + excluded.n",
                          [(hour, grp, n) for (hour, grp), n in choice.seen.items()])
     gone = [ident for ident in decided if ident not in choice.kept]
+    tombstones = []
     for i in range(0, len(gone), 500):
-        await db.execute(f"DELETE FROM exchanges WHERE id IN ({_qmarks(gone[i:i + 500])})",
-                         gone[i:i + 500])
-    await db.executemany("INSERT OR IGNORE INTO dropped (id, ts, outcome) VALUES (?, ?, ?)",
-                         [(ident, int(decided[ident]["ts"] or 0),
-                           OUTCOMES.index(decided[ident]["outcome"])) for ident in gone])
+        for ident, v1_ts, v2_ts in await _select(
+                db, f"DELETE FROM exchanges WHERE id IN ({_qmarks(gone[i:i + 500])}) "
+                "RETURNING id, v1_ts, v2_ts", gone[i:i + 500]):
+            tombstones.append((ident, int(horizon.latest(decided[ident]["ts"], v1_ts, v2_ts)),
+                               OUTCOMES.index(decided[ident]["outcome"]), int(v1_ts is None)))
+    await db.executemany("INSERT OR IGNORE INTO dropped (id, ts, outcome, no_v1) "
+                         "VALUES (?, ?, ?, ?)", tombstones)
     for ident in gone:
         rollup.forget(decided[ident])
     return choice.kept

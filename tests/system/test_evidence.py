@@ -39,7 +39,9 @@ def app(version: int) -> web.Application:
 async def test_500_matches_are_counted_and_only_a_few_documents_kept(http_server,
                                                                      settings_factory):
     v1, v2 = await http_server(app(1)), await http_server(app(2))
-    settings = settings_factory(v1=v1, v2=v2, keep="sampled")  # the default policy
+    # the default policy; tombstones kept for the hour (counted below): the streams' horizon
+    # (test_tombstones_go_once_the_traffic_is_drained) would let them go a minute after
+    settings = settings_factory(v1=v1, v2=v2, keep="sampled", tombstone_margin_s=3600)
     async with Pipeline(settings) as p, aiohttp.ClientSession() as client:
         sem = asyncio.Semaphore(16)
 
@@ -92,3 +94,36 @@ async def test_500_matches_are_counted_and_only_a_few_documents_kept(http_server
     finally:
         db.close()
     assert documents == summary["kept"] and documents + tombstones == 600
+
+
+async def test_tombstones_go_once_the_traffic_is_drained(http_server, settings_factory):
+    """The tombstones of the exchanges the keep policy dropped go once the streams hold nothing
+    of them any more (the streams' horizon, here with a margin of a second): the store keeps the
+    few documents and the counts, nothing per dropped exchange."""
+    v1, v2 = await http_server(app(1)), await http_server(app(2))
+    settings = settings_factory(v1=v1, v2=v2, keep="sampled", tombstone_margin_s=1.0)
+    p = Pipeline(settings)
+    p.comparer.housekeeper.interval_s = 0.1
+    async with p, aiohttp.ClientSession() as client:
+        for n in range(200):
+            async with client.get(f"{p.url}/items/{n}") as r:
+                assert r.status == 200
+
+        async def compared() -> bool:
+            return bool((await p.summary())["matched"] == 200)
+
+        await wait_for(compared, 60, "200 matches compared")
+
+        def stored() -> tuple[int, int]:
+            db = sqlite3.connect(settings.store.removeprefix("sqlite:///"))
+            try:
+                return (db.execute("SELECT count(*) FROM exchanges").fetchone()[0],
+                        db.execute("SELECT count(*) FROM dropped").fetchone()[0])
+            finally:
+                db.close()
+
+        kept = (await p.summary())["kept"]
+        assert 1 <= kept <= 6
+        await wait_for(lambda: stored() == (kept, 0), 60, "every tombstone gone")
+        summary = await p.summary()
+        assert (summary["total"], summary["matched"], summary["kept"]) == (200, 200, kept)
