@@ -65,17 +65,19 @@ def fold(rows: Iterable[tuple[tuple[Any, ...], Histogram]], span: int,
     return [(k, {b: n for b, n in h.items() if n}) for k, h in out.items() if any(h.values())]
 
 
-def flatten(rows: Iterable[tuple[str, str, str, str | bytes | None]],
+def flatten(rows: Iterable[tuple[str, str, str, str | None]],
             ) -> list[tuple[str, str, str, int, int]]:
-    """SQLite's histogram rows of a window, (method, route, side, stored text) each, as
-    (method, route, side, latency bucket, n) rows summed over the window (n > 0 only)."""
+    """SQLite's histograms of a window, (method, route, side, their stored texts joined by
+    commas: SQL group_concat) each, as (method, route, side, latency bucket, n) rows summed
+    over the window (n > 0 only)."""
     merged: dict[tuple[str, str, str], Histogram] = {}
-    for method, route, side, text in rows:
-        if not text:
+    for method, route, side, texts in rows:
+        if not texts:
             continue
         h = merged.setdefault((method, route, side), {})
-        flat = iter(orjson.loads(text))
         get = h.get
-        for b, n in zip(flat, flat, strict=True):
-            h[b] = get(b, 0) + n
+        for stored in orjson.loads(f"[{texts}]"):
+            flat = iter(stored)
+            for b, n in zip(flat, flat, strict=True):
+                h[b] = get(b, 0) + n
     return [(*key, b, n) for key, h in merged.items() for b, n in h.items() if n > 0]

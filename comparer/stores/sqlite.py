@@ -943,7 +943,8 @@ class SQLiteStore:
         return records.summary(records.Aggregates(
             counts=[(m, r, o, n) for m, r, o, n, _ in rows if n > 0],
             latency=histograms.flatten(await self._rows(
-                f"SELECT method, route, side, {histograms.FIELD} FROM {latency} {where}", args)),
+                f"SELECT method, route, side, group_concat({histograms.FIELD}) FROM {latency} "
+                f"{where} GROUP BY 1, 2, 3", args)),
             statuses=await self._rows(f"SELECT method, route, v1_status, v2_status, sum(n) FROM "
                                       f"{statuses} {where} GROUP BY 1, 2, 3, 4 HAVING sum(n) > 0",
                                       args),
