@@ -203,3 +203,47 @@ async def test_a_mongodb_store_from_before_evidence_counts_its_documents_as_held
     for w in WINDOWS:
         assert await reported(again, w) == recount(docs, w)
     assert (await again.summary())["kept"] == len(docs) == 10
+
+
+async def test_mongodb_fold_journals_of_latency_histograms_are_applied_once_old_ones_too():
+    """A compaction that died leaves its journal (the rows it folds, what it adds to the coarser
+    row): the next one applies it once. A journal written before histograms (a document per
+    latency bucket) is applied as it was written by the migration, before its documents
+    become histograms."""
+    from mongomock_motor import AsyncMongoMockClient
+
+    client = AsyncMongoMockClient()
+    name = f"j{uuid.uuid4().hex[:8]}"
+    store = MongoStore("mongodb://mock/shadow", client=client, database=name)
+    await store.open()
+    hour = 1_700_002_800
+    key = {"method": "GET", "route": "/r/{id}", "side": "v1"}
+    rows = store.db.roll_latency
+    # today's kind: a minute's histogram folded into its hour, then the fold died
+    minute = await rows.insert_one({"bucket": hour + 60, **key, "h": {"52": 3, "60": 1}})
+    await rows.insert_one({"bucket": hour, **key, "h": {"52": 1}})
+    await store.db.folds.insert_one({"_id": "new", "table": "roll_latency",
+                                     "ids": [minute.inserted_id],
+                                     "incs": [[[hour, *key.values()], {"h": {"52": 3, "60": 1}}]]})
+    await store.compact(hour + 3 * 3600, settle_s=0)  # hours stay hours
+    assert await store.compact(hour + 3 * 3600, settle_s=0) == 0
+    [row] = await rows.find({}).to_list(None)
+    assert (row["bucket"], row["h"]) == (hour, {"52": 4, "60": 1})
+    # a store from before histograms, with a fold of two minutes into their hour that died
+    await rows.drop()
+    await rows.create_index([(k, 1) for k in ("bucket", *key, "latency")], unique=True)
+    ids = [(await rows.insert_one({"bucket": hour + m, **key, "latency": 52, "n": 2})).inserted_id
+           for m in (60, 120)]
+    await rows.insert_one({"bucket": hour, **key, "latency": 60, "n": 5})
+    await store.db.folds.insert_one({"_id": "old", "table": "roll_latency", "ids": ids,
+                                     "incs": [[[hour, *key.values(), 52], [4]]]})
+    await store.db.meta.update_one({"_id": "schema"}, {"$set": {"version": 2, "heartbeat": 0.0}})
+    await store.close()
+    again = MongoStore("mongodb://mock/shadow", client=client, database=name)
+    await again.open()
+    try:
+        [row] = await again.db.roll_latency.find({}).to_list(None)
+        assert (row["bucket"], row["h"], "latency" in row) == (hour, {"52": 4, "60": 5}, False)
+        assert await again.db.folds.count_documents({}) == 0
+    finally:
+        await again.close()

@@ -1083,24 +1083,29 @@ def _tombstone(ident: str, state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _fold_increments(name: str, rows: list[dict[str, Any]], span: int) -> list[list[Any]]:
-    """A fold's journal entries: [coarser key, {field: increment}] for rollup rows off a
-    `span` boundary (counts, or a latency histogram's buckets)."""
+    """A fold's journal entries, [coarser key, what to add] for rollup rows off a `span`
+    boundary: {count: n} (ROLLUP_COUNTS), or a latency histogram {FIELD: {"<bucket>": n}}
+    (field names without dots: the journal is a document)."""
     keys = _ROLLUPS[name]
     if name in records.HISTOGRAMS:
-        return [[list(k), histograms.increments(h)] for k, h in histograms.fold(
-            [(tuple(r.get(k) for k in keys), histograms.from_doc(r.get(histograms.FIELD)))
-             for r in rows], span)]
+        return [[list(k), {histograms.FIELD: {str(b): n for b, n in h.items()}}]
+                for k, h in histograms.fold(
+                    [(tuple(r.get(k) for k in keys), histograms.from_doc(r.get(histograms.FIELD)))
+                     for r in rows], span)]
     counts = records.ROLLUP_COUNTS[name]
     return [[list(k), dict(zip(counts, by, strict=True))] for k, by in records.fold(
         [(tuple(r.get(k) for k in keys), [int(r.get(c) or 0) for c in counts]) for r in rows],
         span)]
 
 
-def _fold_target(name: str, key: list[Any], by: list[int] | dict[str, int],
+def _fold_target(name: str, key: list[Any], by: list[int] | dict[str, Any],
                  ) -> tuple[dict[str, Any], dict[str, int]]:
     """A journal entry's row and $inc. Journals written before schema 3 hold the counts as a
     list, and a latency row's key ends with its latency bucket."""
     if isinstance(by, dict):
+        if name in records.HISTOGRAMS:
+            return (dict(zip(_ROLLUPS[name], key, strict=True)),
+                    histograms.increments(histograms.from_doc(by[histograms.FIELD])))
         return dict(zip(_ROLLUPS[name], key, strict=True)), by
     if name in records.HISTOGRAMS:  # one document per latency bucket then
         return ({**dict(zip(_ROLLUPS[name], key[:-1], strict=True)), "latency": key[-1]},
