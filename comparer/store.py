@@ -49,7 +49,8 @@ class Store(Protocol):
         the rules' suppression counts of recorded ones are added up. Returns the ids recorded
         now (so a re-delivery is never counted twice). The documents `keep` (shadow.keep)
         does not keep are deleted with it, each leaving a tombstone: a late or re-delivered
-        part of that exchange is ignored by `apply` (never stored or counted again)."""
+        part of that exchange is ignored by `apply` (never stored or counted again), for as
+        long as one can still arrive (`forget_tombstones`)."""
 
     async def rule_hits(self) -> dict[str, int]:
         """Differences each rule has hidden so far."""
