@@ -30,6 +30,7 @@ from shadow.deploys import (
     DeployError,
     deploy,
     fixed_in,
+    round_up,
     since_deploy,
 )
 from shadow.filters import FilterError, Filters, parse_filters
@@ -354,13 +355,15 @@ async def verdict_endpoint(request: web.Request) -> web.Response:
 async def _verdict_window(request: web.Request) -> tuple[Window, Deploy | None]:
     """The verdict's window: `since`/`until` when given, all time with `all_time=true`,
     else from the latest V2 deploy marker on (all time when there is none), and that deploy."""
-    q = request.query
+    q, store = request.query, request.app[STORE_KEY]
     if q.get("since") or q.get("until") or q.get("all_time", "").lower() in ("1", "true", "yes"):
-        return _window(request), None
-    latest = await request.app[STORE_KEY].deploys("v2", limit=1)
+        return await store.resolve(_window(request)), None  # as compacted
+    latest = await store.deploys("v2", limit=1)
     if not latest:
-        return _window(request), None
-    return since_deploy(latest[0]), latest[0]
+        return await store.resolve(_window(request)), None
+    start = since_deploy(latest[0])
+    # as compacted, but never from before the deploy: its edge rounds up
+    return round_up(await store.resolve(start), start.since or 0), latest[0]
 
 
 async def add_deploy(request: web.Request) -> web.Response:
