@@ -70,6 +70,7 @@ class Comparer:
         self._next_noise_refresh = 0.0
         self.noise_refresh_s = 5.0
         self._task: asyncio.Task[None] | None = None
+        self._batch: asyncio.Task[None] | None = None  # the batch being stored, shielded
         self._next_sweep = 0.0
         # compaction and retention: a task of their own, off the ingest path
         # (and the tombstones no part can still come for: the streams' horizon)
@@ -126,12 +127,18 @@ class Comparer:
             await self.drain.start()
             await self.housekeeper.start()
 
-    async def stop(self) -> None:
-        """Stop reading; a batch being stored finishes first (shielded). Idempotent."""
+    async def stop(self, batch_deadline_s: float = 30.0) -> None:
+        """Stop reading; a batch being stored finishes first (shielded: awaited here, so
+        nothing uses the store after stop() returns; past the deadline it is cancelled and
+        its entries stay pending). Idempotent."""
         task, self._task = self._task, None
         await self.housekeeper.stop()
         await self.drain.stop()
         await cancel_and_wait(task)
+        batch, self._batch = self._batch, None
+        if batch is not None and not batch.done():
+            await asyncio.wait([batch], timeout=batch_deadline_s)
+            await cancel_and_wait(batch)
         await self.notifier.stop()
 
     async def _run(self) -> None:
@@ -156,8 +163,9 @@ class Comparer:
         entries = await self.reader.read()
         if not entries:
             return 0
-        # Store-then-acknowledge must not be cut in half by a shutdown.
-        await asyncio.shield(self._handle(entries))
+        # Store-then-acknowledge must not be cut in half by a shutdown (stop() awaits it).
+        self._batch = asyncio.create_task(self._handle(entries), name="shadow-comparer-batch")
+        await asyncio.shield(self._batch)
         return len(entries)
 
     async def _handle(self, entries: list[Entry]) -> None:
