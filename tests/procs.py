@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +19,12 @@ def with_key(env: dict[str, str] | None = None) -> dict[str, str]:
     """An environment for a `shadow proxy` or `shadow subscriber` run alone: they need the
     secret key (`shadow up` makes its own), the same for both."""
     return {**(os.environ if env is None else env), "SHADOW_SECRET_KEY": TEST_KEY}
+
+
+def shadow(*args: str) -> subprocess.CompletedProcess[str]:
+    """`shadow ARGS` run to its end (60 s at most), its output captured as text."""
+    return subprocess.run([sys.executable, "-m", "shadow", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
 
 
 async def start_proxy_process(*args: str) -> tuple[asyncio.subprocess.Process, int]:

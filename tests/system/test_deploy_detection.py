@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -23,7 +21,7 @@ from shadow.model import Answer, Request, RequestEvent, ResponseEvent
 from shadow.windows import bucket_ceil
 from tests.conftest import wait_for
 from tests.pipeline import Pipeline
-from tests.procs import ROOT
+from tests.procs import shadow
 
 GATES = ("--min-match", "80", "--min-samples", "10", "--latency-floor-ms", "3600000")
 
@@ -52,11 +50,6 @@ def v1_app() -> web.Application:
     application = web.Application()
     application.router.add_get("/items/{n}", item)
     return application
-
-
-def shadow(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shadow", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
 
 
 def offer(p: Pipeline, ts: float, n: int) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 
 import aiohttp
@@ -18,7 +16,7 @@ from shadow.ids import new_id
 from shadow.model import Answer, Request, RequestEvent, ResponseEvent
 from tests.conftest import wait_for
 from tests.pipeline import Pipeline
-from tests.procs import ROOT
+from tests.procs import shadow
 
 
 class V2:
@@ -44,11 +42,6 @@ def v1_app() -> web.Application:
     application = web.Application()
     application.router.add_get("/items/{n}", item)
     return application
-
-
-def shadow(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shadow", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
 
 
 async def settled(p: Pipeline, total: int) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 from typing import Any
 
@@ -20,7 +19,7 @@ from shadow.model import Answer, Request, RequestEvent, ResponseEvent
 from shadow.windows import bucket_of, iso
 from tests.conftest import wait_for
 from tests.pipeline import Pipeline
-from tests.procs import ROOT
+from tests.procs import shadow
 
 
 def app(version: int) -> web.Application:
@@ -33,11 +32,6 @@ def app(version: int) -> web.Application:
     application = web.Application()
     application.router.add_get("/items/{n}", item)
     return application
-
-
-def shadow(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shadow", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
 
 
 async def run(*args: str) -> subprocess.CompletedProcess[str]:

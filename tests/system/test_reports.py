@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -14,13 +13,9 @@ import pytest
 from shadow.cli import demo_apps
 from tests.conftest import wait_for
 from tests.pipeline import Pipeline
+from tests.procs import shadow
 
 ROOT = Path(__file__).parent.parent.parent
-
-
-def shadow(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shadow", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
 
 
 @pytest.fixture

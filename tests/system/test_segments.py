@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from typing import Any
 
 import aiohttp
@@ -17,7 +15,7 @@ from aiohttp import web
 
 from tests.conftest import wait_for
 from tests.pipeline import Pipeline
-from tests.procs import ROOT
+from tests.procs import shadow
 
 GATES = ("--min-match", "80", "--min-samples", "10", "--latency-floor-ms", "3600000")
 
@@ -36,11 +34,6 @@ def apps() -> tuple[web.Application, web.Application]:
         return application
 
     return make(1), make(2)
-
-
-def shadow(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shadow", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
 
 
 async def send(p: Pipeline, client: aiohttp.ClientSession, requests: list[tuple[str, dict[str, str]]],

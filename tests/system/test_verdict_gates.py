@@ -5,8 +5,6 @@ the capture cap, one that is slower: each holds its route back, and says why."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from typing import Any
 
 import aiohttp
@@ -14,7 +12,7 @@ from aiohttp import web
 
 from tests.conftest import wait_for
 from tests.pipeline import Pipeline
-from tests.procs import ROOT
+from tests.procs import shadow
 
 SIZE = 100_000  # past the 64 KiB capture cap
 BODY = b"abcdefghij" * (SIZE // 10)
@@ -80,11 +78,6 @@ def route_of(v: dict[str, Any], route: str) -> dict[str, Any]:
     found = [r for r in v["routes"] if r["route"] == route]
     assert len(found) == 1, (route, v)
     return found[0]  # type: ignore[no-any-return]
-
-
-def shadow(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shadow", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
 
 
 async def test_a_v2_that_drops_a_tenth_of_its_connections_is_not_ready(http_server,
