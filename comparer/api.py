@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from comparer import export, openapi
 from comparer.firehose import FirehoseHub
-from comparer.store import Store
+from comparer.store import Store, default_verdict_window
 from comparer.timeline import TimelineError, parse_step, view
 from shadow import codec, metrics
 from shadow.bus import keys_for, stats_totals, stream_health, streams_health
@@ -30,8 +30,6 @@ from shadow.deploys import (
     DeployError,
     deploy,
     fixed_in,
-    round_up,
-    since_deploy,
 )
 from shadow.filters import FilterError, Filters, parse_filters
 from shadow.firehose import wanted
@@ -358,12 +356,7 @@ async def _verdict_window(request: web.Request) -> tuple[Window, Deploy | None]:
     q, store = request.query, request.app[STORE_KEY]
     if q.get("since") or q.get("until") or q.get("all_time", "").lower() in ("1", "true", "yes"):
         return await store.resolve(_window(request)), None  # as compacted
-    latest = await store.deploys("v2", limit=1)
-    if not latest:
-        return await store.resolve(_window(request)), None
-    start = since_deploy(latest[0])
-    # as compacted, but never from before the deploy: its edge rounds up
-    return round_up(await store.resolve(start), start.since or 0), latest[0]
+    return await default_verdict_window(store)
 
 
 async def add_deploy(request: web.Request) -> web.Response:

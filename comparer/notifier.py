@@ -26,18 +26,16 @@ import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from comparer.store import Store
+from comparer.store import Store, default_verdict_window
 from shadow import metrics, notify
 from shadow.aio import cancel_and_wait, raise_if_cancelling
 from shadow.bus import stream_health
-from shadow.deploys import round_up, since_deploy
 from shadow.drain import parse_id
 from shadow.keys import Keys
 from shadow.model import MISMATCH, Comparison, Exchange
 from shadow.notify import ClassBook, Notice
 from shadow.settings import Settings
 from shadow.stats import verdict
-from shadow.windows import ALL_TIME, Window
 
 log = logging.getLogger("shadow.notify")
 
@@ -47,16 +45,6 @@ TRIES = 4  # per notice and URL: the first and three retries, 1 s, 2 s and 4 s a
 FIRST_RETRY_S = 1.0
 TIMEOUT_S = 10.0  # per try
 _WARN_EVERY_S = 60.0
-
-
-async def verdict_window(store: Store) -> Window:
-    """The verdict's default window (as /api/verdict takes it): from the latest V2 deploy
-    marker on, as compacted but never from before it; all time when there is none."""
-    latest = await store.deploys("v2", limit=1)
-    if not latest:
-        return await store.resolve(ALL_TIME)
-    start = since_deploy(latest[0])
-    return round_up(await store.resolve(start), start.since or 0)
 
 
 def _event_streams(keys: Keys) -> list[str]:
@@ -261,7 +249,7 @@ class Notifier:
     async def watch_verdict(self) -> None:
         """The verdict per route into shadow_route_ready (routes gone from its window: 0), and
         its changes to the webhooks."""
-        result = verdict(await self.store.route_evidence(await verdict_window(self.store)),
+        result = verdict(await self.store.route_evidence((await default_verdict_window(self.store))[0]),
                          **self.verdict_options)
         routes: list[dict[str, Any]] = result["routes"]  # type: ignore[assignment]
         states = {(r["method"], r["route"]): bool(r["ready"]) for r in routes}

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from comparer.timeline import Timeline
 from shadow.credentials import mask_url
-from shadow.deploys import Deploy, FixedIn
+from shadow.deploys import Deploy, FixedIn, round_up, since_deploy
 from shadow.errors import ConfigError
 from shadow.filters import Filters
 from shadow.keep import EVERYTHING, KeepPolicy
@@ -160,6 +160,17 @@ class Store(Protocol):
         """The window's counts per step of `step_s` seconds (None: about 120 points; raised
         past comparer.timeline.MAX_POINTS), overall, per route and per mismatch class (with
         the class's own first and last sighting), from the rollups (comparer.timeline)."""
+
+
+async def default_verdict_window(store: Store) -> tuple[Window, Deploy | None]:
+    """The verdict's default window, and the deploy it starts at: from the latest V2 deploy
+    marker on, as compacted but never from before it (its edge rounds up); all time when
+    there is none. /api/verdict and the readiness gauges judge over it."""
+    latest = await store.deploys("v2", limit=1)
+    if not latest:
+        return await store.resolve(ALL_TIME), None
+    start = since_deploy(latest[0])
+    return round_up(await store.resolve(start), start.since or 0), latest[0]
 
 
 def open_store(url: str) -> Store:
