@@ -47,12 +47,6 @@ TIMEOUT_S = 10.0  # per try
 _WARN_EVERY_S = 60.0
 
 
-def _event_streams(keys: Keys) -> list[str]:
-    """Every event stream (each shard's proxy and candidate streams, when streams are sharded)."""
-    streams = getattr(keys, "event_streams", None)
-    return list(streams) if streams else list(keys.streams.values())
-
-
 class Destination:
     """One webhook URL: a bounded queue of request bodies and the task that posts them."""
 
@@ -165,7 +159,7 @@ class Notifier:
         if self._task is not None:
             return
         await self.refresh_classes()
-        for stream in _event_streams(self.keys):
+        for stream in self.keys.event_streams:
             metrics.STREAM_MAX_LENGTH.labels(stream).set(self.settings.stream_maxlen)
             metrics.STREAM_MAX_BYTES.labels(stream).set(self.settings.stream_max_bytes)
             metrics.STREAM_MAX_AGE.labels(stream).set(self.settings.stream_max_age_s)
@@ -272,7 +266,7 @@ class Notifier:
         seconds: dict[tuple[str, str], float] = {}
         seconds_now, micros = await self.redis.time()  # type: ignore[misc]
         now_ms = int(seconds_now) * 1000 + int(micros) // 1000
-        for stream in _event_streams(self.keys):
+        for stream in self.keys.event_streams:
             health = await stream_health(self.redis, stream)
             for group, g in health["groups"].items():
                 seconds[(stream, group)] = g["behind_s"]
