@@ -62,15 +62,17 @@ def protection_for(settings: Settings) -> Protection:
 
 
 def cmd_proxy(args: argparse.Namespace, settings: Settings) -> int:
+    protection = None
     if settings.publish:  # no Redis or no key (or a bad one): an error before anything starts
         _need_redis(settings, "proxy")
-        load_keyring(settings)
+        protection = protection_for(settings)
     if (settings.workers or 1) > 1:
         return run_async(run_proxy_workers(args, settings))
-    return run_async(run_proxy(args, settings))
+    return run_async(run_proxy(args, settings, protection))
 
 
-async def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
+async def run_proxy(args: argparse.Namespace, settings: Settings,
+                    protection: Protection | None) -> int:
     tune_gc_for_throughput()
     from proxy import Discard, Proxy, Publisher
 
@@ -90,7 +92,7 @@ async def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
             await _check_layout(redis, settings)
         sock = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
         proxy = Proxy(settings, publisher, sock=sock,
-                      protection=protection_for(settings) if settings.publish else None)
+                      protection=protection)
         exporter = MetricsServer(settings.metrics_listen) if settings.metrics_listen else None
         await publisher.start()
         opened.push_async_callback(publisher.stop)
@@ -181,12 +183,12 @@ def cmd_subscriber(args: argparse.Namespace, settings: Settings) -> int:
 
     yield_cpu_to_the_proxy(args, settings)
 
-    load_keyring(settings)  # no key, or a bad one: a ConfigError before anything starts
+    protection = protection_for(settings)  # no key, or a bad one: an error before anything
 
     async def run() -> int:
         async with contextlib.AsyncExitStack() as opened:  # a failed start closes what it opened
             url, redis = await _open_service(opened, args, settings, "subscriber")
-            sub = Subscriber(settings, redis, protection=protection_for(settings))
+            sub = Subscriber(settings, redis, protection=protection)
             exporter = MetricsServer(settings.metrics_listen) if settings.metrics_listen else None
             await keep_trying(f"Redis at {mask_url(url)}", sub.start, sub.stop)
             opened.push_async_callback(sub.stop)
