@@ -837,8 +837,10 @@ class SQLiteStore:
                                      await self._rows("SELECT method, route, n FROM repeats"))
 
     async def _rows(self, sql: str, args: list[Any] | None = None) -> list[Any]:
-        async with self.db.execute(sql, args or []) as cur:
-            return [tuple(row) async for row in cur]
+        """Every row in one call on the connection's thread: iterated row by row, the
+        comparer's writes on the same connection ran between the fetches and an aggregate
+        read under them came back broken (a NULL sum: a 500 on /api/summary under load)."""
+        return [tuple(row) for row in await self.db.execute_fetchall(sql, args or [])]
 
     async def rule_hits(self) -> dict[str, int]:
         async with self.db.execute("SELECT rule, suppressed FROM rule_stats") as cur:
