@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from comparer.store import Store
-from shadow.aio import cancel_and_wait
+from shadow.aio import cancel_and_wait, raise_if_cancelling
 from shadow.bus import server_time_ms
 from shadow.drain import parse_id
 from shadow.horizon import MARGIN_S, Horizon, Look
@@ -94,6 +94,7 @@ class Housekeeper:
 
     async def _run(self) -> None:
         while True:
+            raise_if_cancelling()  # a cancellation redis-py swallowed (the horizon reads Redis)
             try:
                 await self.run_once()
             except asyncio.CancelledError:
